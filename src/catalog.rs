@@ -1,0 +1,263 @@
+//! What is in a store, and tidying it: `list`, `inspect`, `delete`, `gc`.
+//!
+//! `delete` removes the index first (the snapshot disappears at once, exactly
+//! as create makes it appear by writing the index last), then its pages. Data
+//! objects may be shared with parents and children, so `delete` never touches
+//! them: `gc` does, by marking every data object and page that any committed
+//! index references (each snapshot has a full manifest of its own, so a
+//! child's references are complete even after its parent is deleted) and
+//! sweeping the rest. Objects younger than the grace period are kept, because
+//! a `create` running right now has uploaded objects that no index references
+//! yet. If any index cannot be read, gc refuses to delete anything: it cannot
+//! know what that snapshot needs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::format::{keys, ManifestIndex};
+use crate::name::SnapshotName;
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// One day: longer than any create we expect (1 TiB at 100 MB/s is ~3 h),
+/// so gc never removes the objects of a create that is still running.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Every snapshot index in the store, decoded; an index that cannot be read
+/// is returned as an error line instead of hiding the others.
+pub async fn list(
+    store: &Store,
+) -> anyhow::Result<Vec<(SnapshotName, anyhow::Result<ManifestIndex>)>> {
+    let mut names: Vec<SnapshotName> = store
+        .list(keys::SNAPSHOTS_PREFIX)
+        .await?
+        .iter()
+        .filter_map(|l| keys::parse_index(&l.key))
+        .collect();
+    names.sort();
+    let out = futures::stream::iter(names)
+        .map(|name| async move {
+            let key = keys::index(&name);
+            let ix = async {
+                let data = store.get(&key).await?;
+                Ok(ManifestIndex::decode(&data, &key)?)
+            }
+            .await;
+            (name, ix)
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    Ok(out)
+}
+
+/// Thresholds reported by `inspect`: the range a prefetch threshold moves in.
+pub const REPORT_THRESHOLDS: [f32; 4] = [0.25, 0.5, 0.75, 0.9];
+/// Hint histogram buckets: [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0].
+pub const HINT_BUCKETS: usize = 10;
+
+#[derive(Debug, serde::Serialize)]
+pub struct WindowReport {
+    pub window_ms: u32,
+    pub hint_histogram: [u64; HINT_BUCKETS],
+    /// (threshold, groups whose hint is at least that)
+    pub groups_at_or_above: Vec<(f32, u64)>,
+    pub groups_with_successors: u64,
+    pub successors_total: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct InspectReport {
+    pub name: String,
+    pub id: String,
+    pub format_version: u16,
+    pub volume_size: u64,
+    pub block_size: u32,
+    pub group_size: u32,
+    pub created_ms: i64,
+    pub parent: Option<String>,
+    pub blocks: u64,
+    pub stored_blocks: u64,
+    pub zero_blocks: u64,
+    /// Compressed bytes referenced.
+    pub stored_bytes: u64,
+    /// Uncompressed bytes of stored blocks.
+    pub logical_stored_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub groups: u64,
+    pub pages: u32,
+    pub index_bytes: u64,
+    pub windows: Vec<WindowReport>,
+    pub warmup_groups: u64,
+    pub warmup_bytes: u64,
+}
+
+pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
+    let h = &ix.header;
+    let windows = ix
+        .windows_ms
+        .iter()
+        .enumerate()
+        .map(|(w, &ms)| {
+            let mut hist = [0u64; HINT_BUCKETS];
+            let mut with_succ = 0;
+            let mut succ = 0;
+            for g in &ix.groups {
+                let hint = g.hints.get(w).copied().unwrap_or(0.0);
+                hist[((hint * HINT_BUCKETS as f32) as usize).min(HINT_BUCKETS - 1)] += 1;
+                let n = g.successors.get(w).map_or(0, Vec::len) as u64;
+                with_succ += (n > 0) as u64;
+                succ += n;
+            }
+            WindowReport {
+                window_ms: ms,
+                hint_histogram: hist,
+                groups_at_or_above: REPORT_THRESHOLDS
+                    .iter()
+                    .map(|&t| {
+                        (
+                            t,
+                            ix.groups
+                                .iter()
+                                .filter(|g| g.hints.get(w).copied().unwrap_or(0.0) >= t)
+                                .count() as u64,
+                        )
+                    })
+                    .collect(),
+                groups_with_successors: with_succ,
+                successors_total: succ,
+            }
+        })
+        .collect();
+    let logical_stored_bytes = if h.stored_blocks == 0 {
+        0
+    } else {
+        // Every stored block is full-size except possibly the volume's last.
+        let last = h.block_count() - 1;
+        let last_stored = ix.groups.last().is_some_and(|g| g.last_block == last);
+        h.stored_blocks * h.block_size as u64
+            - if last_stored {
+                h.block_count() * h.block_size as u64 - h.volume_size
+            } else {
+                0
+            }
+    };
+    InspectReport {
+        name: h.name.to_string(),
+        id: h.id.to_string(),
+        format_version: crate::format::FORMAT_VERSION,
+        volume_size: h.volume_size,
+        block_size: h.block_size,
+        group_size: h.group_size,
+        created_ms: h.created_ms,
+        parent: h.parent.as_ref().map(|(n, _)| n.to_string()),
+        blocks: h.block_count(),
+        stored_blocks: h.stored_blocks,
+        zero_blocks: h.zero_blocks,
+        stored_bytes: h.stored_bytes,
+        logical_stored_bytes,
+        uploaded_bytes: h.uploaded_bytes,
+        groups: ix.groups.len() as u64,
+        pages: h.page_count,
+        index_bytes,
+        windows,
+        warmup_groups: ix.warmup.len() as u64,
+        warmup_bytes: ix
+            .warmup
+            .iter()
+            .filter_map(|g| ix.group(*g))
+            .map(|g| g.stored_bytes)
+            .sum(),
+    }
+}
+
+/// Deletes a snapshot: its index (the snapshot is gone from then on), then
+/// its pages. Data objects are left for `gc`.
+pub async fn delete(store: &Store, name: &SnapshotName) -> anyhow::Result<()> {
+    let snap = Snapshot::open(store, name).await?;
+    let id = snap.header().id;
+    store.delete(&keys::index(name)).await?;
+    let prefix = format!("{}/{id}", keys::PAGES_PREFIX);
+    for l in store.list(&prefix).await? {
+        store.delete(&l.key).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    pub snapshots: usize,
+    pub referenced_objects: usize,
+    /// Unreferenced data objects and pages older than the grace period:
+    /// deleted, or (dry run) would be.
+    pub removed: Vec<(String, u64)>,
+    pub removed_bytes: u64,
+    /// Unreferenced but younger than the grace period.
+    pub kept_young: usize,
+    pub dry_run: bool,
+}
+
+pub async fn gc(
+    store: &Store,
+    grace: Duration,
+    dry_run: bool,
+    now_ms: i64,
+) -> anyhow::Result<GcReport> {
+    let mut report = GcReport {
+        dry_run,
+        ..Default::default()
+    };
+    let mut live_objects: HashSet<String> = HashSet::new();
+    let mut live_snapshots = HashSet::new();
+    for (name, ix) in list(store).await? {
+        let ix = ix.with_context(|| {
+            format!(
+                "gc refuses to run: snapshot {:?} cannot be read",
+                name.as_str()
+            )
+        })?;
+        live_snapshots.insert(ix.header.id);
+        let snap = Snapshot::from_index(store.clone(), ix);
+        let blocks = snap.all_blocks().await.with_context(|| {
+            format!(
+                "gc refuses to run: manifest of {:?} cannot be read",
+                name.as_str()
+            )
+        })?;
+        live_objects.extend(blocks.into_iter().map(|b| b.object.to_string()));
+        report.snapshots += 1;
+    }
+    report.referenced_objects = live_objects.len();
+
+    let cutoff = now_ms - grace.as_millis() as i64;
+    let mut candidates = Vec::new();
+    for l in store.list(keys::DATA_PREFIX).await? {
+        if keys::is_data(&l.key) && !live_objects.contains(&l.key) {
+            candidates.push(l);
+        }
+    }
+    for l in store.list(keys::PAGES_PREFIX).await? {
+        if keys::parse_page(&l.key).is_some_and(|id| !live_snapshots.contains(&id)) {
+            candidates.push(l);
+        }
+    }
+    for l in candidates {
+        if l.last_modified_ms > cutoff {
+            report.kept_young += 1;
+            continue;
+        }
+        report.removed_bytes += l.size;
+        report.removed.push((l.key, l.size));
+    }
+    if !dry_run {
+        futures::stream::iter(report.removed.iter())
+            .map(|(k, _)| store.delete(k))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok(report)
+}

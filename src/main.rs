@@ -1,0 +1,369 @@
+//! The `snapahead` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+
+use snapahead::catalog;
+use snapahead::config::{BlockSize, Config, DEFAULT_CONFIG};
+use snapahead::create::{self, CreateOptions};
+use snapahead::name::SnapshotName;
+use snapahead::progress::Progress;
+use snapahead::snapshot::Snapshot;
+
+#[derive(Parser)]
+#[command(
+    name = "snapahead",
+    version,
+    about = "Snapshot block volumes into object storage; mount them at once, fetched lazily and prefetched ahead of reads",
+    long_about = "Snapshot block volumes (raw image files, block devices) into object storage \
+(a local directory by default, or any S3-compatible server), incrementally against a parent.\n\n\
+Configuration comes from snapshots.yaml (see README.md). Logging: RUST_LOG=info|debug|trace."
+)]
+struct Cli {
+    /// Config file [default: ./snapshots.yaml; a missing default file means built-in defaults]
+    #[arg(long, global = true, env = "SNAPAHEAD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Object store URL, overriding the config: file://PATH, s3://BUCKET[/PREFIX] or memory://
+    #[arg(long, global = true, env = "SNAPAHEAD_STORE")]
+    store: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Snapshot a volume: read it, skip zero blocks, compress, upload, commit
+    Create {
+        /// Name of the new snapshot ([A-Za-z0-9._-], not starting with '.')
+        name: SnapshotName,
+        /// Volume to read (image file or block device) [default: the config entry's source]
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Reuse the blocks of this snapshot: only changed blocks are uploaded
+        #[arg(long)]
+        parent: Option<SnapshotName>,
+        /// Block size, a power of two from 64KiB to 4MiB [default: config, parent's, or 512KiB]
+        #[arg(long)]
+        block_size: Option<BlockSize>,
+        /// Blocks per index group, the unit of prefetch hints [default: config, parent's, or 16]
+        #[arg(long)]
+        group_size: Option<u32>,
+        /// Uploads in flight
+        #[arg(long, default_value_t = create::DEFAULT_UPLOAD_CONCURRENCY)]
+        uploads: usize,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the snapshots in the store
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot's header, counts, stored vs logical bytes and hint statistics
+    Inspect {
+        name: SnapshotName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch every stored block and check its checksum; exits non-zero on any bad block
+    Verify {
+        name: SnapshotName,
+        /// Objects fetched at once
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Delete a snapshot (its data objects are removed later by gc)
+    Delete { name: SnapshotName },
+    /// Delete data objects and pages that no snapshot references
+    Gc {
+        /// Only report what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreferenced objects younger than this (a create may still be running)
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+fn fmt_time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = match &cli.config {
+        Some(p) => Config::load(p, true)?,
+        None => Config::load(PathBuf::from(DEFAULT_CONFIG).as_path(), false)?,
+    };
+    let store = cfg.open_store(cli.store.as_deref())?;
+    match cli.cmd {
+        Cmd::Create {
+            name,
+            source,
+            parent,
+            block_size,
+            group_size,
+            uploads,
+            json,
+        } => {
+            let entry = cfg.snapshot(&name);
+            let source = source
+                .or_else(|| entry.and_then(|e| e.source.clone()))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no source for {:?}: pass --source or add it to the config",
+                        name.as_str()
+                    )
+                })?;
+            let mut opts = CreateOptions::new(name, source);
+            opts.parent = parent;
+            opts.block_size = block_size.or(entry.and_then(|e| e.block_size)).map(|b| b.0);
+            opts.group_size = group_size.or(entry.and_then(|e| e.group_size));
+            opts.upload_concurrency = uploads.max(1);
+            opts.show_progress = true;
+            let s = create::create(&store, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "created {} in {}: read {}, zero {}, new {}, reused {}, uploaded {} in {} objects, {:.1}s ({}/s)",
+                    s.name,
+                    store.url(),
+                    ByteSize(s.bytes_read),
+                    ByteSize(s.zero_bytes),
+                    ByteSize(s.new_bytes),
+                    ByteSize(s.reused_bytes),
+                    ByteSize(s.uploaded_bytes),
+                    s.objects_uploaded,
+                    s.seconds,
+                    ByteSize((s.bytes_read as f64 / s.seconds.max(1e-3)) as u64)
+                );
+            }
+        }
+        Cmd::List { json } => {
+            let all = catalog::list(&store).await?;
+            let mut rows = Vec::new();
+            let mut bad = false;
+            for (name, ix) in &all {
+                match ix {
+                    Ok(ix) => {
+                        let h = &ix.header;
+                        rows.push(serde_json::json!({
+                            "name": name.as_str(),
+                            "volume_size": h.volume_size,
+                            "block_size": h.block_size,
+                            "stored_bytes": h.stored_bytes,
+                            "parent": h.parent.as_ref().map(|p| p.0.to_string()),
+                            "created": fmt_time(h.created_ms),
+                        }));
+                    }
+                    Err(e) => {
+                        bad = true;
+                        eprintln!("warning: snapshot {:?}: {e:#}", name.as_str());
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<24} {:>12} {:>10} {:>12} {:<16} CREATED",
+                    "NAME", "SIZE", "BLOCK", "STORED", "PARENT"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<24} {:>12} {:>10} {:>12} {:<16} {}",
+                        r["name"].as_str().unwrap_or(""),
+                        ByteSize(r["volume_size"].as_u64().unwrap_or(0)).to_string(),
+                        ByteSize(r["block_size"].as_u64().unwrap_or(0)).to_string(),
+                        ByteSize(r["stored_bytes"].as_u64().unwrap_or(0)).to_string(),
+                        r["parent"].as_str().unwrap_or("-"),
+                        r["created"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            if bad {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Inspect { name, json } => {
+            let key = snapahead::format::keys::index(&name);
+            let snap = Snapshot::open(&store, &name).await?;
+            let size = store
+                .list(&key)
+                .await
+                .ok()
+                .and_then(|l| l.first().map(|l| l.size))
+                .unwrap_or(0);
+            let r = catalog::inspect(snap.index(), size);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_inspect(&r);
+            }
+        }
+        Cmd::Verify { name, concurrency } => {
+            let snap = Snapshot::open(&store, &name).await?;
+            let logical = catalog::inspect(snap.index(), 0).logical_stored_bytes;
+            let progress = Progress::new(format!("verify {name}"), logical, true);
+            let r = snap.verify(concurrency, &progress).await?;
+            progress.finish();
+            for b in &r.bad {
+                println!(
+                    "BAD block {} (offset {}) in {}: {}",
+                    b.block_id,
+                    b.block_id * snap.header().block_size as u64,
+                    b.object,
+                    b.reason
+                );
+            }
+            println!(
+                "{}: {} blocks checked, {} bad",
+                name,
+                r.blocks_checked,
+                r.bad.len()
+            );
+            if !r.bad.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Delete { name } => {
+            catalog::delete(&store, &name).await?;
+            println!("deleted {name} (run gc to free its data objects)");
+        }
+        Cmd::Gc { dry_run, grace } => {
+            let r = catalog::gc(&store, grace, dry_run, now_ms()).await?;
+            for (k, size) in &r.removed {
+                log::debug!(
+                    "{} {k} ({size} bytes)",
+                    if dry_run { "would delete" } else { "deleted" }
+                );
+            }
+            println!(
+                "{} snapshots, {} referenced data objects; {} {} unreferenced objects ({}); kept {} younger than {}",
+                r.snapshots,
+                r.referenced_objects,
+                if dry_run { "would delete" } else { "deleted" },
+                r.removed.len(),
+                ByteSize(r.removed_bytes),
+                r.kept_young,
+                humantime::format_duration(grace)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_inspect(r: &catalog::InspectReport) {
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    println!("snapshot       {} (id {})", r.name, r.id);
+    println!("format         version {}", r.format_version);
+    println!("created        {}", fmt_time(r.created_ms));
+    println!("parent         {}", r.parent.as_deref().unwrap_or("-"));
+    println!(
+        "volume size    {} ({} bytes)",
+        ByteSize(r.volume_size),
+        r.volume_size
+    );
+    println!(
+        "block size     {}, {} blocks per group",
+        ByteSize(r.block_size as u64),
+        r.group_size
+    );
+    println!(
+        "blocks         {} total, {} stored, {} zero ({:.1}% holes)",
+        r.blocks,
+        r.stored_blocks,
+        r.zero_blocks,
+        pct(r.zero_blocks, r.blocks)
+    );
+    println!(
+        "stored         {} compressed for {} of data ({:.1}%); {} uploaded by its create",
+        ByteSize(r.stored_bytes),
+        ByteSize(r.logical_stored_bytes),
+        pct(r.stored_bytes, r.logical_stored_bytes),
+        ByteSize(r.uploaded_bytes)
+    );
+    println!(
+        "index          {} groups, {} pages, {} bytes",
+        r.groups, r.pages, r.index_bytes
+    );
+    for w in &r.windows {
+        println!(
+            "hints, window {}:",
+            humantime::format_duration(Duration::from_millis(w.window_ms as u64))
+        );
+        let hist: Vec<String> = w
+            .hint_histogram
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "[{:.1},{:.1}{}:{n}",
+                    i as f32 / 10.0,
+                    (i + 1) as f32 / 10.0,
+                    if i == 9 { "]" } else { ")" }
+                )
+            })
+            .collect();
+        println!("  histogram    {}", hist.join(" "));
+        let above: Vec<String> = w
+            .groups_at_or_above
+            .iter()
+            .map(|(t, n)| format!(">={t}: {n}"))
+            .collect();
+        println!("  groups       {}", above.join(", "));
+        println!(
+            "  successors   {} groups have {} in all",
+            w.groups_with_successors, w.successors_total
+        );
+    }
+    println!(
+        "warm-up        {} groups, {}",
+        r.warmup_groups,
+        ByteSize(r.warmup_bytes)
+    );
+}

@@ -1,0 +1,318 @@
+//! An opened snapshot: its manifest index in memory, manifest pages fetched
+//! on first use and kept, and the block read path
+//! `block → group (index) → page → entry → ranged GET → verify → decompress`.
+//!
+//! Opening reads only the index, whatever the volume's size; each page is
+//! fetched at most once however many readers ask at the same time (a
+//! `OnceCell` per page). Every block is checked against its BLAKE3 checksum
+//! after decompression: a mismatch is an error naming the block and the
+//! object, never data. Decompression is bounded by the block size, so a
+//! corrupted object cannot make us allocate more than one block.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use crate::format::{
+    block_len, keys, Compression, GroupEntry, ManifestIndex, ManifestPage, SnapshotHeader,
+};
+use crate::name::SnapshotName;
+use crate::store::Store;
+
+/// Where one stored block is, and how to check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub block_id: u64,
+    pub object: Arc<str>,
+    pub offset: u64,
+    pub length: u32,
+    pub compression: Compression,
+    pub checksum: [u8; 32],
+}
+
+impl BlockRef {
+    pub fn range(&self) -> Range<u64> {
+        self.offset..self.offset + self.length as u64
+    }
+}
+
+/// Decodes a stored block and checks it; `expected_len` is its uncompressed
+/// length. The error says what is wrong (the caller adds block and object).
+pub fn decode_block(stored: &[u8], r: &BlockRef, expected_len: usize) -> Result<Vec<u8>, String> {
+    if stored.len() != r.length as usize {
+        return Err(format!(
+            "stored length {} instead of {}",
+            stored.len(),
+            r.length
+        ));
+    }
+    let data = match r.compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => {
+            zstd::bulk::decompress(stored, expected_len).map_err(|e| format!("zstd: {e}"))?
+        }
+    };
+    if data.len() != expected_len {
+        return Err(format!(
+            "decoded {} bytes instead of {expected_len}",
+            data.len()
+        ));
+    }
+    if blake3::hash(&data).as_bytes() != &r.checksum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(data)
+}
+
+pub struct Snapshot {
+    store: Store,
+    index: Arc<ManifestIndex>,
+    pages: Vec<OnceCell<Arc<ManifestPage>>>,
+}
+
+impl Snapshot {
+    /// Loads the index of `name`; fails clearly when there is none.
+    pub async fn open(store: &Store, name: &SnapshotName) -> anyhow::Result<Snapshot> {
+        let key = keys::index(name);
+        let data = match store.get(&key).await {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => {
+                bail!("no snapshot named {name:?} in store {}", store.url())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let index = ManifestIndex::decode(&data, &key)?;
+        if &index.header.name != name {
+            bail!(
+                "{key}: index names snapshot {:?}, expected {name:?}",
+                index.header.name.as_str()
+            );
+        }
+        Ok(Self::from_index(store.clone(), index))
+    }
+
+    pub fn from_index(store: Store, index: ManifestIndex) -> Snapshot {
+        let pages = (0..index.header.page_count)
+            .map(|_| OnceCell::new())
+            .collect();
+        Snapshot {
+            store,
+            index: Arc::new(index),
+            pages,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<ManifestIndex> {
+        &self.index
+    }
+    pub fn header(&self) -> &SnapshotHeader {
+        &self.index.header
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Manifest page `n`, fetched once.
+    pub async fn page(&self, n: u32) -> anyhow::Result<Arc<ManifestPage>> {
+        let cell = self
+            .pages
+            .get(n as usize)
+            .ok_or_else(|| anyhow!("page {n} beyond the snapshot's {} pages", self.pages.len()))?;
+        cell.get_or_try_init(|| async {
+            let h = &self.index.header;
+            let key = keys::page(h.id, n);
+            let data = self.store.get(&key).await?;
+            let page = ManifestPage::decode(&data, &key)?;
+            if page.snapshot_id != h.id || page.page_no != n {
+                bail!(
+                    "{key}: page belongs to snapshot {} page {}",
+                    page.snapshot_id,
+                    page.page_no
+                );
+            }
+            Ok(Arc::new(page))
+        })
+        .await
+        .cloned()
+    }
+
+    /// The stored blocks of one group, in block order.
+    pub async fn group_blocks(&self, g: &GroupEntry) -> anyhow::Result<Vec<BlockRef>> {
+        let page = self.page(g.page).await?;
+        let start = g.entry_start as usize;
+        let entries = page
+            .entries
+            .get(start..start + g.entry_count as usize)
+            .ok_or_else(|| anyhow!("group {} points beyond page {}", g.group, g.page))?;
+        let objects: Vec<Arc<str>> = page.objects.iter().map(|k| Arc::from(k.as_str())).collect();
+        entries
+            .iter()
+            .map(|e| {
+                if e.block_id < g.first_block || e.block_id > g.last_block {
+                    bail!(
+                        "page {} entry for block {} lies outside group {}",
+                        g.page,
+                        e.block_id,
+                        g.group
+                    );
+                }
+                Ok(BlockRef {
+                    block_id: e.block_id,
+                    object: objects[e.object as usize].clone(),
+                    offset: e.offset,
+                    length: e.length,
+                    compression: e.compression,
+                    checksum: e.checksum,
+                })
+            })
+            .collect()
+    }
+
+    /// Where block `block` is stored, or `None` for a hole.
+    pub async fn locate(&self, block: u64) -> anyhow::Result<Option<BlockRef>> {
+        let Some(g) = self.index.group_of_block(block) else {
+            return Ok(None);
+        };
+        if block < g.first_block || block > g.last_block {
+            return Ok(None);
+        }
+        let blocks = self.group_blocks(g).await?;
+        Ok(blocks
+            .binary_search_by_key(&block, |b| b.block_id)
+            .ok()
+            .map(|i| blocks[i].clone()))
+    }
+
+    /// Every stored block, in block order (verify, gc, incremental create).
+    pub async fn all_blocks(&self) -> anyhow::Result<Vec<BlockRef>> {
+        let per_group: Vec<Vec<BlockRef>> = futures::stream::iter(self.index.groups.iter())
+            .map(|g| self.group_blocks(g))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(per_group.into_iter().flatten().collect())
+    }
+
+    /// Uncompressed length of `block`.
+    pub fn block_len(&self, block: u64) -> usize {
+        let h = &self.index.header;
+        block_len(h.volume_size, h.block_size, block)
+    }
+
+    /// Fetches, checks and decompresses one stored block.
+    pub async fn fetch_block(&self, r: &BlockRef) -> anyhow::Result<Vec<u8>> {
+        let stored = self
+            .store
+            .get_range(&r.object, r.range())
+            .await
+            .with_context(|| format!("block {}", r.block_id))?;
+        decode_block(&stored, r, self.block_len(r.block_id))
+            .map_err(|e| anyhow!("block {} in object {}: {e}", r.block_id, r.object))
+    }
+
+    /// Reads `len` bytes at `offset` of the volume (clamped to its end);
+    /// holes read as zeros.
+    pub async fn read_at(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+        let h = &self.index.header;
+        let end = (offset + len as u64).min(h.volume_size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bs = h.block_size as u64;
+        let blocks = offset / bs..end.div_ceil(bs);
+        let mut out = vec![0u8; (end - offset) as usize];
+        let fetched: Vec<(u64, Option<Vec<u8>>)> = futures::stream::iter(blocks)
+            .map(|b| async move {
+                match self.locate(b).await? {
+                    None => Ok::<_, anyhow::Error>((b, None)),
+                    Some(r) => Ok((b, Some(self.fetch_block(&r).await?))),
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        for (b, data) in fetched {
+            let Some(data) = data else { continue };
+            let bstart = b * bs;
+            let from = offset.max(bstart);
+            let to = end.min(bstart + data.len() as u64);
+            out[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&data[(from - bstart) as usize..(to - bstart) as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Fetches every stored block and checks it. Each data object is read
+    /// with one GET; a missing or short object makes all its blocks bad.
+    pub async fn verify(
+        &self,
+        concurrency: usize,
+        progress: &crate::progress::Progress,
+    ) -> anyhow::Result<VerifyReport> {
+        let blocks = self.all_blocks().await?;
+        let mut by_object: BTreeMap<Arc<str>, Vec<BlockRef>> = BTreeMap::new();
+        for b in blocks {
+            by_object.entry(b.object.clone()).or_default().push(b);
+        }
+        let results: Vec<(usize, Vec<BadBlock>)> = futures::stream::iter(by_object)
+            .map(|(key, blocks)| async move {
+                let end = blocks
+                    .iter()
+                    .map(|b| b.offset + b.length as u64)
+                    .max()
+                    .unwrap_or(0);
+                let data = self.store.get(&key).await;
+                let mut bad = Vec::new();
+                for b in &blocks {
+                    let reason = match &data {
+                        Err(e) => Some(e.to_string()),
+                        Ok(d) => {
+                            match d.get(b.offset as usize..(b.offset + b.length as u64) as usize) {
+                                None => Some(format!(
+                                    "object is {} bytes, block needs bytes up to {end}",
+                                    d.len()
+                                )),
+                                Some(s) => decode_block(s, b, self.block_len(b.block_id)).err(),
+                            }
+                        }
+                    };
+                    progress.inc(self.block_len(b.block_id) as u64);
+                    if let Some(reason) = reason {
+                        bad.push(BadBlock {
+                            block_id: b.block_id,
+                            object: key.to_string(),
+                            reason,
+                        });
+                    }
+                }
+                (blocks.len(), bad)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = VerifyReport::default();
+        for (n, bad) in results {
+            report.blocks_checked += n as u64;
+            report.bad.extend(bad);
+        }
+        report.bad.sort_by_key(|b| b.block_id);
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub blocks_checked: u64,
+    pub bad: Vec<BadBlock>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BadBlock {
+    pub block_id: u64,
+    pub object: String,
+    pub reason: String,
+}
