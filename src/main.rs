@@ -15,6 +15,15 @@ use snapahead::name::SnapshotName;
 use snapahead::progress::Progress;
 use snapahead::snapshot::Snapshot;
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`snapahead list | head`); `main` exits quietly on a broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "snapahead",
@@ -108,11 +117,19 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn now_ms() -> i64 {
@@ -160,9 +177,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.show_progress = true;
             let s = create::create(&store, &opts).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                out!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!(
+                out!(
                     "created {} in {}: read {}, zero {}, new {}, reused {}, uploaded {} in {} objects, {:.1}s ({}/s)",
                     s.name,
                     store.url(),
@@ -201,14 +218,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
+                out!(
                     "{:<24} {:>12} {:>10} {:>12} {:<16} CREATED",
-                    "NAME", "SIZE", "BLOCK", "STORED", "PARENT"
+                    "NAME",
+                    "SIZE",
+                    "BLOCK",
+                    "STORED",
+                    "PARENT"
                 );
                 for r in &rows {
-                    println!(
+                    out!(
                         "{:<24} {:>12} {:>10} {:>12} {:<16} {}",
                         r["name"].as_str().unwrap_or(""),
                         ByteSize(r["volume_size"].as_u64().unwrap_or(0)).to_string(),
@@ -224,19 +245,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Inspect { name, json } => {
-            let key = snapahead::format::keys::index(&name);
             let snap = Snapshot::open(&store, &name).await?;
-            let size = store
-                .list(&key)
-                .await
-                .ok()
-                .and_then(|l| l.first().map(|l| l.size))
-                .unwrap_or(0);
-            let r = catalog::inspect(snap.index(), size);
+            let r = catalog::inspect(snap.index(), snap.index().encode().len() as u64);
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_inspect(&r);
+                print_inspect(&r)?;
             }
         }
         Cmd::Verify { name, concurrency } => {
@@ -246,7 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = snap.verify(concurrency, &progress).await?;
             progress.finish();
             for b in &r.bad {
-                println!(
+                out!(
                     "BAD block {} (offset {}) in {}: {}",
                     b.block_id,
                     b.block_id * snap.header().block_size as u64,
@@ -254,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     b.reason
                 );
             }
-            println!(
+            out!(
                 "{}: {} blocks checked, {} bad",
                 name,
                 r.blocks_checked,
@@ -266,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Delete { name } => {
             catalog::delete(&store, &name).await?;
-            println!("deleted {name} (run gc to free its data objects)");
+            out!("deleted {name} (run gc to free its data objects)");
         }
         Cmd::Gc { dry_run, grace } => {
             let r = catalog::gc(&store, grace, dry_run, now_ms()).await?;
@@ -276,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if dry_run { "would delete" } else { "deleted" }
                 );
             }
-            println!(
+            out!(
                 "{} snapshots, {} referenced data objects; {} {} unreferenced objects ({}); kept {} younger than {}",
                 r.snapshots,
                 r.referenced_objects,
@@ -291,7 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_inspect(r: &catalog::InspectReport) {
+fn print_inspect(r: &catalog::InspectReport) -> anyhow::Result<()> {
     let pct = |a: u64, b: u64| {
         if b == 0 {
             0.0
@@ -299,40 +313,42 @@ fn print_inspect(r: &catalog::InspectReport) {
             100.0 * a as f64 / b as f64
         }
     };
-    println!("snapshot       {} (id {})", r.name, r.id);
-    println!("format         version {}", r.format_version);
-    println!("created        {}", fmt_time(r.created_ms));
-    println!("parent         {}", r.parent.as_deref().unwrap_or("-"));
-    println!(
+    out!("snapshot       {} (id {})", r.name, r.id);
+    out!("format         version {}", r.format_version);
+    out!("created        {}", fmt_time(r.created_ms));
+    out!("parent         {}", r.parent.as_deref().unwrap_or("-"));
+    out!(
         "volume size    {} ({} bytes)",
         ByteSize(r.volume_size),
         r.volume_size
     );
-    println!(
+    out!(
         "block size     {}, {} blocks per group",
         ByteSize(r.block_size as u64),
         r.group_size
     );
-    println!(
+    out!(
         "blocks         {} total, {} stored, {} zero ({:.1}% holes)",
         r.blocks,
         r.stored_blocks,
         r.zero_blocks,
         pct(r.zero_blocks, r.blocks)
     );
-    println!(
+    out!(
         "stored         {} compressed for {} of data ({:.1}%); {} uploaded by its create",
         ByteSize(r.stored_bytes),
         ByteSize(r.logical_stored_bytes),
         pct(r.stored_bytes, r.logical_stored_bytes),
         ByteSize(r.uploaded_bytes)
     );
-    println!(
+    out!(
         "index          {} groups, {} pages, {} bytes",
-        r.groups, r.pages, r.index_bytes
+        r.groups,
+        r.pages,
+        r.index_bytes
     );
     for w in &r.windows {
-        println!(
+        out!(
             "hints, window {}:",
             humantime::format_duration(Duration::from_millis(w.window_ms as u64))
         );
@@ -349,21 +365,23 @@ fn print_inspect(r: &catalog::InspectReport) {
                 )
             })
             .collect();
-        println!("  histogram    {}", hist.join(" "));
+        out!("  histogram    {}", hist.join(" "));
         let above: Vec<String> = w
             .groups_at_or_above
             .iter()
             .map(|(t, n)| format!(">={t}: {n}"))
             .collect();
-        println!("  groups       {}", above.join(", "));
-        println!(
+        out!("  groups       {}", above.join(", "));
+        out!(
             "  successors   {} groups have {} in all",
-            w.groups_with_successors, w.successors_total
+            w.groups_with_successors,
+            w.successors_total
         );
     }
-    println!(
+    out!(
         "warm-up        {} groups, {}",
         r.warmup_groups,
         ByteSize(r.warmup_bytes)
     );
+    Ok(())
 }

@@ -81,7 +81,11 @@ impl Snapshot {
         let data = match store.get(&key).await {
             Ok(d) => d,
             Err(e) if e.is_not_found() => {
-                bail!("no snapshot named {name:?} in store {}", store.url())
+                bail!(
+                    "no snapshot named {:?} in store {}",
+                    name.as_str(),
+                    store.url()
+                )
             }
             Err(e) => return Err(e.into()),
         };

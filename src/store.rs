@@ -28,18 +28,17 @@ use object_store::prefix::PrefixStore;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
-use thiserror::Error;
 
 use crate::config::S3Config;
 
-/// A store operation failed.
-#[derive(Debug, Error)]
-#[error("{op} {key:?} in store {store}: {source}")]
+/// A store operation failed. Its message names the operation, the key and
+/// the store, then the root cause once (object_store's own errors repeat
+/// their whole chain), with a hint when the store refused our credentials.
+#[derive(Debug)]
 pub struct StoreError {
     pub op: &'static str,
     pub key: String,
     pub store: String,
-    #[source]
     pub source: Box<object_store::Error>,
 }
 
@@ -47,7 +46,49 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(*self.source, object_store::Error::NotFound { .. })
     }
+
+    /// Whether the store refused the request's credentials or permissions.
+    pub fn is_auth(&self) -> bool {
+        let msg = self.root_cause();
+        matches!(
+            *self.source,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || msg.contains("403 Forbidden")
+            || msg.contains("InvalidAccessKeyId")
+            || msg.contains("SignatureDoesNotMatch")
+    }
+
+    fn root_cause(&self) -> String {
+        let mut e: &dyn std::error::Error = &*self.source;
+        while let Some(next) = e.source() {
+            e = next;
+        }
+        e.to_string()
+    }
 }
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} in store {}: {}",
+            self.op,
+            self.key,
+            self.store,
+            self.root_cause()
+        )?;
+        if self.is_auth() {
+            write!(
+                f,
+                " (access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket's permissions)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 /// One listed object.
 #[derive(Debug, Clone)]
