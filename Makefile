@@ -1,0 +1,53 @@
+# The two commands a new user runs: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/snapahead
+
+.PHONY: all build deps demo test test-unit bench bench-quick garage-start garage-stop clippy fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# System packages the demo and tests use (installed only when missing).
+deps:
+	scripts/deps.sh
+
+# Build, make an ext4 demo volume, snapshot it into the embedded file://
+# store, show list / inspect / verify, clean up.
+demo: deps build
+	scripts/demo.sh
+
+# Unit and integration tests, including the s3:// path against a local
+# Garage server (installed on first use, started, and stopped afterwards).
+test: deps
+	$(CARGO) build --all-targets
+	scripts/garage.sh start
+	set -a; source <(scripts/garage.sh env); set +a; \
+	  $(CARGO) test --all-targets 2>&1 | tee target/test.log; status=$${PIPESTATUS[0]}; \
+	  scripts/garage.sh stop; exit $$status
+
+test-unit:
+	$(CARGO) test --lib
+
+# Benchmarks; results go to docs/benchmarks.md.
+bench: deps build
+	bench/run.sh
+
+bench-quick: deps build
+	bench/run.sh --quick
+
+garage-start:
+	scripts/garage.sh start
+garage-stop:
+	scripts/garage.sh stop
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
+	rm -rf .snapahead demo
