@@ -21,7 +21,7 @@ pub fn mixed_volume(bs: usize, blocks: usize, tail: usize, seed: u64) -> Vec<u8>
     let repeated = random_bytes(seed ^ 0xabcd, bs);
     for i in 0..blocks {
         match i % 8 {
-            0 | 1 | 2 => v.extend(random_bytes(seed + i as u64, bs)),
+            0..=2 => v.extend(random_bytes(seed + i as u64, bs)),
             3 | 4 => v.extend(std::iter::repeat_n(0u8, bs)),
             5 => v.extend_from_slice(&repeated),
             _ => {
