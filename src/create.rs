@@ -353,14 +353,24 @@ fn loc_of(b: &BlockRef) -> Loc {
     }
 }
 
+/// A batch read from the volume: its first block and its bytes. The buffer
+/// goes back to the reader through `recycle` once packed, so the reader
+/// reuses [`READ_AHEAD_BATCHES`] + 1 buffers instead of faulting in fresh
+/// memory for every batch (that cost more than hashing and compressing).
+type Batch = (u64, Vec<u8>);
+
 /// Reads batches of the volume on its own thread.
 fn spawn_reader(
     mut file: File,
     source: PathBuf,
     size: u64,
     block_size: u32,
-) -> std::sync::mpsc::Receiver<anyhow::Result<(u64, Vec<u8>)>> {
+) -> (
+    std::sync::mpsc::Receiver<anyhow::Result<Batch>>,
+    std::sync::mpsc::Sender<Vec<u8>>,
+) {
     let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let batch_blocks = (BATCH_BYTES / block_size as usize).max(1) as u64;
     std::thread::spawn(move || {
         let mut block = 0u64;
@@ -369,7 +379,8 @@ fn spawn_reader(
             let n = batch_blocks.min(total - block);
             let start = block * block_size as u64;
             let len = (n * block_size as u64).min(size - start) as usize;
-            let mut buf = vec![0u8; len];
+            let mut buf = recycle_rx.try_recv().unwrap_or_default();
+            buf.resize(len, 0);
             let r = file
                 .read_exact(&mut buf)
                 .with_context(|| format!("reading source {} at offset {start}", source.display()));
@@ -380,7 +391,7 @@ fn spawn_reader(
             block += n;
         }
     });
-    rx
+    (rx, recycle_tx)
 }
 
 /// The packer: hash, dedup, compress, pack; returns the manifest entries.
@@ -393,7 +404,7 @@ fn pack(
     out: tokio::sync::mpsc::Sender<Sealed>,
     progress: &Progress,
 ) -> anyhow::Result<Packed> {
-    let batches = spawn_reader(file, source, size, block_size);
+    let (batches, recycle) = spawn_reader(file, source, size, block_size);
     let bs = block_size as usize;
     let mut packed = Packed {
         entries: Vec::new(),
@@ -431,7 +442,7 @@ fn pack(
             .enumerate()
             .filter(|(i, _)| hashed[*i].is_some_and(|h| !known.contains_key(&h)))
             .collect();
-        let mut compressed: HashMap<usize, (Compression, Vec<u8>)> = to_compress
+        let mut compressed: HashMap<usize, Option<Vec<u8>>> = to_compress
             .par_iter()
             .map(|(i, b)| Ok((*i, compress(b)?)))
             .collect::<anyhow::Result<_>>()?;
@@ -450,8 +461,12 @@ fn pack(
             }
             // Not known when the batch was hashed, nor since (a repeat within
             // the batch is found in `known` above): it was compressed.
-            let Some((compression, data)) = compressed.remove(&i) else {
+            let Some(encoded) = compressed.remove(&i) else {
                 bail!("internal error: block {block_id} was neither known nor compressed");
+            };
+            let (compression, data) = match &encoded {
+                Some(z) => (Compression::Zstd, z.as_slice()),
+                None => (Compression::None, block),
             };
             if obj_buf.len() + data.len() > OBJECT_TARGET && !obj_buf.is_empty() {
                 seal(&obj_key, &mut obj_buf)?;
@@ -463,12 +478,14 @@ fn pack(
                 length: data.len() as u32,
                 compression,
             };
-            obj_buf.extend_from_slice(&data);
+            obj_buf.extend_from_slice(data);
             packed.new_bytes += block.len() as u64;
             known.insert(sum, loc.clone());
             packed.entries.push((block_id, sum, loc));
         }
         progress.inc(buf.len() as u64);
+        // The reader may have finished already; then the buffer is dropped.
+        let _ = recycle.send(buf);
     }
     if !obj_buf.is_empty() {
         seal(&obj_key, &mut obj_buf)?;
@@ -484,13 +501,32 @@ fn is_zero(b: &[u8]) -> bool {
         && chunks.remainder().iter().all(|&x| x == 0)
 }
 
-/// zstd unless that does not make the block smaller.
-fn compress(b: &[u8]) -> anyhow::Result<(Compression, Vec<u8>)> {
-    let c = zstd::bulk::compress(b, ZSTD_LEVEL).context("zstd compression")?;
-    Ok(if c.len() < b.len() {
-        (Compression::Zstd, c)
-    } else {
-        (Compression::None, b.to_vec())
+thread_local! {
+    /// Per-thread zstd context and output buffer, reused for every block:
+    /// a fresh context and a fresh 512 KiB output buffer per block cost more
+    /// (in page faults and memset) than the compression of random data.
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The zstd encoding of `b`, or `None` when that is not smaller (the block
+/// is then stored raw, copied straight from the read buffer).
+fn compress(b: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((
+                zstd::bulk::Compressor::new(ZSTD_LEVEL).context("zstd context")?,
+                Vec::new(),
+            ));
+        }
+        let Some((ctx, out)) = slot.as_mut() else {
+            bail!("zstd context missing");
+        };
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(b.len()));
+        let n = ctx.compress_to_buffer(b, out).context("zstd compression")?;
+        Ok((n < b.len()).then(|| out[..n].to_vec()))
     })
 }
 
