@@ -67,12 +67,16 @@ impl Default for S3Config {
 struct CacheFile {
     dir: Option<PathBuf>,
     size: Option<ByteSize>,
+    memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub dir: PathBuf,
+    /// Bound of the disk tier.
     pub size: u64,
+    /// Bound of the memory tier.
+    pub memory: u64,
 }
 
 /// A validated block size (power of two, 64 KiB–4 MiB).
@@ -197,6 +201,7 @@ impl Config {
             cache: CacheConfig {
                 dir: base_dir.join(DEFAULT_CACHE_DIR),
                 size: DEFAULT_CACHE_SIZE,
+                memory: crate::fs::mount::DEFAULT_MEMORY_CACHE,
             },
             base_dir,
             snapshots: Vec::new(),
@@ -231,6 +236,9 @@ impl Config {
             }
             if let Some(s) = c.size {
                 cfg.cache.size = s.as_u64();
+            }
+            if let Some(m) = c.memory {
+                cfg.cache.memory = m.as_u64();
             }
         }
         cfg.snapshots = file.snapshots.0;

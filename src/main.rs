@@ -89,6 +89,32 @@ enum Cmd {
     },
     /// Delete a snapshot (its data objects are removed later by gc)
     Delete { name: SnapshotName },
+    /// Mount snapshots as read-only sparse image files <MOUNTPOINT>/<name>.img (foreground; SIGINT/SIGTERM unmount)
+    Mount {
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// Snapshots to show (repeatable) [default: those named in the config, else all in the store]
+        #[arg(long = "snapshot")]
+        snapshots: Vec<SnapshotName>,
+        /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root)
+        #[arg(long)]
+        allow_other: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (and JSON at /stats), e.g. 127.0.0.1:9100
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// Disk cache directory [default: config cache.dir]
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Disk cache bound, e.g. 8GiB; 0 disables the disk tier [default: config cache.size]
+        #[arg(long)]
+        cache_size: Option<bytesize::ByteSize>,
+    },
+    /// Show the statistics of a running mount (reads <MOUNTPOINT>/.snapahead-stats)
+    Stats {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete data objects and pages that no snapshot references
     Gc {
         /// Only report what would be deleted
@@ -149,8 +175,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(p) => Config::load(p, true)?,
         None => Config::load(PathBuf::from(DEFAULT_CONFIG).as_path(), false)?,
     };
+    if let Cmd::Stats { mountpoint, json } = &cli.cmd {
+        return print_stats(mountpoint, *json);
+    }
     let store = cfg.open_store(cli.store.as_deref())?;
     match cli.cmd {
+        Cmd::Stats { .. } => {}
+        Cmd::Mount {
+            mountpoint,
+            snapshots,
+            allow_other,
+            metrics,
+            cache_dir,
+            cache_size,
+        } => {
+            let snapshots = if snapshots.is_empty() {
+                cfg.snapshots.iter().map(|s| s.name.clone()).collect()
+            } else {
+                snapshots
+            };
+            let opts = snapahead::fs::mount::MountOptions {
+                mountpoint,
+                snapshots,
+                allow_other,
+                metrics_addr: metrics,
+                cache_dir: cache_dir.unwrap_or(cfg.cache.dir.clone()),
+                cache_size: cache_size.map(|s| s.as_u64()).unwrap_or(cfg.cache.size),
+                memory_cache_size: cfg.cache.memory,
+            };
+            snapahead::fs::mount::run(store, opts).await?;
+        }
         Cmd::Create {
             name,
             source,
@@ -302,6 +356,98 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(mountpoint: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let path = mountpoint.join(snapahead::fs::STATS_NAME);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow!(
+            "cannot read {}: {e} (is a snapahead mount running there?)",
+            path.display()
+        )
+    })?;
+    if json {
+        out!("{}", text.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let m = &v["metrics"];
+    let n = |k: &str| m[k].as_u64().unwrap_or(0);
+    out!(
+        "mount          {} (store {})",
+        v["mountpoint"].as_str().unwrap_or("?"),
+        v["store"].as_str().unwrap_or("?")
+    );
+    for s in v["snapshots"].as_array().into_iter().flatten() {
+        out!(
+            "  {:<24} {:>12}  pages {}/{}",
+            s["file"].as_str().unwrap_or("?"),
+            ByteSize(s["volume_size"].as_u64().unwrap_or(0)).to_string(),
+            s["pages_fetched"],
+            s["pages"]
+        );
+    }
+    let blocks = n("memory_hits") + n("disk_hits") + n("misses");
+    let pct = |a: u64| {
+        if blocks == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / blocks as f64
+        }
+    };
+    out!(
+        "reads          {} ({} served), {} errors",
+        n("reads"),
+        ByteSize(n("bytes_served")),
+        n("read_errors")
+    );
+    out!(
+        "block lookups  {} memory hits ({:.1}%), {} disk hits ({:.1}%), {} misses ({:.1}%), {} holes",
+        n("memory_hits"),
+        pct(n("memory_hits")),
+        n("disk_hits"),
+        pct(n("disk_hits")),
+        n("misses"),
+        pct(n("misses")),
+        n("hole_blocks")
+    );
+    out!(
+        "fetches        {} GETs, {} blocks, {} fetched, {} failed, {} checksum errors",
+        n("fetches"),
+        n("blocks_fetched"),
+        ByteSize(n("bytes_fetched")),
+        n("fetch_errors"),
+        n("checksum_errors")
+    );
+    let lat = |k: &str, q: &str| {
+        m[k][q]
+            .as_f64()
+            .map(|s| format!("{:.1} ms", s * 1000.0))
+            .unwrap_or("-".into())
+    };
+    out!(
+        "latency        fetch p50 {} p99 {} ({} fetches); read p50 {} p99 {}",
+        lat("fetch_latency", "p50_seconds"),
+        lat("fetch_latency", "p99_seconds"),
+        m["fetch_latency"]["count"],
+        lat("read_latency", "p50_seconds"),
+        lat("read_latency", "p99_seconds")
+    );
+    let c = &m["cache"];
+    let g = |k: &str| c[k].as_u64().unwrap_or(0);
+    out!(
+        "cache          disk {} in {} blocks (bound {}), memory {} in {} blocks (bound {}); {} corrupt dropped, {} write errors",
+        ByteSize(g("disk_bytes")),
+        g("disk_entries"),
+        ByteSize(g("disk_capacity")),
+        ByteSize(g("memory_bytes")),
+        g("memory_entries"),
+        ByteSize(g("memory_capacity")),
+        n("cache_corrupt"),
+        n("cache_write_errors")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -72,6 +72,7 @@ pub struct Snapshot {
     store: Store,
     index: Arc<ManifestIndex>,
     pages: Vec<OnceCell<Arc<ManifestPage>>>,
+    pages_fetched: std::sync::atomic::AtomicU64,
 }
 
 impl Snapshot {
@@ -107,6 +108,7 @@ impl Snapshot {
             store,
             index: Arc::new(index),
             pages,
+            pages_fetched: 0.into(),
         }
     }
 
@@ -130,6 +132,8 @@ impl Snapshot {
             let h = &self.index.header;
             let key = keys::page(h.id, n);
             let data = self.store.get(&key).await?;
+            self.pages_fetched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let page = ManifestPage::decode(&data, &key)?;
             if page.snapshot_id != h.id || page.page_no != n {
                 bail!(
@@ -199,6 +203,59 @@ impl Snapshot {
             .try_collect()
             .await?;
         Ok(per_group.into_iter().flatten().collect())
+    }
+
+    /// Manifest pages fetched so far (each at most once).
+    pub fn pages_fetched(&self) -> u64 {
+        self.pages_fetched
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `lseek(SEEK_DATA)`: the first offset ≥ `offset` inside a stored
+    /// block, or `None` when only holes follow (ENXIO).
+    pub async fn next_data(&self, offset: u64) -> anyhow::Result<Option<u64>> {
+        let h = &self.index.header;
+        if offset >= h.volume_size {
+            return Ok(None);
+        }
+        let bs = h.block_size as u64;
+        let b = offset / bs;
+        let start = self.index.groups.partition_point(|g| g.last_block < b);
+        for g in &self.index.groups[start..] {
+            let blocks = self.group_blocks(g).await?;
+            if let Some(first) = blocks.iter().find(|e| e.block_id >= b) {
+                return Ok(Some(offset.max(first.block_id * bs)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `lseek(SEEK_HOLE)`: the first offset ≥ `offset` inside a hole, or
+    /// the volume's size (the implicit hole at the end); `None` past the end.
+    pub async fn next_hole(&self, offset: u64) -> anyhow::Result<Option<u64>> {
+        let h = &self.index.header;
+        if offset >= h.volume_size {
+            return Ok(None);
+        }
+        let bs = h.block_size as u64;
+        let gs = h.group_size as u64;
+        let mut b = offset / bs;
+        while let Some(g) = self.index.group_of_block(b) {
+            let blocks = self.group_blocks(g).await?;
+            let mut i = blocks.partition_point(|e| e.block_id < b);
+            let before = b;
+            while i < blocks.len() && blocks[i].block_id == b {
+                b += 1;
+                i += 1;
+            }
+            // `b` is a hole, or the run stopped at a gap inside the group, or
+            // at the volume's end; only a run reaching the group's end goes
+            // on to the next group.
+            if b == before || b % gs != 0 || b >= h.block_count() {
+                break;
+            }
+        }
+        Ok(Some(offset.max(b * bs).min(h.volume_size)))
     }
 
     /// Uncompressed length of `block`.

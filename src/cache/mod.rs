@@ -1,0 +1,121 @@
+//! The block cache of a mount: a bounded in-memory tier for the hottest
+//! blocks in front of a disk tier meant for a local NVMe disk.
+//!
+//! Blocks are cached **uncompressed and keyed by content** (their BLAKE3
+//! checksum), not by snapshot and offset: a block stored in two snapshots,
+//! or twice in one, is cached once, and a cached block can be checked against
+//! its own key at any time. The memory tier holds only blocks that were
+//! verified on their way in; the disk tier re-verifies every block it reads
+//! (the file may have been damaged since), drops a bad file and reports a
+//! miss, so the caller refetches.
+//!
+//! Disk writes happen off the read path: a demand read is answered as soon
+//! as its block is verified; the copy to disk follows in the background.
+
+mod disk;
+mod memory;
+
+pub use disk::DiskCache;
+pub use memory::MemoryCache;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::metrics::{CacheGauges, Metrics};
+
+/// A block's content key: the BLAKE3 of its uncompressed bytes.
+pub type BlockKey = [u8; 32];
+
+/// Where a hit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+}
+
+pub struct BlockCache {
+    memory: MemoryCache,
+    disk: Option<Arc<DiskCache>>,
+    metrics: Arc<Metrics>,
+}
+
+impl BlockCache {
+    /// A cache with a disk tier in `dir` bounded by `disk_bytes` (0: no disk
+    /// tier) and a memory tier of `memory_bytes`.
+    pub fn open(
+        dir: &Path,
+        disk_bytes: u64,
+        memory_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let disk = if disk_bytes > 0 {
+            Some(Arc::new(DiskCache::open(dir, disk_bytes)?))
+        } else {
+            None
+        };
+        Ok(BlockCache {
+            memory: MemoryCache::new(memory_bytes),
+            disk,
+            metrics,
+        })
+    }
+
+    /// The block with content `key` and length `len`, if cached and intact.
+    pub async fn get(&self, key: &BlockKey, len: usize) -> Option<(Bytes, Tier)> {
+        if let Some(b) = self.memory.get(key) {
+            return Some((b, Tier::Memory));
+        }
+        let disk = self.disk.clone()?;
+        let k = *key;
+        let found = tokio::task::spawn_blocking(move || disk.get(&k, len))
+            .await
+            .ok()?;
+        match found {
+            disk::Lookup::Hit(data) => {
+                let b = Bytes::from(data);
+                self.memory.put(*key, b.clone());
+                Some((b, Tier::Disk))
+            }
+            disk::Lookup::Corrupt => {
+                Metrics::inc(&self.metrics.cache_corrupt);
+                None
+            }
+            disk::Lookup::Miss => None,
+        }
+    }
+
+    /// Caches a verified block: in memory at once, on disk in the background.
+    pub fn put(&self, key: BlockKey, data: Bytes) {
+        self.memory.put(key, data.clone());
+        if let Some(disk) = self.disk.clone() {
+            let metrics = self.metrics.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = disk.put(&key, &data) {
+                    Metrics::inc(&metrics.cache_write_errors);
+                    log::warn!(
+                        "disk cache: cannot store a block: {e} (serving continues from the store)"
+                    );
+                }
+            });
+        }
+    }
+
+    pub fn gauges(&self) -> CacheGauges {
+        let (memory_bytes, memory_entries) = self.memory.usage();
+        let (disk_bytes, disk_entries) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
+        CacheGauges {
+            disk_bytes,
+            disk_entries,
+            disk_capacity: self.disk.as_ref().map_or(0, |d| d.capacity()),
+            memory_bytes,
+            memory_entries,
+            memory_capacity: self.memory.capacity(),
+        }
+    }
+
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+}

@@ -1,0 +1,280 @@
+//! Getting blocks: cache first, then the store, with every fetch shared.
+//!
+//! [`Fetcher::get_blocks`] takes the stored blocks a read needs and returns
+//! their verified, uncompressed bytes:
+//! 1. each block is looked up in the cache (memory, then disk);
+//! 2. a block already being fetched is **joined**, never fetched twice: the
+//!    in-flight map holds one shared future per fetch, keyed by block
+//!    content, so concurrent readers (and, later, the prefetcher) wait for
+//!    the same GET;
+//! 3. the remaining blocks are cut into **runs** of blocks stored back to
+//!    back in one object, and each run is one ranged GET;
+//! 4. every fetched block is decompressed (bounded by its length), checked
+//!    against its checksum, and cached. A mismatch fails that block (EIO to
+//!    the reader, a log line naming block and object), never returns data.
+//!
+//! A bounded number of GETs run at once ([`MAX_CONCURRENT_FETCHES`]), so a
+//! burst of readers cannot open hundreds of connections to the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::Semaphore;
+
+use crate::cache::{BlockCache, BlockKey, Tier};
+use crate::metrics::Metrics;
+use crate::snapshot::{decode_block, BlockRef};
+use crate::store::Store;
+
+/// GETs in flight at once: enough to hide ~20 ms of store latency at
+/// several hundred MB/s with 512 KiB blocks, few enough to be polite to
+/// the store and to bound memory (64 × a few MiB).
+pub const MAX_CONCURRENT_FETCHES: usize = 64;
+/// Longest run fetched with one GET: larger runs are split so one request
+/// never holds more than this in memory.
+pub const MAX_RUN_BYTES: u64 = 8 << 20;
+
+/// The outcome of one run's fetch: per block of the run, its bytes or why not.
+type RunResult = Arc<Vec<Result<Bytes, String>>>;
+type RunFuture = Shared<BoxFuture<'static, RunResult>>;
+
+/// A block a read wants, with its uncompressed length.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub block: BlockRef,
+    pub len: usize,
+}
+
+pub struct Fetcher {
+    store: Store,
+    cache: Arc<BlockCache>,
+    metrics: Arc<Metrics>,
+    /// Block content → (the run fetching it, its position in the run).
+    inflight: Arc<DashMap<BlockKey, (u64, RunFuture, usize)>>,
+    slots: Arc<Semaphore>,
+    next_run: std::sync::atomic::AtomicU64,
+}
+
+impl Fetcher {
+    pub fn new(store: Store, cache: Arc<BlockCache>, metrics: Arc<Metrics>) -> Self {
+        Fetcher {
+            store,
+            cache,
+            metrics,
+            inflight: Arc::new(DashMap::new()),
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            next_run: 0.into(),
+        }
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The bytes of every wanted block, in order; each entry fails alone.
+    pub async fn get_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
+        let mut out: Vec<Option<anyhow::Result<Bytes>>> = (0..wants.len()).map(|_| None).collect();
+        // 1. Cache.
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, w) in wants.iter().enumerate() {
+            match self.cache.get(&w.block.checksum, w.len).await {
+                Some((b, tier)) => {
+                    Metrics::inc(match tier {
+                        Tier::Memory => &self.metrics.memory_hits,
+                        Tier::Disk => &self.metrics.disk_hits,
+                    });
+                    out[i] = Some(Ok(b));
+                }
+                None => {
+                    Metrics::inc(&self.metrics.misses);
+                    missing.push(i);
+                }
+            }
+        }
+        // 2 + 3. Join fetches in flight, start runs for the rest.
+        let mut waits: Vec<(usize, RunFuture, usize)> = Vec::new();
+        let mut to_fetch: Vec<usize> = Vec::new();
+        let mut seen: HashMap<BlockKey, usize> = HashMap::new();
+        let mut dups: Vec<(usize, usize)> = Vec::new();
+        for i in missing {
+            let key = wants[i].block.checksum;
+            if let Some(&first) = seen.get(&key) {
+                dups.push((i, first));
+                continue;
+            }
+            seen.insert(key, i);
+            match self.inflight.get(&key) {
+                Some(e) => waits.push((i, e.1.clone(), e.2)),
+                None => to_fetch.push(i),
+            }
+        }
+        for run in runs(wants, &to_fetch) {
+            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect());
+            for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
+                // Our run fetches the block, or someone else's claimed it first.
+                match owner {
+                    Claim::Ours(f) => waits.push((i, f, pos)),
+                    Claim::Theirs(f, their_pos) => waits.push((i, f, their_pos)),
+                }
+            }
+        }
+        for (i, fut, pos) in waits {
+            let r = fut.await;
+            out[i] = Some(match r.get(pos) {
+                Some(Ok(b)) => Ok(b.clone()),
+                Some(Err(e)) => Err(anyhow!("{e}")),
+                None => Err(anyhow!("internal: run result too short")),
+            });
+        }
+        for (i, first) in dups {
+            out[i] = Some(match &out[first] {
+                Some(Ok(b)) => Ok(b.clone()),
+                Some(Err(e)) => Err(anyhow!("{e:#}")),
+                None => Err(anyhow!("internal: block not resolved")),
+            });
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(anyhow!("internal: block not resolved"))))
+            .collect()
+    }
+
+    /// Claims the run's blocks in the in-flight map (atomically per block)
+    /// and starts one GET for the run unless every block was claimed by a
+    /// fetch already under way. Returns, per block, the future to wait on.
+    fn start_run(&self, run: Vec<Want>) -> Vec<Claim> {
+        let id = self
+            .next_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = self.store.clone();
+        let cache = self.cache.clone();
+        let metrics = self.metrics.clone();
+        let slots = self.slots.clone();
+        let inflight = self.inflight.clone();
+        let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
+        let registered = keys.clone();
+        let fut = async move {
+            let results = fetch_run(&store, &run, &metrics, &slots).await;
+            for (w, r) in run.iter().zip(&results) {
+                if let Ok(b) = r {
+                    cache.put(w.block.checksum, b.clone());
+                }
+            }
+            for k in &keys {
+                inflight.remove_if(k, |_, v| v.0 == id);
+            }
+            Arc::new(results)
+        }
+        .boxed()
+        .shared();
+        let claims: Vec<Claim> = registered
+            .into_iter()
+            .enumerate()
+            .map(|(pos, k)| match self.inflight.entry(k) {
+                dashmap::Entry::Occupied(e) => Claim::Theirs(e.get().1.clone(), e.get().2),
+                dashmap::Entry::Vacant(v) => {
+                    v.insert((id, fut.clone(), pos));
+                    Claim::Ours(fut.clone())
+                }
+            })
+            .collect();
+        if claims.iter().any(|c| matches!(c, Claim::Ours(_))) {
+            // Driven to the end even if every waiter goes away (a reader
+            // interrupted): the fetch completes, is cached, and leaves the
+            // in-flight map.
+            tokio::spawn(fut);
+        }
+        claims
+    }
+}
+
+/// Who fetches a block of a run.
+enum Claim {
+    Ours(RunFuture),
+    /// Another fetch had it in flight: its future and the block's position.
+    Theirs(RunFuture, usize),
+}
+
+/// Groups wanted blocks into runs stored back to back in one object.
+fn runs(wants: &[Want], idx: &[usize]) -> Vec<Vec<usize>> {
+    let mut sorted = idx.to_vec();
+    sorted.sort_by(|&a, &b| {
+        let (x, y) = (&wants[a].block, &wants[b].block);
+        (&x.object, x.offset).cmp(&(&y.object, y.offset))
+    });
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in sorted {
+        let b = &wants[i].block;
+        if let Some(run) = out.last_mut() {
+            let first = &wants[run[0]].block;
+            let last = &wants[run[run.len() - 1]].block;
+            if last.object == b.object
+                && last.offset + last.length as u64 == b.offset
+                && b.offset + b.length as u64 - first.offset <= MAX_RUN_BYTES
+            {
+                run.push(i);
+                continue;
+            }
+        }
+        out.push(vec![i]);
+    }
+    out
+}
+
+/// One GET for the run, then per-block decode and verify.
+async fn fetch_run(
+    store: &Store,
+    run: &[Want],
+    metrics: &Metrics,
+    slots: &Semaphore,
+) -> Vec<Result<Bytes, String>> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Vec::new();
+    };
+    let key = first.block.object.clone();
+    let range = first.block.offset..last.block.offset + last.block.length as u64;
+    let _slot = slots.acquire().await;
+    let started = Instant::now();
+    let got = store.get_range(&key, range.clone()).await;
+    metrics.fetch_latency.observe(started.elapsed());
+    Metrics::inc(&metrics.fetches);
+    let data = match got {
+        Ok(d) => d,
+        Err(e) => {
+            Metrics::inc(&metrics.fetch_errors);
+            let msg = format!(
+                "fetching blocks {}..={}: {e}",
+                first.block.block_id, last.block.block_id
+            );
+            log::error!("{msg}");
+            return run.iter().map(|_| Err(msg.clone())).collect();
+        }
+    };
+    Metrics::add(&metrics.bytes_fetched, data.len() as u64);
+    run.iter()
+        .map(|w| {
+            let s = (w.block.offset - range.start) as usize;
+            let stored = &data[s..s + w.block.length as usize];
+            Metrics::inc(&metrics.blocks_fetched);
+            decode_block(stored, &w.block, w.len)
+                .map(Bytes::from)
+                .map_err(|e| {
+                    Metrics::inc(&metrics.checksum_errors);
+                    let msg = format!(
+                        "block {} in object {}: {e}",
+                        w.block.block_id, w.block.object
+                    );
+                    log::error!("{msg}");
+                    msg
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! Running a mount: checks, the FUSE session, the metrics endpoint, and a
+//! clean end.
+//!
+//! The mount runs in the foreground until SIGINT/SIGTERM or an external
+//! `fusermount3 -u`. On a signal it unmounts with `fusermount3 -u`; if the
+//! mount is busy (a loop device or an open file still uses an image) it says
+//! so and **keeps serving** (exiting would turn every later read of those
+//! users into an error); a second signal detaches it lazily and exits.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fuser::{Config as FuseConfig, MountOption, SessionACL};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{MountState, SnapFs};
+use crate::cache::BlockCache;
+use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
+use crate::name::SnapshotName;
+use crate::snapshot::Snapshot;
+use crate::store::Store;
+
+/// FUSE session threads: they only parse requests and hand reads to the
+/// async runtime, so a few suffice on any machine.
+pub const FUSE_THREADS: usize = 4;
+/// Memory tier of the cache: the hottest blocks (512 at 512 KiB).
+pub const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub mountpoint: PathBuf,
+    /// Snapshots to show; empty: every snapshot in the store.
+    pub snapshots: Vec<SnapshotName>,
+    pub allow_other: bool,
+    pub metrics_addr: Option<SocketAddr>,
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+    pub memory_cache_size: u64,
+}
+
+/// Refuses a mountpoint that is missing, not a directory, already a mount
+/// point, or a dead FUSE mount, with a message that says what to do.
+pub fn check_mountpoint(p: &Path) -> anyhow::Result<()> {
+    let md = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            bail!(
+                "mountpoint {} is a dead FUSE mount (\"{e}\"): run `fusermount3 -u {}` first",
+                p.display(),
+                p.display()
+            )
+        }
+        Err(e) => bail!("mountpoint {}: {e}", p.display()),
+    };
+    if !md.is_dir() {
+        bail!("mountpoint {} is not a directory", p.display());
+    }
+    let parent = p
+        .canonicalize()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if std::fs::metadata(&parent)
+        .map(|pm| pm.dev() != md.dev())
+        .unwrap_or(false)
+    {
+        bail!(
+            "mountpoint {} is busy: something is already mounted there",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens the snapshots to show: only their indexes are read.
+pub async fn open_snapshots(
+    store: &Store,
+    names: &[SnapshotName],
+) -> anyhow::Result<Vec<Arc<Snapshot>>> {
+    let names: Vec<SnapshotName> = if names.is_empty() {
+        crate::catalog::list(store)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut out = Vec::new();
+    for n in names {
+        out.push(Arc::new(Snapshot::open(store, &n).await?));
+    }
+    Ok(out)
+}
+
+pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
+    check_mountpoint(&opts.mountpoint)?;
+    let snapshots = open_snapshots(&store, &opts.snapshots)
+        .await
+        .with_context(|| format!("cannot open the snapshots in {}", store.url()))?;
+    if snapshots.is_empty() {
+        log::warn!(
+            "store {} holds no snapshots: the mount will be empty",
+            store.url()
+        );
+    }
+    let metrics = Arc::new(Metrics::default());
+    let cache = Arc::new(BlockCache::open(
+        &opts.cache_dir,
+        opts.cache_size,
+        opts.memory_cache_size,
+        metrics.clone(),
+    )?);
+    let fetcher = Arc::new(Fetcher::new(store.clone(), cache, metrics));
+    let mountpoint = opts.mountpoint.display().to_string();
+    let fs = SnapFs::new(
+        tokio::runtime::Handle::current(),
+        snapshots,
+        fetcher,
+        mountpoint.clone(),
+        store.url().to_string(),
+    );
+    let state = fs.state();
+
+    let mut cfg = FuseConfig::default();
+    cfg.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("snapahead".into()),
+        MountOption::Subtype("snapahead".into()),
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    cfg.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    cfg.n_threads = Some(FUSE_THREADS);
+    cfg.clone_fd = true;
+    let session = fuser::spawn_mount(fs, &opts.mountpoint, &cfg).with_context(|| {
+        format!("cannot mount on {mountpoint} (is fuse3 installed and /dev/fuse available?)")
+    })?;
+    log::info!(
+        "mounted {} snapshot(s) from {} on {mountpoint}: {}",
+        state.files.len(),
+        store.url(),
+        state
+            .files
+            .iter()
+            .map(|f| f.file_name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    if let Some(addr) = opts.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        log::info!("metrics at http://{addr}/metrics");
+        tokio::spawn(serve_metrics(listener, state.clone()));
+    }
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut asked = 0;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if session.guard.is_finished() {
+                    log::info!("{mountpoint} was unmounted externally");
+                    break;
+                }
+                continue;
+            }
+        }
+        asked += 1;
+        if asked == 1 {
+            log::info!("signal received: unmounting {mountpoint}");
+            match unmount(&opts.mountpoint, false) {
+                Ok(()) => break,
+                Err(e) => log::warn!(
+                    "cannot unmount {mountpoint}: {e}; still serving (detach loop devices / close files, \
+                     or send the signal again to detach lazily and exit)"
+                ),
+            }
+        } else {
+            log::warn!("second signal: detaching {mountpoint} lazily");
+            let _ = unmount(&opts.mountpoint, true);
+            return Ok(());
+        }
+    }
+    // Unmounted (by us or externally): the session thread ends on its own.
+    tokio::task::spawn_blocking(move || session.join())
+        .await
+        .context("joining the FUSE session")?
+        .context("ending the FUSE session")?;
+    log::info!("unmounted {mountpoint}");
+    Ok(())
+}
+
+/// `fusermount3 -u [-z] PATH`.
+pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
+    let mut c = Command::new("fusermount3");
+    c.arg("-u");
+    if lazy {
+        c.arg("-z");
+    }
+    let out = c.arg(p).output().context("running fusermount3")?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+    }
+}
+
+/// A minimal HTTP/1.1 responder for `GET /metrics` (Prometheus text) and
+/// `GET /stats` (JSON): one request per connection, then close.
+async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<MountState>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", state.prometheus()),
+                "/stats" => ("200 OK", "application/json", state.stats_json().to_string()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /stats\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

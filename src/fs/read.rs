@@ -1,0 +1,47 @@
+//! The read path of a mounted image: offset and length → block ids →
+//! index → manifest page → cache or store → assembled reply.
+//!
+//! Holes (blocks with no manifest entry) read as zeros without any fetch.
+//! Reads spanning blocks are assembled from each block's slice; the stored
+//! blocks of one read are requested together, so adjacent ones are fetched
+//! with one GET.
+
+use crate::fetch::{Fetcher, Want};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Reads `len` bytes at `offset` (clamped to the volume's end).
+pub async fn read_range(
+    snap: &Snapshot,
+    fetcher: &Fetcher,
+    offset: u64,
+    len: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let h = snap.header();
+    let end = offset.saturating_add(len as u64).min(h.volume_size);
+    if offset >= end {
+        return Ok(Vec::new());
+    }
+    let bs = h.block_size as u64;
+    let mut wants: Vec<Want> = Vec::new();
+    for b in offset / bs..end.div_ceil(bs) {
+        match snap.locate(b).await? {
+            Some(block) => wants.push(Want {
+                len: snap.block_len(b),
+                block,
+            }),
+            None => Metrics::inc(&fetcher.metrics().hole_blocks),
+        }
+    }
+    let mut out = vec![0u8; (end - offset) as usize];
+    let results = fetcher.get_blocks(&wants).await;
+    for (w, r) in wants.iter().zip(results) {
+        let data = r?;
+        let bstart = w.block.block_id * bs;
+        let from = offset.max(bstart);
+        let to = end.min(bstart + data.len() as u64);
+        out[(from - offset) as usize..(to - offset) as usize]
+            .copy_from_slice(&data[(from - bstart) as usize..(to - bstart) as usize]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,390 @@
+//! `snapahead mount` with real FUSE mounts and real loop devices (CI runs as
+//! root with /dev/fuse; elsewhere these tests say they skipped). Every test
+//! unmounts and cleans up through `common::Mount`'s drop, even on failure.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{ext4_image, run, sha256, Mount};
+
+fn create(dir: &Path, store: &str, name: &str, img: &Path, bs: &str) {
+    run(Command::new(common::bin())
+        .current_dir(dir)
+        .args([
+            "--store",
+            store,
+            "create",
+            name,
+            "--block-size",
+            bs,
+            "--source",
+        ])
+        .arg(img));
+}
+
+#[test]
+fn ext4_image_reads_back_exactly_through_mount_and_loop_device() {
+    if !common::fuse_available("ext4_image_reads_back") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (tree, img) = ext4_image(dir.path(), 64);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "vol", &img, "64KiB");
+    let mut m = Mount::start(
+        dir.path(),
+        &store,
+        &dir.path().join("cache"),
+        &[],
+        "vol.img",
+    );
+    let mounted = m.mountpoint.join("vol.img");
+
+    // Attributes: size, read-only mode, st_blocks ~ stored data.
+    let md = std::fs::metadata(&mounted).unwrap();
+    assert_eq!(md.len(), std::fs::metadata(&img).unwrap().len());
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(md.permissions().mode() & 0o777, 0o444);
+    assert!(
+        md.blocks() > 0 && md.blocks() * 512 < md.len() / 2,
+        "st_blocks {}",
+        md.blocks()
+    );
+    // Writes are refused.
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mounted)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+    assert_eq!(sha256(&mounted), sha256(&img));
+
+    if common::loop_available("loop part of ext4_image_reads_back") {
+        let lo = dir.path().join("lo");
+        m.loop_mount(&mounted, &lo);
+        run(Command::new("diff")
+            .args(["-r", "--exclude=lost+found"])
+            .arg(&tree)
+            .arg(&lo));
+        m.loop_unmount(&lo);
+    }
+
+    // cp --sparse=always keeps the holes: the copy takes about the stored
+    // (uncompressed, non-hole) bytes, far less than the volume.
+    let copy = dir.path().join("copy.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&mounted)
+        .arg(&copy));
+    assert_eq!(sha256(&copy), sha256(&img));
+    let copy_bytes = std::fs::metadata(&copy).unwrap().blocks() * 512;
+    assert!(
+        copy_bytes <= md.blocks() * 512 + (1 << 20),
+        "copy takes {copy_bytes}, stored {}",
+        md.blocks() * 512
+    );
+
+    let s = m.stats();
+    assert!(s["metrics"]["reads"].as_u64().unwrap() > 0);
+    assert!(s["metrics"]["hole_blocks"].as_u64().unwrap() > 0);
+    assert_eq!(s["metrics"]["read_errors"], 0);
+    let status = m.stop();
+    assert!(status.success(), "exit {status}: {}", m.log_text());
+}
+
+#[test]
+fn seek_data_and_hole_follow_the_manifest() {
+    if !common::fuse_available("seek_data_and_hole") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * 1024;
+    // Blocks: 0-1 data, 2-4 hole, 5 data, 6.. hole, last block data (partial).
+    let mut vol = vec![0u8; 20 * bs + 1000];
+    vol[..2 * bs].copy_from_slice(&common::random_bytes(1, 2 * bs));
+    vol[5 * bs + 7] = 1;
+    let n = vol.len();
+    vol[n - 10] = 9;
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
+    let f = std::fs::File::open(m.mountpoint.join("v.img")).unwrap();
+    let seek = |off: i64, whence: i32| -> i64 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain lseek on an fd we own.
+        unsafe { libc::lseek(f.as_raw_fd(), off, whence) }
+    };
+    let b = bs as i64;
+    assert_eq!(seek(0, libc::SEEK_DATA), 0);
+    assert_eq!(seek(0, libc::SEEK_HOLE), 2 * b);
+    assert_eq!(seek(2 * b + 5, libc::SEEK_DATA), 5 * b);
+    assert_eq!(seek(5 * b, libc::SEEK_HOLE), 6 * b);
+    assert_eq!(seek(6 * b, libc::SEEK_DATA), 20 * b);
+    assert_eq!(seek(20 * b, libc::SEEK_HOLE), n as i64);
+    assert_eq!(seek(n as i64 + 1, libc::SEEK_DATA), -1);
+    // qemu-img sees the same layout.
+    if common::which("qemu-img") {
+        let map = run(Command::new("qemu-img")
+            .args(["map", "--output=json", "-f", "raw"])
+            .arg(m.mountpoint.join("v.img")));
+        let extents: serde_json::Value = serde_json::from_str(&map).unwrap();
+        let data: Vec<(u64, u64)> = extents
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"] == true)
+            .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            data,
+            vec![
+                (0, 2 * bs as u64),
+                (5 * bs as u64, bs as u64),
+                (20 * bs as u64, 1000)
+            ],
+            "{map}"
+        );
+    }
+    drop(f);
+}
+
+#[test]
+fn concurrent_random_reads_get_correct_bytes() {
+    if !common::fuse_available("concurrent_random_reads") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::mixed_volume(128 * 1024, 160, 4321, 5);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "128KiB");
+    let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
+    let path = m.mountpoint.join("v.img");
+    let vol = std::sync::Arc::new(vol);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (vol, path) = (vol.clone(), path.clone());
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(&path).unwrap();
+                let mut seed = 0x9e3779b97f4a7c15u64 ^ t;
+                for _ in 0..200 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let off = seed % vol.len() as u64;
+                    let len = (seed >> 40) as usize % 300_000 + 1;
+                    let mut buf = vec![0u8; len];
+                    let n = f.read_at(&mut buf, off).unwrap();
+                    let end = (off as usize + len).min(vol.len());
+                    assert_eq!(n, end - off as usize);
+                    assert!(
+                        buf[..n] == vol[off as usize..end],
+                        "thread {t} bytes differ at {off}+{len}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = m.stats();
+    // Each stored block fetched at most once however many readers wanted it.
+    let stored = s["metrics"]["blocks_fetched"].as_u64().unwrap();
+    assert!(
+        stored <= 120,
+        "{stored} blocks fetched for 120 distinct stored blocks"
+    );
+}
+
+#[test]
+fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
+    if !common::fuse_available("remount_reuses_the_cache") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::mixed_volume(64 * 1024, 64, 0, 8);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let cache = dir.path().join("cache");
+    let read_all = |m: &Mount| {
+        let mut data = Vec::new();
+        std::fs::File::open(m.mountpoint.join("v.img"))
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert!(data == vol, "bytes differ");
+    };
+    let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    read_all(&m);
+    assert!(m.stats()["metrics"]["fetches"].as_u64().unwrap() > 0);
+    // Let background cache writes land, then stop.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(m.stop().success());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // Second mount, same cache: a full read makes no fetch at all.
+    let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    read_all(&m);
+    let s = m.stats();
+    assert_eq!(s["metrics"]["fetches"], 0, "{s}");
+    assert!(s["metrics"]["disk_hits"].as_u64().unwrap() > 0);
+    assert!(m.stop().success());
+
+    // Corrupt one cached block: it is dropped, refetched, and served right.
+    let victim = walk_files(&cache.join("blocks"))
+        .into_iter()
+        .next()
+        .expect("a cache file");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    read_all(&m);
+    let s = m.stats();
+    assert_eq!(s["metrics"]["cache_corrupt"], 1, "{s}");
+    assert_eq!(s["metrics"]["blocks_fetched"], 1, "{s}");
+}
+
+#[test]
+fn corrupted_store_object_gives_eio_never_wrong_bytes() {
+    if !common::fuse_available("corrupted_store_object") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * 1024;
+    let vol = common::random_bytes(12, 32 * bs);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store_dir = dir.path().join("store");
+    let store = format!("file://{}", store_dir.display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    // Random data is stored raw: byte k of block b sits at offset b*bs + k
+    // of the first object (blocks are packed in order).
+    let objects = walk_files(&store_dir.join("data"));
+    let first = objects
+        .iter()
+        .find(|p| std::fs::metadata(p).unwrap().len() as usize >= 8 * bs)
+        .unwrap();
+    let mut obj = std::fs::read(first).unwrap();
+    // Find which block the object starts with and corrupt its 4th block.
+    let start_block = (0..32)
+        .find(|b| obj[..64] == vol[b * bs..b * bs + 64])
+        .expect("object holds raw blocks");
+    let bad_block = start_block + 3;
+    obj[3 * bs + 500] ^= 0x01;
+    std::fs::write(first, &obj).unwrap();
+
+    let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
+    let f = std::fs::File::open(m.mountpoint.join("v.img")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let e = f
+        .read_at(&mut buf, (bad_block * bs + 4096) as u64)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // Neighbours are fine.
+    let n = f.read_at(&mut buf, ((bad_block + 1) * bs) as u64).unwrap();
+    assert!(buf[..n] == vol[(bad_block + 1) * bs..(bad_block + 1) * bs + n]);
+    drop(f);
+    assert!(
+        m.log_text().contains(&format!("block {bad_block}")),
+        "{}",
+        m.log_text()
+    );
+    // verify names exactly that block.
+    let o = Command::new(common::bin())
+        .current_dir(dir.path())
+        .args(["--store", &store, "verify", "v"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("BAD block {bad_block} ")) && out.contains("1 bad"),
+        "{out}"
+    );
+}
+
+#[test]
+fn mount_refuses_bad_mountpoints_clearly() {
+    if !common::fuse_available("mount_refuses_bad_mountpoints") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    for (mp, want) in [("missing", "No such file"), ("file", "not a directory")] {
+        if mp == "file" {
+            std::fs::write(dir.path().join("file"), b"x").unwrap();
+        }
+        let o = Command::new(common::bin())
+            .current_dir(dir.path())
+            .args(["--store", &store, "mount"])
+            .arg(dir.path().join(mp))
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && t.contains(want), "{mp}: {t}");
+    }
+    // A busy mountpoint: something is mounted there already.
+    let img = dir.path().join("v.img");
+    common::write(&img, &common::random_bytes(1, 1 << 20));
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
+    let o = Command::new(common::bin())
+        .current_dir(dir.path())
+        .args(["--store", &store, "mount"])
+        .arg(&m.mountpoint)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && t.contains("busy"), "{t}");
+    // An external unmount ends the mount process cleanly.
+    let mut m = m;
+    run(Command::new("fusermount3").arg("-u").arg(&m.mountpoint));
+    let mut child = m.child.take().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mount did not exit after fusermount3 -u"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(st.success(), "{}", m.log_text());
+}
+
+fn walk_files(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk_files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
