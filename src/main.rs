@@ -127,9 +127,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        // fuser warns "Unmount failed" when its session ends after we already
+        // unmounted with fusermount3 (the way we handle busy mounts); harmless.
+        "info,fuser::mnt=error",
+    ))
+    .format_timestamp_millis()
+    .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

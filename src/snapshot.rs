@@ -18,7 +18,8 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use crate::format::{
-    block_len, keys, Compression, GroupEntry, ManifestIndex, ManifestPage, SnapshotHeader,
+    block_len, keys, Compression, GroupEntry, ManifestEntry, ManifestIndex, ManifestPage,
+    SnapshotHeader,
 };
 use crate::name::SnapshotName;
 use crate::store::Store;
@@ -68,10 +69,31 @@ pub fn decode_block(stored: &[u8], r: &BlockRef, expected_len: usize) -> Result<
     Ok(data)
 }
 
+/// A decoded page with its object keys shared, so a `BlockRef` costs no
+/// string allocation.
+struct LoadedPage {
+    objects: Vec<Arc<str>>,
+    entries: Vec<ManifestEntry>,
+}
+
+impl LoadedPage {
+    fn block_ref(&self, e: &ManifestEntry) -> BlockRef {
+        BlockRef {
+            block_id: e.block_id,
+            // In range: the page decoder checks every entry's object index.
+            object: self.objects[e.object as usize].clone(),
+            offset: e.offset,
+            length: e.length,
+            compression: e.compression,
+            checksum: e.checksum,
+        }
+    }
+}
+
 pub struct Snapshot {
     store: Store,
     index: Arc<ManifestIndex>,
-    pages: Vec<OnceCell<Arc<ManifestPage>>>,
+    pages: Vec<OnceCell<Arc<LoadedPage>>>,
     pages_fetched: std::sync::atomic::AtomicU64,
 }
 
@@ -123,7 +145,7 @@ impl Snapshot {
     }
 
     /// Manifest page `n`, fetched once.
-    pub async fn page(&self, n: u32) -> anyhow::Result<Arc<ManifestPage>> {
+    async fn page(&self, n: u32) -> anyhow::Result<Arc<LoadedPage>> {
         let cell = self
             .pages
             .get(n as usize)
@@ -142,45 +164,47 @@ impl Snapshot {
                     page.page_no
                 );
             }
-            Ok(Arc::new(page))
+            Ok(Arc::new(LoadedPage {
+                objects: page.objects.iter().map(|k| Arc::from(k.as_str())).collect(),
+                entries: page.entries,
+            }))
         })
         .await
         .cloned()
     }
 
-    /// The stored blocks of one group, in block order.
-    pub async fn group_blocks(&self, g: &GroupEntry) -> anyhow::Result<Vec<BlockRef>> {
+    /// The page holding group `g` and the range of its entries, checked to
+    /// lie within the group (entries are sorted, so the ends suffice).
+    async fn group_entries(
+        &self,
+        g: &GroupEntry,
+    ) -> anyhow::Result<(Arc<LoadedPage>, Range<usize>)> {
         let page = self.page(g.page).await?;
-        let start = g.entry_start as usize;
+        let range = g.entry_start as usize..g.entry_start as usize + g.entry_count as usize;
         let entries = page
             .entries
-            .get(start..start + g.entry_count as usize)
+            .get(range.clone())
             .ok_or_else(|| anyhow!("group {} points beyond page {}", g.group, g.page))?;
-        let objects: Vec<Arc<str>> = page.objects.iter().map(|k| Arc::from(k.as_str())).collect();
-        entries
-            .iter()
-            .map(|e| {
-                if e.block_id < g.first_block || e.block_id > g.last_block {
-                    bail!(
-                        "page {} entry for block {} lies outside group {}",
-                        g.page,
-                        e.block_id,
-                        g.group
-                    );
-                }
-                Ok(BlockRef {
-                    block_id: e.block_id,
-                    object: objects[e.object as usize].clone(),
-                    offset: e.offset,
-                    length: e.length,
-                    compression: e.compression,
-                    checksum: e.checksum,
-                })
-            })
-            .collect()
+        let inside = |e: Option<&ManifestEntry>| {
+            e.is_some_and(|e| (g.first_block..=g.last_block).contains(&e.block_id))
+        };
+        if !inside(entries.first()) || !inside(entries.last()) {
+            bail!("page {} holds entries outside group {}", g.page, g.group);
+        }
+        Ok((page, range))
     }
 
-    /// Where block `block` is stored, or `None` for a hole.
+    /// The stored blocks of one group, in block order.
+    pub async fn group_blocks(&self, g: &GroupEntry) -> anyhow::Result<Vec<BlockRef>> {
+        let (page, range) = self.group_entries(g).await?;
+        Ok(page.entries[range]
+            .iter()
+            .map(|e| page.block_ref(e))
+            .collect())
+    }
+
+    /// Where block `block` is stored, or `None` for a hole. On the read
+    /// path: a binary search in the index, one in the (cached) page.
     pub async fn locate(&self, block: u64) -> anyhow::Result<Option<BlockRef>> {
         let Some(g) = self.index.group_of_block(block) else {
             return Ok(None);
@@ -188,11 +212,12 @@ impl Snapshot {
         if block < g.first_block || block > g.last_block {
             return Ok(None);
         }
-        let blocks = self.group_blocks(g).await?;
-        Ok(blocks
-            .binary_search_by_key(&block, |b| b.block_id)
+        let (page, range) = self.group_entries(g).await?;
+        let entries = &page.entries[range];
+        Ok(entries
+            .binary_search_by_key(&block, |e| e.block_id)
             .ok()
-            .map(|i| blocks[i].clone()))
+            .map(|i| page.block_ref(&entries[i])))
     }
 
     /// Every stored block, in block order (verify, gc, incremental create).

@@ -388,3 +388,60 @@ fn walk_files(p: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    if !common::fuse_available("metrics_endpoint") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v.img");
+    let vol = common::random_bytes(4, 1 << 20);
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    // A free port: bind, read it, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = Mount::start(
+        dir.path(),
+        &store,
+        &dir.path().join("cache"),
+        &["--metrics", &addr],
+        "v.img",
+    );
+    let mut data = Vec::new();
+    std::fs::File::open(m.mountpoint.join("v.img"))
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    assert!(data == vol);
+    let get = |path: &str| {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let text = get("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains(&format!("snapahead_bytes_served_total {}\n", vol.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains("snapahead_blocks_fetched_total 16\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE snapahead_fetch_latency_seconds histogram"));
+    assert!(
+        text.contains("snapahead_cache_memory_entries 16\n"),
+        "{text}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}

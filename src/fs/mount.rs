@@ -111,6 +111,17 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
             store.url()
         );
     }
+    // Bound before mounting: a taken address fails before anything is mounted.
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            log::info!("metrics at http://{addr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let cache = Arc::new(BlockCache::open(
         &opts.cache_dir,
@@ -160,11 +171,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
             .join(", ")
     );
 
-    if let Some(addr) = opts.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        log::info!("metrics at http://{addr}/metrics");
+    if let Some(listener) = metrics_listener {
         tokio::spawn(serve_metrics(listener, state.clone()));
     }
 
