@@ -93,7 +93,7 @@ enum Cmd {
     Mount {
         /// An existing empty directory
         mountpoint: PathBuf,
-        /// Snapshots to show (repeatable) [default: those named in the config, else all in the store]
+        /// Snapshots to show (repeatable) [default: those named in the config, or all in the store when it names none or --store is given]
         #[arg(long = "snapshot")]
         snapshots: Vec<SnapshotName>,
         /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf unless root)
@@ -193,7 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_dir,
             cache_size,
         } => {
-            let snapshots = if snapshots.is_empty() {
+            // The config's list describes the config's store: with --store
+            // given, every snapshot of that store is shown instead.
+            let snapshots = if snapshots.is_empty() && cli.store.is_none() {
                 cfg.snapshots.iter().map(|s| s.name.clone()).collect()
             } else {
                 snapshots

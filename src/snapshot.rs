@@ -220,6 +220,26 @@ impl Snapshot {
             .map(|i| page.block_ref(&entries[i])))
     }
 
+    /// [`Snapshot::locate`] without waiting: `None` when the group's page is
+    /// not loaded yet, `Some(None)` for a hole.
+    pub fn locate_loaded(&self, block: u64) -> Option<Option<BlockRef>> {
+        let Some(g) = self.index.group_of_block(block) else {
+            return Some(None);
+        };
+        if block < g.first_block || block > g.last_block {
+            return Some(None);
+        }
+        let page = self.pages.get(g.page as usize)?.get()?;
+        let range = g.entry_start as usize..g.entry_start as usize + g.entry_count as usize;
+        // Checked by `group_entries` when the page was first used for this group;
+        // out-of-range here means a corrupt index: let the async path report it.
+        let entries = page.entries.get(range)?;
+        match entries.binary_search_by_key(&block, |e| e.block_id) {
+            Ok(i) => Some(Some(page.block_ref(&entries[i]))),
+            Err(_) => Some(None),
+        }
+    }
+
     /// Every stored block, in block order (verify, gc, incremental create).
     pub async fn all_blocks(&self) -> anyhow::Result<Vec<BlockRef>> {
         let per_group: Vec<Vec<BlockRef>> = futures::stream::iter(self.index.groups.iter())

@@ -62,6 +62,11 @@ impl BlockCache {
         })
     }
 
+    /// The block from the memory tier only (no I/O, never waits).
+    pub fn get_memory(&self, key: &BlockKey) -> Option<Bytes> {
+        self.memory.get(key)
+    }
+
     /// The block with content `key` and length `len`, if cached and intact.
     pub async fn get(&self, key: &BlockKey, len: usize) -> Option<(Bytes, Tier)> {
         if let Some(b) = self.memory.get(key) {

@@ -308,8 +308,17 @@ impl Filesystem for SnapFs {
             return reply.error(Errno::ENOENT);
         };
         let fetcher = self.state.fetcher.clone();
+        let started = std::time::Instant::now();
+        if let Some(data) =
+            read::read_range_from_memory(&file.snapshot, &fetcher, offset, size as usize)
+        {
+            let metrics = fetcher.metrics();
+            crate::metrics::Metrics::inc(&metrics.reads);
+            crate::metrics::Metrics::add(&metrics.bytes_served, data.len() as u64);
+            metrics.read_latency.observe(started.elapsed());
+            return reply.data(&data);
+        }
         self.rt.spawn(async move {
-            let started = std::time::Instant::now();
             let metrics = fetcher.metrics().clone();
             match read::read_range(&file.snapshot, &fetcher, offset, size as usize).await {
                 Ok(data) => {
