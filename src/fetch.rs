@@ -43,11 +43,13 @@ pub const MAX_RUN_BYTES: u64 = 8 << 20;
 type RunResult = Arc<Vec<Result<Bytes, String>>>;
 type RunFuture = Shared<BoxFuture<'static, RunResult>>;
 
-/// A block a read wants, with its uncompressed length.
+/// A block a read wants: its uncompressed length, and the bytes of it the
+/// read needs.
 #[derive(Debug, Clone)]
 pub struct Want {
     pub block: BlockRef,
     pub len: usize,
+    pub range: std::ops::Range<usize>,
 }
 
 pub struct Fetcher {
@@ -80,13 +82,17 @@ impl Fetcher {
         &self.metrics
     }
 
-    /// The bytes of every wanted block, in order; each entry fails alone.
+    /// The wanted bytes of every wanted block, in order; each fails alone.
     pub async fn get_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
         let mut out: Vec<Option<anyhow::Result<Bytes>>> = (0..wants.len()).map(|_| None).collect();
         // 1. Cache.
         let mut missing: Vec<usize> = Vec::new();
         for (i, w) in wants.iter().enumerate() {
-            match self.cache.get(&w.block.checksum, w.len).await {
+            match self
+                .cache
+                .get(&w.block.checksum, w.len, w.range.clone())
+                .await
+            {
                 Some((b, tier)) => {
                     Metrics::inc(match tier {
                         Tier::Memory => &self.metrics.memory_hits,
@@ -127,19 +133,22 @@ impl Fetcher {
                 }
             }
         }
+        for (i, first) in dups {
+            if let Some(&(_, ref fut, pos)) = waits.iter().find(|(j, _, _)| *j == first) {
+                waits.push((i, fut.clone(), pos));
+            }
+        }
         for (i, fut, pos) in waits {
             let r = fut.await;
+            let range = wants[i].range.clone();
             out[i] = Some(match r.get(pos) {
-                Some(Ok(b)) => Ok(b.clone()),
+                Some(Ok(b)) if range.end <= b.len() => Ok(b.slice(range)),
+                Some(Ok(_)) => Err(anyhow!(
+                    "internal: range beyond block {}",
+                    wants[i].block.block_id
+                )),
                 Some(Err(e)) => Err(anyhow!("{e}")),
                 None => Err(anyhow!("internal: run result too short")),
-            });
-        }
-        for (i, first) in dups {
-            out[i] = Some(match &out[first] {
-                Some(Ok(b)) => Ok(b.clone()),
-                Some(Err(e)) => Err(anyhow!("{e:#}")),
-                None => Err(anyhow!("internal: block not resolved")),
             });
         }
         out.into_iter()

@@ -254,7 +254,9 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
         0o600
     );
     let mut bytes = std::fs::read(&victim).unwrap();
-    bytes[100] ^= 0xff;
+    // In the block's data (the file ends with it), not its header.
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
     let m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
     read_all(&m);

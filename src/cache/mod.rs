@@ -14,6 +14,7 @@
 
 mod disk;
 mod memory;
+pub mod verified;
 
 pub use disk::DiskCache;
 pub use memory::MemoryCache;
@@ -62,27 +63,50 @@ impl BlockCache {
         })
     }
 
-    /// The block from the memory tier only (no I/O, never waits).
-    pub fn get_memory(&self, key: &BlockKey) -> Option<Bytes> {
-        self.memory.get(key)
+    /// Bytes `range` of a cached block, on the calling thread: memory, then
+    /// a verified partial read of the disk tier (a local pread of a few
+    /// KiB, cheaper than handing the read to another thread). Used on the
+    /// FUSE threads; `None` when the block is not cached (or was corrupt).
+    pub fn get_local(
+        &self,
+        key: &BlockKey,
+        len: usize,
+        range: std::ops::Range<usize>,
+    ) -> Option<(Bytes, Tier)> {
+        if let Some(b) = self.memory.get(key) {
+            return Some((b.slice(range), Tier::Memory));
+        }
+        match self.disk.as_ref()?.get(key, len, range) {
+            disk::Lookup::Hit(data) => Some((Bytes::from(data), Tier::Disk)),
+            disk::Lookup::Corrupt => {
+                Metrics::inc(&self.metrics.cache_corrupt);
+                None
+            }
+            disk::Lookup::Miss => None,
+        }
     }
 
-    /// The block with content `key` and length `len`, if cached and intact.
-    pub async fn get(&self, key: &BlockKey, len: usize) -> Option<(Bytes, Tier)> {
+    /// Bytes `range` of the block with content `key` and length `len`, if
+    /// cached and intact. A disk hit reads and checks only the segments the
+    /// range touches; it is not promoted to memory (a partial read has not
+    /// read the whole block, and sequential readers cover a block in a few
+    /// partial reads costing no more than one whole read).
+    pub async fn get(
+        &self,
+        key: &BlockKey,
+        len: usize,
+        range: std::ops::Range<usize>,
+    ) -> Option<(Bytes, Tier)> {
         if let Some(b) = self.memory.get(key) {
-            return Some((b, Tier::Memory));
+            return Some((b.slice(range), Tier::Memory));
         }
         let disk = self.disk.clone()?;
         let k = *key;
-        let found = tokio::task::spawn_blocking(move || disk.get(&k, len))
+        let found = tokio::task::spawn_blocking(move || disk.get(&k, len, range))
             .await
             .ok()?;
         match found {
-            disk::Lookup::Hit(data) => {
-                let b = Bytes::from(data);
-                self.memory.put(*key, b.clone());
-                Some((b, Tier::Disk))
-            }
+            disk::Lookup::Hit(data) => Some((Bytes::from(data), Tier::Disk)),
             disk::Lookup::Corrupt => {
                 Metrics::inc(&self.metrics.cache_corrupt);
                 None

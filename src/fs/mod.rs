@@ -309,8 +309,7 @@ impl Filesystem for SnapFs {
         };
         let fetcher = self.state.fetcher.clone();
         let started = std::time::Instant::now();
-        if let Some(data) =
-            read::read_range_from_memory(&file.snapshot, &fetcher, offset, size as usize)
+        if let Some(data) = read::read_range_local(&file.snapshot, &fetcher, offset, size as usize)
         {
             let metrics = fetcher.metrics();
             crate::metrics::Metrics::inc(&metrics.reads);

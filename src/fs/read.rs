@@ -6,14 +6,16 @@
 //! blocks of one read are requested together, so adjacent ones are fetched
 //! with one GET.
 
+use crate::cache::Tier;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
-/// The fast path: the read answered from memory alone (loaded pages, the
-/// memory tier), on the calling thread, or `None` when anything is missing.
-/// Hot reads skip the hand-off to the async runtime this way.
-pub fn read_range_from_memory(
+/// The fast path: the read answered from what is local (loaded manifest
+/// pages, the memory tier, the disk tier), on the calling FUSE thread, or
+/// `None` when anything must come from the store. Hot reads skip every
+/// thread hand-off this way (they dominated hot random reads).
+pub fn read_range_local(
     snap: &Snapshot,
     fetcher: &Fetcher,
     offset: u64,
@@ -26,31 +28,29 @@ pub fn read_range_from_memory(
     }
     let bs = h.block_size as u64;
     let mut out = vec![0u8; (end - offset) as usize];
-    let (mut hits, mut holes) = (0, 0);
+    let (mut memory, mut disk, mut holes) = (0, 0, 0);
     for b in offset / bs..end.div_ceil(bs) {
         let Some(block) = snap.locate_loaded(b)? else {
             holes += 1;
             continue;
         };
-        let data = fetcher.cache().get_memory(&block.checksum)?;
-        hits += 1;
-        copy_block(&mut out, offset, end, b * bs, &data);
+        let bstart = b * bs;
+        let blen = snap.block_len(b);
+        let from = (offset.max(bstart) - bstart) as usize;
+        let to = (end.min(bstart + blen as u64) - bstart) as usize;
+        let (data, tier) = fetcher.cache().get_local(&block.checksum, blen, from..to)?;
+        match tier {
+            Tier::Memory => memory += 1,
+            Tier::Disk => disk += 1,
+        }
+        let at = (bstart + from as u64 - offset) as usize;
+        out[at..at + data.len()].copy_from_slice(&data);
     }
     let m = fetcher.metrics();
-    Metrics::add(&m.memory_hits, hits);
+    Metrics::add(&m.memory_hits, memory);
+    Metrics::add(&m.disk_hits, disk);
     Metrics::add(&m.hole_blocks, holes);
     Some(out)
-}
-
-/// Copies the part of block data starting at volume offset `bstart` that
-/// falls in `offset..end` into `out` (which starts at `offset`).
-fn copy_block(out: &mut [u8], offset: u64, end: u64, bstart: u64, data: &[u8]) {
-    let from = offset.max(bstart);
-    let to = end.min(bstart + data.len() as u64);
-    if from < to {
-        out[(from - offset) as usize..(to - offset) as usize]
-            .copy_from_slice(&data[(from - bstart) as usize..(to - bstart) as usize]);
-    }
 }
 
 /// Reads `len` bytes at `offset` (clamped to the volume's end).
@@ -69,17 +69,26 @@ pub async fn read_range(
     let mut wants: Vec<Want> = Vec::new();
     for b in offset / bs..end.div_ceil(bs) {
         match snap.locate(b).await? {
-            Some(block) => wants.push(Want {
-                len: snap.block_len(b),
-                block,
-            }),
+            Some(block) => {
+                let bstart = b * bs;
+                let len = snap.block_len(b);
+                let from = (offset.max(bstart) - bstart) as usize;
+                let to = (end.min(bstart + len as u64) - bstart) as usize;
+                wants.push(Want {
+                    block,
+                    len,
+                    range: from..to,
+                });
+            }
             None => Metrics::inc(&fetcher.metrics().hole_blocks),
         }
     }
     let mut out = vec![0u8; (end - offset) as usize];
     let results = fetcher.get_blocks(&wants).await;
     for (w, r) in wants.iter().zip(results) {
-        copy_block(&mut out, offset, end, w.block.block_id * bs, &r?);
+        let data = r?;
+        let at = (w.block.block_id * bs + w.range.start as u64 - offset) as usize;
+        out[at..at + data.len()].copy_from_slice(&data);
     }
     Ok(out)
 }
