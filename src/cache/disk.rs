@@ -54,9 +54,25 @@ fn encode_header(block: &[u8]) -> Vec<u8> {
 }
 
 /// Open cache files kept with their verified CVs: a hot block's read is
-/// then one pread and a segment hash. 512 descriptors stay far below any
-/// sane `ulimit -n`, and cover 256 MiB of hot 512 KiB blocks.
-pub const OPEN_FILES: usize = 512;
+/// then one pread and a segment hash. At most this many, and at most a
+/// quarter of the process's open-file limit (systemd's default soft limit
+/// is 1024), so the mount never runs out of descriptors.
+pub const MAX_OPEN_FILES: usize = 4096;
+
+fn open_file_budget() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        });
+    (soft.unwrap_or(1024) / 4).clamp(16, MAX_OPEN_FILES)
+}
 
 pub struct DiskCache {
     root: PathBuf,
@@ -154,7 +170,8 @@ impl DiskCache {
                 used: 0,
             }),
             open: Mutex::new(LruCache::new(
-                std::num::NonZeroUsize::new(OPEN_FILES).unwrap_or(std::num::NonZeroUsize::MIN),
+                std::num::NonZeroUsize::new(open_file_budget())
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
             )),
         };
         {

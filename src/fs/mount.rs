@@ -30,6 +30,32 @@ use crate::store::Store;
 /// FUSE session threads: they only parse requests and hand reads to the
 /// async runtime, so a few suffice on any machine.
 pub const FUSE_THREADS: usize = 4;
+/// Kernel readahead for the mount, in KiB. The kernel starts FUSE mounts at
+/// 128 KiB; sequential readers then send 128 KiB requests, and per-request
+/// costs (a FUSE round trip, a cache lookup) cap throughput. 1 MiB requests
+/// cut those 8× (the environment notes measured 12.6 → 93 MB/s over a 20 ms
+/// backend).
+pub const READ_AHEAD_KB: u32 = 1024;
+
+/// Raises the mount's readahead through sysfs (root only; best effort).
+fn raise_read_ahead(mountpoint: &Path) {
+    let Ok(md) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = md.dev();
+    // Linux dev_t encoding (glibc's gnu_dev_major/minor).
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
+        Ok(()) => log::debug!(
+            "readahead of {} set to {READ_AHEAD_KB} KiB",
+            mountpoint.display()
+        ),
+        Err(e) => log::debug!("cannot raise readahead ({path}: {e}); the kernel's default applies"),
+    }
+}
+
 /// Memory tier of the cache: the hottest blocks (512 at 512 KiB).
 pub const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
 
@@ -159,6 +185,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
     let session = fuser::spawn_mount(fs, &opts.mountpoint, &cfg).with_context(|| {
         format!("cannot mount on {mountpoint} (is fuse3 installed and /dev/fuse available?)")
     })?;
+    raise_read_ahead(&opts.mountpoint);
     log::info!(
         "mounted {} snapshot(s) from {} on {mountpoint}: {}",
         state.files.len(),
