@@ -180,3 +180,101 @@ fn wrong_s3_credentials_fail_fast_and_clearly() {
     assert!(t.contains("access denied"), "{t}");
     assert!(!t.contains(secret), "the secret appears in the output");
 }
+
+/// A store that does not answer (nothing listens on the port): one clear
+/// message after the configured retries, within their time bound.
+#[test]
+fn unreachable_store_fails_within_the_retry_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("snapshots.yaml"),
+        format!(
+            "store: s3://bucket/p\ns3: {{ endpoint: http://127.0.0.1:{port}, region: garage, allow_http: true, \
+             retry_timeout: 2s, max_retries: 3, connect_timeout: 1s }}\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .arg("list")
+        .current_dir(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        t.contains(&format!("127.0.0.1:{port}")) && t.contains("list"),
+        "{t}"
+    );
+    assert_eq!(
+        t.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{t}"
+    );
+}
+
+/// `create` from a real block device (a loop device over an image): sized
+/// without reading its length from a file, read whole, same bytes back.
+#[test]
+fn create_from_a_block_device() {
+    if !common::loop_available("create_from_a_block_device") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v.img");
+    let vol = common::mixed_volume(64 * 1024, 48, 0, 31);
+    common::write(&img, &vol);
+    let dev = common::run(Command::new("losetup").args(["-f", "--show"]).arg(&img))
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let store = format!("file://{}", dir.path().join("store").display());
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir.path())
+        .args([
+            "--store",
+            &store,
+            "create",
+            "dev",
+            "--block-size",
+            "64KiB",
+            "--source",
+            &dev,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = snapahead_store(dir.path(), &store, &["inspect", "dev", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["volume_size"], vol.len() as u64);
+    assert_eq!(j["zero_blocks"], 12);
+    let o = snapahead_store(dir.path(), &store, &["verify", "dev"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+fn snapahead_store(dir: &Path, store: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir)
+        .args(["--store", store])
+        .args(args)
+        .output()
+        .unwrap()
+}

@@ -416,6 +416,8 @@ fn metrics_endpoint_serves_prometheus_text() {
         &["--metrics", &addr],
         "v.img",
     );
+    // Starting the mount read only the index: no manifest page yet.
+    assert_eq!(m.stats()["snapshots"][0]["pages_fetched"], 0);
     let mut data = Vec::new();
     std::fs::File::open(m.mountpoint.join("v.img"))
         .unwrap()
