@@ -25,3 +25,4 @@ pub mod name;
 pub mod progress;
 pub mod snapshot;
 pub mod store;
+pub mod trace;
