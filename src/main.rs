@@ -115,6 +115,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Access traces: import them from blkparse / fio, or summarize one
+    Trace {
+        #[command(subcommand)]
+        cmd: TraceCmd,
+    },
     /// Delete data objects and pages that no snapshot references
     Gc {
         /// Only report what would be deleted
@@ -123,6 +128,35 @@ enum Cmd {
         /// Keep unreferenced objects younger than this (a create may still be running)
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         grace: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum TraceCmd {
+    /// Convert a blkparse text log or a fio iolog (v2/v3) into a snapahead trace
+    Import {
+        #[arg(long, value_enum)]
+        format: snapahead::trace::import::Format,
+        /// The log to read
+        input: PathBuf,
+        /// The trace to write
+        #[arg(long)]
+        out: PathBuf,
+        /// Volume name recorded in the trace [default: the input's file name]
+        #[arg(long)]
+        volume: Option<String>,
+        /// Volume size [default: the end of the furthest access]
+        #[arg(long)]
+        volume_size: Option<bytesize::ByteSize>,
+    },
+    /// Summarize a trace: duration, ops, bytes, mix, distinct blocks, classification, streams, timeline
+    Show {
+        trace: PathBuf,
+        /// Block size for counting distinct blocks
+        #[arg(long, default_value = "512KiB")]
+        block_size: bytesize::ByteSize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -182,9 +216,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Cmd::Stats { mountpoint, json } = &cli.cmd {
         return print_stats(mountpoint, *json);
     }
+    if let Cmd::Trace { cmd } = &cli.cmd {
+        return trace_cmd(cmd);
+    }
     let store = cfg.open_store(cli.store.as_deref())?;
     match cli.cmd {
-        Cmd::Stats { .. } => {}
+        Cmd::Stats { .. } | Cmd::Trace { .. } => {}
         Cmd::Mount {
             mountpoint,
             snapshots,
@@ -360,6 +397,133 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.kept_young,
                 humantime::format_duration(grace)
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace_cmd(cmd: &TraceCmd) -> anyhow::Result<ExitCode> {
+    use snapahead::trace::{self, import, summary, TraceHeader, TraceWriter};
+    match cmd {
+        TraceCmd::Import {
+            format,
+            input,
+            out,
+            volume,
+            volume_size,
+        } => {
+            let im = match format {
+                import::Format::Blkparse => import::import_blkparse(input)?,
+                import::Format::Fio => import::import_fio(input)?,
+            };
+            let size = volume_size.map(|s| s.as_u64()).unwrap_or(im.extent);
+            if im.extent > size {
+                anyhow::bail!(
+                    "{}: accesses reach byte {}, beyond --volume-size {size}",
+                    input.display(),
+                    im.extent
+                );
+            }
+            let header = TraceHeader {
+                volume: volume.clone().unwrap_or_else(|| {
+                    input
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().to_string())
+                        .unwrap_or_default()
+                }),
+                volume_size: size,
+                start_ms: std::fs::metadata(input)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+                host: trace::host_name(),
+                source: match format {
+                    import::Format::Blkparse => "blkparse".into(),
+                    import::Format::Fio => "fio".into(),
+                },
+            };
+            let f = std::fs::File::create(out)
+                .map_err(|e| anyhow!("cannot create {}: {e}", out.display()))?;
+            let mut w = TraceWriter::new(std::io::BufWriter::new(f), &header)?;
+            for r in &im.records {
+                w.push(r)?;
+            }
+            w.finish()?;
+            out!(
+                "imported {} records ({}) from {} into {}",
+                im.records.len(),
+                im.detail,
+                input.display(),
+                out.display()
+            );
+        }
+        TraceCmd::Show {
+            trace: path,
+            block_size,
+            json,
+        } => {
+            let s = summary::summarize(trace::open(path)?, block_size.as_u64())?;
+            if s.truncated {
+                log::warn!("{}: the trace ends in a torn frame (its writer stopped abruptly); shown up to there", path.display());
+            }
+            if *json {
+                out!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let h = &s.header;
+            let total = s.read_bytes + s.write_bytes;
+            out!(
+                "trace          {} ({} from {}, host {}, started {})",
+                path.display(),
+                h.volume,
+                h.source,
+                h.host,
+                fmt_time(h.start_ms)
+            );
+            out!("volume size    {}", ByteSize(h.volume_size));
+            out!("duration       {:.3} s", s.duration_s);
+            out!(
+                "ops            {} reads ({}), {} writes ({})",
+                s.reads,
+                ByteSize(s.read_bytes),
+                s.writes,
+                ByteSize(s.write_bytes)
+            );
+            out!(
+                "mix            {:.1}% of bytes read",
+                if total == 0 {
+                    0.0
+                } else {
+                    100.0 * s.read_bytes as f64 / total as f64
+                }
+            );
+            out!(
+                "distinct       {} blocks of {}",
+                s.distinct_blocks,
+                ByteSize(s.block_size)
+            );
+            let c = &s.classification;
+            out!(
+                "class          {:?} ({:.1}% of read bytes sequential), {} streams detected; suggested window {} ms, read-ahead {}",
+                c.class,
+                100.0 * c.sequential_fraction,
+                c.streams,
+                c.window_ms,
+                ByteSize(c.readahead_bytes)
+            );
+            out!("timeline       (per {} s)", s.timeline_bucket_s);
+            for b in &s.timeline {
+                out!(
+                    "  {:>6} s  {:>8} reads {:>10}  {:>8} writes {:>10}",
+                    b.start_s,
+                    b.reads,
+                    ByteSize(b.read_bytes).to_string(),
+                    b.writes,
+                    ByteSize(b.write_bytes).to_string()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

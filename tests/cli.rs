@@ -278,3 +278,88 @@ fn snapahead_store(dir: &Path, store: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+#[test]
+fn trace_import_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fio v3 iolog: 64 sequential 128 KiB reads then 4 writes.
+    let mut log = String::from("fio version 3 iolog\n0 /dev/vdb add\n1 /dev/vdb open\n");
+    for i in 0..64u64 {
+        log += &format!(
+            "{} /dev/vdb read {} 131072\n",
+            1000 + i * 20_000,
+            i * 131_072
+        );
+    }
+    for i in 0..4u64 {
+        log += &format!("{} /dev/vdb write {} 4096\n", 2_000_000 + i, i * 4096);
+    }
+    std::fs::write(dir.path().join("seq.log"), log).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir.path())
+        .args([
+            "trace",
+            "import",
+            "--format",
+            "fio",
+            "seq.log",
+            "--out",
+            "seq.trace",
+            "--volume-size",
+            "64MiB",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("imported 68 records"), "{}", text(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir.path())
+        .args(["trace", "show", "seq.trace", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["reads"], 64);
+    assert_eq!(j["writes"], 4);
+    assert_eq!(j["read_bytes"], 64 * 131_072);
+    assert_eq!(j["distinct_blocks"], 16);
+    assert_eq!(j["classification"]["class"], "sequential");
+    assert_eq!(j["header"]["volume_size"], 64 << 20);
+    assert_eq!(j["timeline"][0]["reads"], 50);
+    // A corrupt trace: a clear error, non-zero exit, no panic.
+    let mut bytes = std::fs::read(dir.path().join("seq.trace")).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0xff;
+    std::fs::write(dir.path().join("bad.trace"), bytes).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir.path())
+        .args(["trace", "show", "bad.trace"])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("checksum"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("panicked"));
+    // Accesses beyond the given volume size are refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .current_dir(dir.path())
+        .args([
+            "trace",
+            "import",
+            "--format",
+            "fio",
+            "seq.log",
+            "--out",
+            "x.trace",
+            "--volume-size",
+            "1MiB",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("beyond"),
+        "{}",
+        text(&o)
+    );
+}

@@ -16,8 +16,12 @@ use super::{Op, Record};
 /// Concurrent streams tracked: more than the readers one volume usually
 /// sees at once; a random workload merely churns the table.
 pub const MAX_STREAMS: usize = 32;
-/// A read starting up to this far past a head's end still continues it.
+/// A read starting up to this far past a head's end still continues it
+/// (readahead skipping cached pages, small holes in a file's extents)...
 pub const SEQ_GAP: u64 = 128 * 1024;
+/// ...but never more than this many times its own length: a 4 KiB random
+/// read must land within 16 KiB of a head, or random I/O forms "streams".
+pub const SEQ_GAP_LENGTHS: u64 = 4;
 /// A stream counts as detected once it was extended this many times.
 pub const MIN_STREAM_READS: u64 = 4;
 /// Sequential fraction at or above which a workload is sequential.
@@ -45,7 +49,8 @@ struct Head {
 pub struct StreamDetector {
     heads: Vec<Head>,
     clock: u64,
-    streams_seen: u64,
+    /// Most streams active at once (extended enough, still in the table).
+    max_active: u64,
 }
 
 impl StreamDetector {
@@ -55,14 +60,17 @@ impl StreamDetector {
         let best = self
             .heads
             .iter_mut()
-            .filter(|h| offset >= h.end.saturating_sub(len.max(1)) && offset <= h.end + SEQ_GAP)
+            .filter(|h| {
+                let gap = SEQ_GAP.min(SEQ_GAP_LENGTHS * len.max(1));
+                offset >= h.end.saturating_sub(len.max(1)) && offset <= h.end + gap
+            })
             .min_by_key(|h| offset.abs_diff(h.end));
         if let Some(h) = best {
             h.end = h.end.max(offset + len);
             h.last_used = self.clock;
             h.extensions += 1;
             if h.extensions == MIN_STREAM_READS {
-                self.streams_seen += 1;
+                self.max_active = self.max_active.max(self.active_streams() as u64);
             }
             return true;
         }
@@ -79,9 +87,9 @@ impl StreamDetector {
         false
     }
 
-    /// Streams extended at least [`MIN_STREAM_READS`] times so far.
+    /// The most streams that were active at the same time.
     pub fn streams_detected(&self) -> u64 {
-        self.streams_seen
+        self.max_active
     }
 
     /// Streams currently active in the table (extended enough).
