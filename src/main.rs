@@ -109,6 +109,16 @@ enum Cmd {
         #[arg(long)]
         cache_size: Option<bytesize::ByteSize>,
     },
+    /// Record how a live volume image is used: a read-write passthrough FUSE mount that traces every access
+    Monitor {
+        /// The volume image (a regular file), exposed read-write as <MOUNTPOINT>/<file name>
+        image: PathBuf,
+        /// An existing empty directory
+        mountpoint: PathBuf,
+        /// The trace to write (flushed every 2 s and at unmount)
+        #[arg(long)]
+        trace: PathBuf,
+    },
     /// Show the statistics of a running mount (reads <MOUNTPOINT>/.snapahead-stats)
     Stats {
         mountpoint: PathBuf,
@@ -219,9 +229,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Cmd::Trace { cmd } = &cli.cmd {
         return trace_cmd(cmd);
     }
+    if let Cmd::Monitor {
+        image,
+        mountpoint,
+        trace,
+    } = &cli.cmd
+    {
+        snapahead::fs::monitor::run(image, mountpoint, trace).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = cfg.open_store(cli.store.as_deref())?;
     match cli.cmd {
-        Cmd::Stats { .. } | Cmd::Trace { .. } => {}
+        Cmd::Stats { .. } | Cmd::Trace { .. } | Cmd::Monitor { .. } => {}
         Cmd::Mount {
             mountpoint,
             snapshots,

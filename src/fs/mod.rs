@@ -10,6 +10,7 @@
 //! `lseek(SEEK_DATA/SEEK_HOLE)` answers from the manifest, so sparse-aware
 //! tools (`cp --sparse`, `qemu-img map`) see the holes without reading them.
 
+pub mod monitor;
 pub mod mount;
 pub mod read;
 
@@ -105,9 +106,9 @@ pub struct SnapFs {
 
 /// Who owns every inode of the mount: the mounting process.
 #[derive(Clone, Copy)]
-struct Owner {
-    uid: u32,
-    gid: u32,
+pub(crate) struct Owner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 impl Owner {
@@ -222,7 +223,7 @@ impl SnapFs {
 }
 
 /// The process's uid and gid: the owner of `/proc/self`.
-fn process_ids() -> (u32, u32) {
+pub(crate) fn process_ids() -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| (m.uid(), m.gid()))

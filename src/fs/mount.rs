@@ -202,6 +202,17 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         tokio::spawn(serve_metrics(listener, state.clone()));
     }
 
+    serve_until_unmounted(session, &opts.mountpoint).await
+}
+
+/// Serves until SIGINT/SIGTERM (then unmounts; if busy, keeps serving until
+/// a second signal detaches lazily) or an external unmount; then joins the
+/// session. Shared by `mount` and `monitor`.
+pub async fn serve_until_unmounted(
+    session: fuser::BackgroundSession,
+    mountpoint: &Path,
+) -> anyhow::Result<()> {
+    let shown = mountpoint.display();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut asked = 0;
@@ -211,7 +222,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if session.guard.is_finished() {
-                    log::info!("{mountpoint} was unmounted externally");
+                    log::info!("{shown} was unmounted externally");
                     break;
                 }
                 continue;
@@ -219,17 +230,17 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         }
         asked += 1;
         if asked == 1 {
-            log::info!("signal received: unmounting {mountpoint}");
-            match unmount(&opts.mountpoint, false) {
+            log::info!("signal received: unmounting {shown}");
+            match unmount(mountpoint, false) {
                 Ok(()) => break,
                 Err(e) => log::warn!(
-                    "cannot unmount {mountpoint}: {e}; still serving (detach loop devices / close files, \
+                    "cannot unmount {shown}: {e}; still serving (detach loop devices / close files, \
                      or send the signal again to detach lazily and exit)"
                 ),
             }
         } else {
-            log::warn!("second signal: detaching {mountpoint} lazily");
-            let _ = unmount(&opts.mountpoint, true);
+            log::warn!("second signal: detaching {shown} lazily");
+            let _ = unmount(mountpoint, true);
             return Ok(());
         }
     }
@@ -238,7 +249,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         .await
         .context("joining the FUSE session")?
         .context("ending the FUSE session")?;
-    log::info!("unmounted {mountpoint}");
+    log::info!("unmounted {shown}");
     Ok(())
 }
 
