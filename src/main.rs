@@ -108,6 +108,10 @@ enum Cmd {
         /// Disk cache bound, e.g. 8GiB; 0 disables the disk tier [default: config cache.size]
         #[arg(long)]
         cache_size: Option<bytesize::ByteSize>,
+        /// Record each snapshot's demand reads and upload them to traces/<snapshot>/ in the store
+        /// (every minute and at unmount), for `hints`
+        #[arg(long)]
+        record_traces: bool,
     },
     /// Record how a live volume image is used: a read-write passthrough FUSE mount that traces every access
     Monitor {
@@ -248,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics,
             cache_dir,
             cache_size,
+            record_traces,
         } => {
             // The config's list describes the config's store: with --store
             // given, every snapshot of that store is shown instead.
@@ -264,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_dir: cache_dir.unwrap_or(cfg.cache.dir.clone()),
                 cache_size: cache_size.map(|s| s.as_u64()).unwrap_or(cfg.cache.size),
                 memory_cache_size: cfg.cache.memory,
+                record_traces,
             };
             snapahead::fs::mount::run(store, opts).await?;
         }

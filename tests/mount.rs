@@ -449,3 +449,57 @@ fn metrics_endpoint_serves_prometheus_text() {
     );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn record_traces_uploads_the_sessions_demand_reads() {
+    if !common::fuse_available("record_traces") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * 1024;
+    let vol = common::random_bytes(21, 64 * bs);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store_dir = dir.path().join("store");
+    let store = format!("file://{}", store_dir.display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let mut m = Mount::start(
+        dir.path(),
+        &store,
+        &dir.path().join("cache"),
+        &["--record-traces"],
+        "v.img",
+    );
+    let f = std::fs::File::open(m.mountpoint.join("v.img")).unwrap();
+    let reads = [
+        (0u64, 4096usize),
+        (10 * bs as u64 + 100, 5000),
+        (40 * bs as u64, bs),
+    ];
+    for (off, len) in reads {
+        let mut buf = vec![0u8; len];
+        let n = f.read_at(&mut buf, off).unwrap();
+        assert!(buf[..n] == vol[off as usize..off as usize + n]);
+    }
+    drop(f);
+    assert!(m.stop().success(), "{}", m.log_text());
+
+    let traces = walk_files(&store_dir.join("traces").join("v"));
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let name = traces[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.ends_with(".trace") && name.contains('-'), "{name}");
+    let r = snapahead::trace::open(&traces[0]).unwrap();
+    assert_eq!(r.header.volume, "v");
+    assert_eq!(r.header.source, "mount");
+    assert_eq!(r.header.volume_size, vol.len() as u64);
+    let records: Vec<snapahead::trace::Record> = r.map(|x| x.unwrap()).collect();
+    assert!(records.iter().all(|r| r.op == snapahead::trace::Op::Read));
+    for (off, len) in reads {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.offset <= off && r.offset + r.len as u64 >= off + len as u64),
+            "read {off}+{len} not in {records:?}"
+        );
+    }
+}

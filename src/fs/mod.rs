@@ -46,6 +46,8 @@ pub struct MountedFile {
     pub file_name: String,
     pub snapshot: Arc<Snapshot>,
     pub attr: FileAttr,
+    /// Records its demand reads (`--record-traces`).
+    pub recorder: Option<crate::trace::record::Recorder>,
 }
 
 /// What the filesystem and the metrics endpoint share.
@@ -58,6 +60,18 @@ pub struct MountState {
 }
 
 impl MountState {
+    /// Uploads every recorder's trace so far (periodically and at unmount).
+    pub async fn upload_traces(&self, store: &crate::store::Store) {
+        for f in &self.files {
+            let Some(rec) = &f.recorder else { continue };
+            match rec.upload(store).await {
+                Ok(Some(n)) => log::info!("trace {}: {n} reads uploaded", rec.key()),
+                Ok(None) => {}
+                Err(e) => log::warn!("trace {}: upload failed: {e:#} (retried later)", rec.key()),
+            }
+        }
+    }
+
     fn sync_page_counter(&self) {
         let pages: u64 = self.files.iter().map(|f| f.snapshot.pages_fetched()).sum();
         self.fetcher
@@ -149,7 +163,8 @@ impl SnapFs {
         fetcher: Arc<Fetcher>,
         mountpoint: String,
         store: String,
-    ) -> Self {
+        record_traces: bool,
+    ) -> anyhow::Result<Self> {
         let (uid, gid) = process_ids();
         let owner = Owner { uid, gid };
         let files = snapshots
@@ -168,14 +183,20 @@ impl SnapFs {
                     FileType::RegularFile,
                     0o444,
                 );
-                Arc::new(MountedFile {
+                let recorder = if record_traces {
+                    Some(crate::trace::record::Recorder::new(&h.name, h.volume_size)?)
+                } else {
+                    None
+                };
+                Ok(Arc::new(MountedFile {
                     file_name: format!("{}.img", h.name),
                     snapshot,
                     attr,
-                })
+                    recorder,
+                }))
             })
-            .collect();
-        SnapFs {
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(SnapFs {
             rt,
             state: Arc::new(MountState {
                 files,
@@ -187,7 +208,7 @@ impl SnapFs {
             owner,
             stats_handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
-        }
+        })
     }
 
     pub fn state(&self) -> Arc<MountState> {
@@ -288,7 +309,7 @@ impl Filesystem for SnapFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -308,6 +329,9 @@ impl Filesystem for SnapFs {
         let Some(file) = self.file(ino.0).cloned() else {
             return reply.error(Errno::ENOENT);
         };
+        if let Some(rec) = &file.recorder {
+            rec.read(offset, size, req.pid());
+        }
         let fetcher = self.state.fetcher.clone();
         let started = std::time::Instant::now();
         if let Some(data) = read::read_range_local(&file.snapshot, &fetcher, offset, size as usize)

@@ -69,6 +69,8 @@ pub struct MountOptions {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub memory_cache_size: u64,
+    /// Record each snapshot's demand reads and upload them to the store.
+    pub record_traces: bool,
 }
 
 /// Refuses a mountpoint that is missing, not a directory, already a mount
@@ -163,7 +165,8 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         fetcher,
         mountpoint.clone(),
         store.url().to_string(),
-    );
+        opts.record_traces,
+    )?;
     let state = fs.state();
 
     let mut cfg = FuseConfig::default();
@@ -202,7 +205,23 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         tokio::spawn(serve_metrics(listener, state.clone()));
     }
 
-    serve_until_unmounted(session, &opts.mountpoint).await
+    let uploader = opts.record_traces.then(|| {
+        let (state, store) = (state.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::trace::record::UPLOAD_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.upload_traces(&store).await;
+            }
+        })
+    });
+    let served = serve_until_unmounted(session, &opts.mountpoint).await;
+    if let Some(u) = uploader {
+        u.abort();
+        state.upload_traces(&store).await;
+    }
+    served
 }
 
 /// Serves until SIGINT/SIGTERM (then unmounts; if busy, keeps serving until
