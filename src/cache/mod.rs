@@ -76,7 +76,13 @@ impl BlockCache {
         if let Some(b) = self.memory.get(key) {
             return Some((b.slice(range), Tier::Memory));
         }
-        match self.disk.as_ref()?.get(key, len, range) {
+        let found = self.disk.as_ref()?.get(key, len, range);
+        self.disk_outcome(found)
+    }
+
+    /// A disk lookup as a hit, or a miss (counting a corrupt file).
+    fn disk_outcome(&self, found: disk::Lookup) -> Option<(Bytes, Tier)> {
+        match found {
             disk::Lookup::Hit(data) => Some((Bytes::from(data), Tier::Disk)),
             disk::Lookup::Corrupt => {
                 Metrics::inc(&self.metrics.cache_corrupt);
@@ -105,14 +111,7 @@ impl BlockCache {
         let found = tokio::task::spawn_blocking(move || disk.get(&k, len, range))
             .await
             .ok()?;
-        match found {
-            disk::Lookup::Hit(data) => Some((Bytes::from(data), Tier::Disk)),
-            disk::Lookup::Corrupt => {
-                Metrics::inc(&self.metrics.cache_corrupt);
-                None
-            }
-            disk::Lookup::Miss => None,
-        }
+        self.disk_outcome(found)
     }
 
     /// Caches a verified block: in memory at once, on disk in the background.
