@@ -22,6 +22,7 @@ pub mod format;
 pub mod fs;
 pub mod metrics;
 pub mod name;
+pub mod predict;
 pub mod progress;
 pub mod snapshot;
 pub mod store;

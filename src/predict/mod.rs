@@ -1,0 +1,413 @@
+//! The predictive manifest index: prefetch hints, successors and the warm-up
+//! list, learned from recorded sessions (traces).
+//!
+//! Definitions (DESIGN.md, "Prefetch hints"), for a group g and a window W:
+//! - an **episode** of g starts at a read that touches g when no episode of
+//!   g is open, and covers the W after it; a read of g after that window
+//!   starts the next episode;
+//! - `hint_W(g)` = mean over all episodes (all sessions) of the fraction of
+//!   g's *stored* blocks read within the episode: the expected precision of
+//!   prefetching the rest of g when it is touched. Holes are not blocks to
+//!   read and do not count; writes are not reads and are ignored;
+//! - successor h of g with probability p = the share of g's episodes in which
+//!   h is read within the episode's window (kept when p ≥
+//!   [`MIN_SUCCESSOR_P`], the [`MAX_SUCCESSORS`] most likely);
+//! - the **warm-up list** = groups first read within [`WARMUP_WINDOW`] of
+//!   a session's start in at least [`WARMUP_SHARE`] of the sessions,
+//!   ordered by their median first-read time.
+//!
+//! Learning is offline and streaming per session: the reads of one session
+//! (at most a few million) are held while it is processed, one session at a
+//! time; the counters are per group.
+
+pub mod evaluate;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::format::{ManifestIndex, Successor};
+use crate::trace::{Op, TraceReader};
+
+/// Successors less likely than this are not worth a prefetch at any
+/// sensible threshold, and would only grow the index.
+pub const MIN_SUCCESSOR_P: f32 = 0.1;
+/// Successors kept per group and window.
+pub const MAX_SUCCESSORS: usize = 8;
+/// A successor scan stops after this many distinct groups or this many
+/// touches, which bounds learning on long dense windows.
+const SCAN_GROUPS: usize = 64;
+const SCAN_TOUCHES: usize = 100_000;
+/// "The first seconds of a session": what a boot or a service start reads.
+pub const WARMUP_WINDOW: Duration = Duration::from_secs(10);
+/// Share of sessions in which a group must be read early to be warmed up.
+pub const WARMUP_SHARE: f64 = 0.5;
+
+/// The stored blocks of a snapshot, by group.
+pub struct StoredBlocks {
+    pub group_size: u64,
+    /// group → its stored block ids, ascending.
+    pub by_group: HashMap<u64, Vec<u64>>,
+}
+
+impl StoredBlocks {
+    pub fn is_stored(&self, block: u64) -> bool {
+        self.by_group
+            .get(&(block / self.group_size))
+            .is_some_and(|v| v.binary_search(&block).is_ok())
+    }
+}
+
+/// One session's reads as (time, stored block) events, in time order.
+pub struct Session {
+    pub events: Vec<(u64, u64)>,
+}
+
+/// Reads a trace into a session: reads only, mapped to the stored blocks
+/// they touch. Refuses a trace of a volume of another size.
+pub fn load_session<R: std::io::Read>(
+    mut reader: TraceReader<R>,
+    what: &str,
+    volume_size: u64,
+    block_size: u64,
+    stored: &StoredBlocks,
+) -> anyhow::Result<Session> {
+    if reader.header.volume_size != volume_size {
+        bail!(
+            "trace {what} is of a volume of {} bytes, the snapshot's is {volume_size}: it does not describe this volume",
+            reader.header.volume_size
+        );
+    }
+    let mut events = Vec::new();
+    for r in reader.by_ref() {
+        let r = r.with_context(|| format!("trace {what}"))?;
+        if r.op != Op::Read || r.len == 0 {
+            continue;
+        }
+        let end = (r.offset + r.len as u64).min(volume_size);
+        if r.offset >= end {
+            continue;
+        }
+        for b in r.offset / block_size..end.div_ceil(block_size) {
+            if stored.is_stored(b) {
+                events.push((r.t_ns, b));
+            }
+        }
+    }
+    if reader.truncated {
+        log::warn!("trace {what} ends in a torn frame; used up to there");
+    }
+    events.sort_by_key(|e| e.0);
+    Ok(Session { events })
+}
+
+#[derive(Default)]
+struct GroupStats {
+    episodes: u64,
+    fraction_sum: f64,
+    successors: HashMap<u64, u64>,
+}
+
+/// What learning produced for one window.
+struct WindowModel {
+    stats: HashMap<u64, GroupStats>,
+}
+
+fn learn_window(sessions: &[Session], stored: &StoredBlocks, window_ns: u64) -> WindowModel {
+    let mut stats: HashMap<u64, GroupStats> = HashMap::new();
+    for s in sessions {
+        // Group touches in time order, consecutive repeats folded.
+        let mut touches: Vec<(u64, u64)> = Vec::new();
+        for &(t, b) in &s.events {
+            let g = b / stored.group_size;
+            if touches.last().map(|l| l.1) != Some(g) {
+                touches.push((t, g));
+            }
+        }
+        // Episodes: open[g] = (start time, distinct blocks read, touch index).
+        let mut open: HashMap<u64, (u64, std::collections::HashSet<u64>)> = HashMap::new();
+        let mut starts: Vec<(usize, u64, u64)> = Vec::new(); // (touch index, t0, g)
+        let mut ti = 0;
+        let close = |stats: &mut HashMap<u64, GroupStats>, g: u64, blocks: usize| {
+            let n = stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
+            let st = stats.entry(g).or_default();
+            st.episodes += 1;
+            st.fraction_sum += blocks as f64 / n as f64;
+        };
+        for &(t, b) in &s.events {
+            let g = b / stored.group_size;
+            while ti < touches.len() && touches[ti].0 < t {
+                ti += 1;
+            }
+            match open.get_mut(&g) {
+                Some((t0, blocks)) if t <= *t0 + window_ns => {
+                    blocks.insert(b);
+                }
+                other => {
+                    if let Some((_, blocks)) = other {
+                        let n = blocks.len();
+                        close(&mut stats, g, n);
+                    }
+                    open.insert(g, (t, std::iter::once(b).collect()));
+                    starts.push((ti, t, g));
+                }
+            }
+        }
+        for (g, (_, blocks)) in open {
+            close(&mut stats, g, blocks.len());
+        }
+        // Successors: groups read within the window after each episode start.
+        for (ti, t0, g) in starts {
+            let mut seen: Vec<u64> = Vec::new();
+            for &(t, h) in touches.iter().skip(ti).take(SCAN_TOUCHES) {
+                if t > t0 + window_ns || seen.len() >= SCAN_GROUPS {
+                    break;
+                }
+                if h != g && !seen.contains(&h) {
+                    seen.push(h);
+                }
+            }
+            let st = stats.entry(g).or_default();
+            for h in seen {
+                *st.successors.entry(h).or_default() += 1;
+            }
+        }
+    }
+    WindowModel { stats }
+}
+
+/// First-read times of groups early in each session → the warm-up list.
+fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<u64> {
+    if sessions.is_empty() {
+        return Vec::new();
+    }
+    let limit = WARMUP_WINDOW.as_nanos() as u64;
+    let mut firsts: HashMap<u64, Vec<u64>> = HashMap::new();
+    for s in sessions {
+        let Some(&(start, _)) = s.events.first() else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        for &(t, b) in &s.events {
+            // Relative to the session's first read: mounting and the
+            // workload starting are not part of the pattern.
+            let rel = t - start;
+            if rel > limit {
+                break;
+            }
+            let g = b / stored.group_size;
+            if seen.insert(g) {
+                firsts.entry(g).or_default().push(rel);
+            }
+        }
+    }
+    let need = (WARMUP_SHARE * sessions.len() as f64).ceil() as usize;
+    let mut warm: Vec<(u64, u64)> = firsts
+        .into_iter()
+        .filter(|(_, ts)| ts.len() >= need.max(1))
+        .map(|(g, mut ts)| {
+            ts.sort_unstable();
+            (ts[ts.len() / 2], g)
+        })
+        .collect();
+    warm.sort_unstable();
+    warm.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Learns hints, successors and warm-up for `windows_ms` from `sessions`
+/// and returns the new index (data and pages untouched).
+pub fn learn(
+    index: &ManifestIndex,
+    stored: &StoredBlocks,
+    sessions: &[Session],
+    windows_ms: &[u32],
+) -> ManifestIndex {
+    let mut out = index.clone();
+    out.windows_ms = windows_ms.to_vec();
+    let models: Vec<WindowModel> = windows_ms
+        .iter()
+        .map(|ms| learn_window(sessions, stored, *ms as u64 * 1_000_000))
+        .collect();
+    for g in &mut out.groups {
+        g.hints = Vec::with_capacity(models.len());
+        g.successors = Vec::with_capacity(models.len());
+        for m in &models {
+            let st = m.stats.get(&g.group);
+            let hint = st
+                .filter(|s| s.episodes > 0)
+                .map_or(0.0, |s| (s.fraction_sum / s.episodes as f64) as f32)
+                .clamp(0.0, 1.0);
+            g.hints.push(hint);
+            let mut succ: Vec<Successor> = st
+                .map(|s| {
+                    s.successors
+                        .iter()
+                        .map(|(&h, &n)| Successor {
+                            group: h,
+                            probability: (n as f64 / s.episodes.max(1) as f64).min(1.0) as f32,
+                        })
+                        // Only groups with data are worth prefetching.
+                        .filter(|x| {
+                            x.probability >= MIN_SUCCESSOR_P && index.group(x.group).is_some()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            succ.sort_by(|a, b| {
+                b.probability
+                    .total_cmp(&a.probability)
+                    .then(a.group.cmp(&b.group))
+            });
+            succ.truncate(MAX_SUCCESSORS);
+            g.successors.push(succ);
+        }
+    }
+    out.warmup = learn_warmup(sessions, stored);
+    out
+}
+
+/// Parses `2s,10s` into milliseconds.
+pub fn parse_windows(s: &str) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let d = humantime::parse_duration(part).with_context(|| format!("window {part:?}"))?;
+        let ms = u32::try_from(d.as_millis()).ok().filter(|&m| m > 0);
+        out.push(
+            ms.ok_or_else(|| anyhow::anyhow!("window {part:?} must be between 1 ms and 49 days"))?,
+        );
+    }
+    if out.is_empty() || out.len() > crate::format::index::MAX_WINDOWS {
+        bail!(
+            "give 1 to {} windows, e.g. 2s,10s",
+            crate::format::index::MAX_WINDOWS
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::format::{GroupEntry, Id, SnapshotHeader};
+    use crate::name::SnapshotName;
+
+    /// An index of `groups` full groups of 4 blocks (64 KiB blocks).
+    pub(crate) fn index(groups: u64) -> (ManifestIndex, StoredBlocks) {
+        let gs = 4u64;
+        let entries = (0..groups)
+            .map(|g| GroupEntry {
+                group: g,
+                first_block: g * gs,
+                last_block: g * gs + gs - 1,
+                stored_blocks: gs as u32,
+                stored_bytes: 1000,
+                page: 0,
+                entry_start: (g * gs) as u32,
+                entry_count: gs as u32,
+                hints: vec![0.0],
+                successors: vec![vec![]],
+            })
+            .collect();
+        let ix = ManifestIndex {
+            header: SnapshotHeader {
+                name: SnapshotName::parse("t").unwrap(),
+                id: Id([1; 16]),
+                volume_size: groups * gs * 65536,
+                block_size: 65536,
+                group_size: gs as u32,
+                created_ms: 0,
+                parent: None,
+                stored_blocks: groups * gs,
+                zero_blocks: 0,
+                stored_bytes: 0,
+                uploaded_bytes: 0,
+                page_count: 1,
+            },
+            windows_ms: vec![2000],
+            groups: entries,
+            warmup: vec![],
+        };
+        let stored = StoredBlocks {
+            group_size: gs,
+            by_group: (0..groups)
+                .map(|g| (g, (g * gs..g * gs + gs).collect()))
+                .collect(),
+        };
+        (ix, stored)
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    fn session(events: &[(u64, u64)]) -> Session {
+        Session {
+            events: events.to_vec(),
+        }
+    }
+
+    #[test]
+    fn hints_are_the_fraction_of_stored_blocks_read_within_the_window() {
+        let (ix, stored) = index(4);
+        // Group 0: read whole in every session. Group 1: a quarter. Group 2:
+        // never. Group 3: its 4 blocks, but 2 of them after the window.
+        let s = || {
+            session(&[
+                (0, 0),
+                (1, 1),
+                (2, 2),
+                (3, 3),
+                (10, 4),
+                (20, 12),
+                (21, 13),
+                (5 * S, 14),
+                (5 * S, 15),
+            ])
+        };
+        let out = learn(&ix, &stored, &[s(), s()], &[2000]);
+        let h: Vec<f32> = out.groups.iter().map(|g| g.hints[0]).collect();
+        // Group 3: episode 1 reads 2 of 4; the reads at 5 s start episode 2 (2 of 4).
+        assert_eq!(h, vec![1.0, 0.25, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn successor_always_following_within_the_window_has_probability_one() {
+        let (ix, stored) = index(4);
+        let s1 = session(&[(0, 0), (S, 8), (30 * S, 0), (31 * S, 8)]);
+        let s2 = session(&[(0, 0), (S / 2, 8), (S, 4)]);
+        let out = learn(&ix, &stored, &[s1, s2], &[2000]);
+        let g0 = &out.groups[0].successors[0];
+        assert_eq!(
+            g0[0],
+            Successor {
+                group: 2,
+                probability: 1.0
+            }
+        );
+        // Group 1 follows in one of three episodes of group 0.
+        assert!(
+            (g0[1].probability - 1.0 / 3.0).abs() < 1e-6 && g0[1].group == 1,
+            "{g0:?}"
+        );
+        // Nothing follows group 2 within 2 s in s1 (30 s gap), group 1 in s2.
+        assert!(out.groups[1].successors[0].is_empty());
+    }
+
+    #[test]
+    fn warmup_is_ordered_by_typical_first_read_and_needs_a_share_of_sessions() {
+        let (ix, stored) = index(6);
+        let s1 = session(&[(100, 8), (200, 0), (300, 20), (20 * S, 4)]);
+        let s2 = session(&[(100, 0), (150, 9), (20 * S, 4)]);
+        let s3 = session(&[(100, 9), (110, 1), (120, 16)]);
+        let out = learn(&ix, &stored, &[s1, s2, s3], &[2000]);
+        // Groups 0 and 2 are early in all three sessions; 4 and 5 in one.
+        assert_eq!(out.warmup, vec![2, 0]);
+    }
+
+    #[test]
+    fn windows_parse() {
+        assert_eq!(parse_windows("2s,10s").unwrap(), vec![2000, 10_000]);
+        assert!(parse_windows("").is_err());
+        assert!(parse_windows("2x").is_err());
+        assert!(parse_windows("0s").is_err());
+    }
+}
