@@ -68,6 +68,31 @@ enum Cmd {
         /// Print the summary as JSON
         #[arg(long)]
         json: bool,
+        /// Learn prefetch hints from these traces right after creating (see `hints`)
+        #[arg(long = "trace")]
+        traces: Vec<PathBuf>,
+    },
+    /// Learn prefetch hints, successors and warm-up from traces into the snapshot's index,
+    /// or (--evaluate) measure how well the index predicts a held-out trace
+    Hints {
+        name: SnapshotName,
+        /// Trace files to learn from (repeatable)
+        #[arg(long = "trace")]
+        traces: Vec<PathBuf>,
+        /// Also learn from every trace stored under traces/<name>/ (and its parents'): all hosts' sessions
+        #[arg(long)]
+        from_store: bool,
+        /// Prefetch windows, e.g. 2s,10s [default: the index's]
+        #[arg(long)]
+        window: Option<String>,
+        /// Replay this held-out trace against the current index instead of learning
+        #[arg(long)]
+        evaluate: Option<PathBuf>,
+        /// Threshold for --evaluate: prefetch when hint or successor probability >= T
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        #[arg(long)]
+        json: bool,
     },
     /// List the snapshots in the store
     List {
@@ -245,6 +270,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let store = cfg.open_store(cli.store.as_deref())?;
     match cli.cmd {
         Cmd::Stats { .. } | Cmd::Trace { .. } | Cmd::Monitor { .. } => {}
+        Cmd::Hints {
+            name,
+            traces,
+            from_store,
+            window,
+            evaluate,
+            threshold,
+            json,
+        } => match evaluate {
+            Some(held_out) => evaluate_hints(&store, &name, &held_out, threshold, json).await?,
+            None => learn_hints(&store, &name, &traces, from_store, window.as_deref()).await?,
+        },
         Cmd::Mount {
             mountpoint,
             snapshots,
@@ -281,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             group_size,
             uploads,
             json,
+            traces,
         } => {
             let entry = cfg.snapshot(&name);
             let source = source
@@ -298,6 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.upload_concurrency = uploads.max(1);
             opts.show_progress = true;
             let s = create::create(&store, &opts).await?;
+            if !traces.is_empty() {
+                learn_hints(&store, &opts.name, &traces, false, None).await?;
+            }
             if json {
                 out!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -425,6 +466,119 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn learn_hints(
+    store: &snapahead::store::Store,
+    name: &SnapshotName,
+    traces: &[PathBuf],
+    from_store: bool,
+    window: Option<&str>,
+) -> anyhow::Result<()> {
+    use snapahead::predict;
+    let snap = Snapshot::open(store, name).await?;
+    let h = snap.header().clone();
+    let stored = predict::stored_blocks(&snap).await?;
+    let mut sessions = Vec::new();
+    for t in traces {
+        let reader = snapahead::trace::open(t)?;
+        let what = t.display().to_string();
+        sessions.push((
+            what.clone(),
+            predict::load_session(reader, &what, h.volume_size, h.block_size as u64, &stored)?,
+        ));
+    }
+    if from_store {
+        sessions.extend(predict::store_sessions(store, &snap, &stored).await?);
+    }
+    if sessions.is_empty() {
+        anyhow::bail!(
+            "no traces to learn from: pass --trace FILE or --from-store (traces/{name}/ in {} holds none)",
+            store.url()
+        );
+    }
+    let windows = match window {
+        Some(w) => predict::parse_windows(w)?,
+        None => snap.index().windows_ms.clone(),
+    };
+    let only: Vec<predict::Session> = sessions.into_iter().map(|(_, s)| s).collect();
+    let reads: usize = only.iter().map(|s| s.events.len()).sum();
+    let learned = predict::learn(snap.index(), &stored, &only, &windows);
+    predict::commit(store, &learned).await?;
+    out!(
+        "{name}: learned from {} session(s), {reads} block reads",
+        only.len()
+    );
+    let r = catalog::inspect(&learned, 0);
+    for w in &r.windows {
+        out!(
+            "  window {:>6} ms: {} of {} groups with hint >= 0.5, {} successors in {} groups",
+            w.window_ms,
+            w.groups_at_or_above
+                .iter()
+                .find(|(t, _)| *t == 0.5)
+                .map_or(0, |x| x.1),
+            r.groups,
+            w.successors_total,
+            w.groups_with_successors
+        );
+    }
+    out!(
+        "  warm-up: {} groups, {}",
+        r.warmup_groups,
+        ByteSize(r.warmup_bytes)
+    );
+    Ok(())
+}
+
+async fn evaluate_hints(
+    store: &snapahead::store::Store,
+    name: &SnapshotName,
+    held_out: &std::path::Path,
+    threshold: f32,
+    json: bool,
+) -> anyhow::Result<()> {
+    use snapahead::predict::{self, evaluate};
+    let snap = Snapshot::open(store, name).await?;
+    let h = snap.header().clone();
+    let stored = predict::stored_blocks(&snap).await?;
+    let what = held_out.display().to_string();
+    let session = predict::load_session(
+        snapahead::trace::open(held_out)?,
+        &what,
+        h.volume_size,
+        h.block_size as u64,
+        &stored,
+    )?;
+    let evals: Vec<evaluate::Evaluation> = (0..snap.index().windows_ms.len())
+        .map(|w| evaluate::evaluate(snap.index(), &stored, &session, w, threshold))
+        .collect();
+    if json {
+        out!("{}", serde_json::to_string_pretty(&evals)?);
+        return Ok(());
+    }
+    for e in &evals {
+        out!(
+            "window {} ms, threshold {}: {} read",
+            e.window_ms,
+            e.threshold,
+            ByteSize(e.read_bytes)
+        );
+        for (m, s) in [
+            ("warm-up", &e.warmup),
+            ("hint", &e.hint),
+            ("successor", &e.successor),
+            ("overall", &e.overall),
+        ] {
+            out!(
+                "  {m:<10} prefetched {:>10}  precision {:.3}  recall {:.3}",
+                ByteSize(s.prefetched_bytes).to_string(),
+                s.precision,
+                s.recall
+            );
+        }
+    }
+    Ok(())
 }
 
 fn trace_cmd(cmd: &TraceCmd) -> anyhow::Result<ExitCode> {

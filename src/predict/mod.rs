@@ -286,6 +286,67 @@ pub fn parse_windows(s: &str) -> anyhow::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// The stored blocks of an opened snapshot (reads every manifest page).
+pub async fn stored_blocks(snap: &crate::snapshot::Snapshot) -> anyhow::Result<StoredBlocks> {
+    let gs = snap.header().group_size as u64;
+    let mut by_group: HashMap<u64, Vec<u64>> = HashMap::new();
+    for b in snap.all_blocks().await? {
+        by_group
+            .entry(b.block_id / gs)
+            .or_default()
+            .push(b.block_id);
+    }
+    Ok(StoredBlocks {
+        group_size: gs,
+        by_group,
+    })
+}
+
+/// Every trace stored for `snap` and its ancestors (`traces/<name>/`):
+/// the same block ids, so a parent's sessions teach its child too.
+pub async fn store_sessions(
+    store: &crate::store::Store,
+    snap: &crate::snapshot::Snapshot,
+    stored: &StoredBlocks,
+) -> anyhow::Result<Vec<(String, Session)>> {
+    let h = snap.header();
+    let mut names = vec![h.name.clone()];
+    let mut parent = h.parent.as_ref().map(|p| p.0.clone());
+    while let Some(p) = parent.take() {
+        if names.contains(&p) || names.len() > 64 {
+            break;
+        }
+        names.push(p.clone());
+        // Follow the chain while the ancestors still exist.
+        if let Ok(ps) = crate::snapshot::Snapshot::open(store, &p).await {
+            parent = ps.header().parent.as_ref().map(|x| x.0.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let prefix = format!("{}/{n}", crate::format::keys::TRACES_PREFIX);
+        for l in store.list(&prefix).await? {
+            let data = store.get(&l.key).await?;
+            let reader = TraceReader::new(&data[..]).with_context(|| format!("trace {}", l.key))?;
+            out.push((
+                l.key.clone(),
+                load_session(reader, &l.key, h.volume_size, h.block_size as u64, stored)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a new index for an existing snapshot. One PUT of the whole
+/// object: readers see the old index or the new one, never a mix, and a
+/// rewrite cut short leaves the old one in place. Pages and data objects are
+/// not touched, so a mount holding the old index keeps working.
+pub async fn commit(store: &crate::store::Store, index: &ManifestIndex) -> anyhow::Result<()> {
+    let key = crate::format::keys::index(&index.header.name);
+    store.put(&key, bytes::Bytes::from(index.encode())).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -1,0 +1,216 @@
+//! `hints`: learning from traces (files, the store, a parent's), the
+//! evaluation replay, and the index rewrite being atomic.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::memory::InMemory;
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use snapahead::create::{create, CreateOptions};
+use snapahead::format::{keys, ManifestIndex};
+use snapahead::name::SnapshotName;
+use snapahead::store::Store;
+use snapahead::trace::{Op, Record, TraceHeader, TraceWriter};
+
+const BS: u64 = 64 * 1024;
+
+fn cli(dir: &Path, store: &str, args: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .current_dir(dir)
+        .args(["--store", store])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &std::process::Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+/// A session: group 0 (blocks 0-3) read whole at start, then group 5
+/// (blocks 20-23) half a second later, then one block of group 9.
+fn write_session(path: &Path, volume_size: u64, jitter_ns: u64) {
+    let h = TraceHeader {
+        volume: "v".into(),
+        volume_size,
+        start_ms: 0,
+        host: "h".into(),
+        source: "test".into(),
+    };
+    let mut w = TraceWriter::new(std::fs::File::create(path).unwrap(), &h).unwrap();
+    let mut push = |t: u64, block: u64| {
+        w.push(&Record {
+            t_ns: t + jitter_ns,
+            op: Op::Read,
+            offset: block * BS,
+            len: BS as u32,
+            stream: 1,
+        })
+        .unwrap();
+    };
+    for b in 0..4 {
+        push(b * 1_000_000, b);
+    }
+    for b in 20..24 {
+        push(500_000_000 + b, b);
+    }
+    push(900_000_000, 37);
+    // Writes are not reads to predict.
+    w.push(&Record {
+        t_ns: 950_000_000,
+        op: Op::Write,
+        offset: 50 * BS,
+        len: 4096,
+        stream: 1,
+    })
+    .unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn learn_from_files_and_store_then_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vol = common::random_bytes(3, 64 * BS as usize);
+    common::write(&d.join("v.img"), &vol);
+    let store_dir = d.join("store");
+    let store = format!("file://{}", store_dir.display());
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "create",
+            "v",
+            "--source",
+            "v.img",
+            "--block-size",
+            "64KiB",
+            "--group-size",
+            "4",
+        ],
+    ));
+    for (i, j) in [(1, 0), (2, 3_000), (3, 7_000)] {
+        write_session(&d.join(format!("s{i}.trace")), vol.len() as u64, j);
+    }
+
+    // A mount that holds the index keeps working across the rewrite.
+    let fuse = common::fuse_available("hints: mount across rewrite");
+    let m = fuse.then(|| common::Mount::start(d, &store, &d.join("cache"), &[], "v.img"));
+
+    let out = ok(&cli(
+        d,
+        &store,
+        &[
+            "hints", "v", "--trace", "s1.trace", "--trace", "s2.trace", "--window", "1s,10s",
+        ],
+    ));
+    assert!(out.contains("learned from 2 session(s)"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&cli(d, &store, &["inspect", "v", "--json"]).stdout).unwrap();
+    assert_eq!(j["windows"][0]["window_ms"], 1000);
+    assert_eq!(j["windows"][1]["window_ms"], 10_000);
+    // Groups 0 and 5 are read whole: hint 1.0; group 9 a quarter.
+    assert_eq!(j["windows"][0]["hint_histogram"][9], 2, "{j}");
+    assert_eq!(j["windows"][0]["hint_histogram"][2], 1, "{j}");
+    assert_eq!(j["warmup_groups"], 3);
+    assert!(j["windows"][0]["successors_total"].as_u64().unwrap() >= 2);
+
+    if let Some(m) = &m {
+        let data = std::fs::read(m.mountpoint.join("v.img")).unwrap();
+        assert!(data == vol, "the mount broke when the index was rewritten");
+    }
+    drop(m);
+
+    // The held-out third session is predicted well.
+    let o = cli(
+        d,
+        &store,
+        &[
+            "hints",
+            "v",
+            "--evaluate",
+            "s3.trace",
+            "--threshold",
+            "0.5",
+            "--json",
+        ],
+    );
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(e[0]["overall"]["recall"].as_f64().unwrap() >= 0.8, "{e}");
+    assert!(e[0]["overall"]["precision"].as_f64().unwrap() >= 0.7, "{e}");
+
+    // From the store: the traces of a parent teach its child.
+    let traces = store_dir.join("traces/v");
+    std::fs::create_dir_all(&traces).unwrap();
+    std::fs::copy(d.join("s1.trace"), traces.join("h-1.trace")).unwrap();
+    std::fs::copy(d.join("s2.trace"), traces.join("h-2.trace")).unwrap();
+    ok(&cli(
+        d,
+        &store,
+        &["create", "child", "--source", "v.img", "--parent", "v"],
+    ));
+    let out = ok(&cli(d, &store, &["hints", "child", "--from-store"]));
+    assert!(out.contains("learned from 2 session(s)"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&cli(d, &store, &["inspect", "child", "--json"]).stdout).unwrap();
+    assert_eq!(j["warmup_groups"], 3, "{j}");
+
+    // A trace of a volume of another size is refused; no traces at all too.
+    write_session(&d.join("other.trace"), vol.len() as u64 * 2, 0);
+    let o = cli(d, &store, &["hints", "v", "--trace", "other.trace"]);
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && t.contains("other.trace") && t.contains("volume"),
+        "{t}"
+    );
+    let o = cli(d, &store, &["hints", "child"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no traces"));
+}
+
+#[tokio::test]
+async fn an_interrupted_rewrite_leaves_the_old_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.img");
+    common::write(&src, &common::random_bytes(4, 16 * BS as usize));
+    let slow = ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let store = Store::from_object_store(Arc::new(slow), "throttled memory");
+    let name = SnapshotName::parse("v").unwrap();
+    let mut o = CreateOptions::new(name.clone(), &src);
+    o.block_size = Some(BS as u32);
+    create(&store, &o).await.unwrap();
+    let before = store.get(&keys::index(&name)).await.unwrap();
+    let old = ManifestIndex::decode(&before, "old").unwrap();
+    let mut new = old.clone();
+    new.warmup = vec![0];
+    new.groups[0].hints = vec![1.0; new.windows_ms.len()];
+    // Cut the rewrite off while its PUT is under way.
+    let r = tokio::time::timeout(
+        Duration::from_millis(100),
+        snapahead::predict::commit(&store, &new),
+    )
+    .await;
+    assert!(r.is_err());
+    let after = store.get(&keys::index(&name)).await.unwrap();
+    assert_eq!(ManifestIndex::decode(&after, "after").unwrap(), old);
+    // Completed, it replaces the index whole.
+    snapahead::predict::commit(&store, &new).await.unwrap();
+    let done =
+        ManifestIndex::decode(&store.get(&keys::index(&name)).await.unwrap(), "new").unwrap();
+    assert_eq!(done, new);
+}
