@@ -9,12 +9,21 @@
 //!   g's *stored* blocks read within the episode: the expected precision of
 //!   prefetching the rest of g when it is touched. Holes are not blocks to
 //!   read and do not count; writes are not reads and are ignored;
-//! - successor h of g with probability p = the share of g's episodes in which
-//!   h is read within the episode's window (kept when p ≥
-//!   [`MIN_SUCCESSOR_P`], the [`MAX_SUCCESSORS`] most likely);
+//! - successor h of g with strength p = the expected fraction of h's stored
+//!   blocks read within W after g is touched (averaged over g's episodes):
+//!   the probability that h follows, weighted by how much of h is then
+//!   read. Like a hint it is the expected precision of prefetching h, so
+//!   one threshold serves both; a plain "h is read at all" probability would
+//!   make every group a likely successor of every other in a short random
+//!   session. Kept when p ≥ [`MIN_SUCCESSOR_P`], the [`MAX_SUCCESSORS`]
+//!   strongest;
 //! - the **warm-up list** = groups first read within [`WARMUP_WINDOW`] of
 //!   a session's start in at least [`WARMUP_SHARE`] of the sessions,
-//!   ordered by their median first-read time.
+//!   ordered by their median first-read time — and, because warm-up
+//!   fetches whole groups, only groups of which those sessions read at least
+//!   [`WARMUP_MIN_FRACTION`] of the stored blocks early: the hint's
+//!   precision rule, applied to the start of a session (without it, a
+//!   random workload would warm up every group it happened to touch).
 //!
 //! Learning is offline and streaming per session: the reads of one session
 //! (at most a few million) are held while it is processed, one session at a
@@ -43,6 +52,8 @@ const SCAN_TOUCHES: usize = 100_000;
 pub const WARMUP_WINDOW: Duration = Duration::from_secs(10);
 /// Share of sessions in which a group must be read early to be warmed up.
 pub const WARMUP_SHARE: f64 = 0.5;
+/// Mean fraction of a group's stored blocks those sessions read early.
+pub const WARMUP_MIN_FRACTION: f64 = 0.5;
 
 /// The stored blocks of a snapshot, by group.
 pub struct StoredBlocks {
@@ -106,7 +117,8 @@ pub fn load_session<R: std::io::Read>(
 struct GroupStats {
     episodes: u64,
     fraction_sum: f64,
-    successors: HashMap<u64, u64>,
+    /// successor → sum over episodes of the fraction of it read in the window
+    successors: HashMap<u64, f64>,
 }
 
 /// What learning produced for one window.
@@ -117,29 +129,17 @@ struct WindowModel {
 fn learn_window(sessions: &[Session], stored: &StoredBlocks, window_ns: u64) -> WindowModel {
     let mut stats: HashMap<u64, GroupStats> = HashMap::new();
     for s in sessions {
-        // Group touches in time order, consecutive repeats folded.
-        let mut touches: Vec<(u64, u64)> = Vec::new();
-        for &(t, b) in &s.events {
-            let g = b / stored.group_size;
-            if touches.last().map(|l| l.1) != Some(g) {
-                touches.push((t, g));
-            }
-        }
         // Episodes: open[g] = (start time, distinct blocks read, touch index).
         let mut open: HashMap<u64, (u64, std::collections::HashSet<u64>)> = HashMap::new();
-        let mut starts: Vec<(usize, u64, u64)> = Vec::new(); // (touch index, t0, g)
-        let mut ti = 0;
+        let mut starts: Vec<(usize, u64, u64)> = Vec::new(); // (event index, t0, g)
         let close = |stats: &mut HashMap<u64, GroupStats>, g: u64, blocks: usize| {
             let n = stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
             let st = stats.entry(g).or_default();
             st.episodes += 1;
             st.fraction_sum += blocks as f64 / n as f64;
         };
-        for &(t, b) in &s.events {
+        for (ei, &(t, b)) in s.events.iter().enumerate() {
             let g = b / stored.group_size;
-            while ti < touches.len() && touches[ti].0 < t {
-                ti += 1;
-            }
             match open.get_mut(&g) {
                 Some((t0, blocks)) if t <= *t0 + window_ns => {
                     blocks.insert(b);
@@ -150,27 +150,30 @@ fn learn_window(sessions: &[Session], stored: &StoredBlocks, window_ns: u64) -> 
                         close(&mut stats, g, n);
                     }
                     open.insert(g, (t, std::iter::once(b).collect()));
-                    starts.push((ti, t, g));
+                    starts.push((ei, t, g));
                 }
             }
         }
         for (g, (_, blocks)) in open {
             close(&mut stats, g, blocks.len());
         }
-        // Successors: groups read within the window after each episode start.
-        for (ti, t0, g) in starts {
-            let mut seen: Vec<u64> = Vec::new();
-            for &(t, h) in touches.iter().skip(ti).take(SCAN_TOUCHES) {
-                if t > t0 + window_ns || seen.len() >= SCAN_GROUPS {
+        // Successors: how much of each other group is read within the
+        // window after each episode start.
+        for (ei, t0, g) in starts {
+            let mut seen: HashMap<u64, std::collections::HashSet<u64>> = HashMap::new();
+            for &(t, b) in s.events.iter().skip(ei).take(SCAN_TOUCHES) {
+                if t > t0 + window_ns {
                     break;
                 }
-                if h != g && !seen.contains(&h) {
-                    seen.push(h);
+                let h = b / stored.group_size;
+                if h != g && (seen.contains_key(&h) || seen.len() < SCAN_GROUPS) {
+                    seen.entry(h).or_default().insert(b);
                 }
             }
             let st = stats.entry(g).or_default();
-            for h in seen {
-                *st.successors.entry(h).or_default() += 1;
+            for (h, blocks) in seen {
+                let n = stored.by_group.get(&h).map_or(1, |v| v.len().max(1));
+                *st.successors.entry(h).or_default() += blocks.len() as f64 / n as f64;
             }
         }
     }
@@ -183,12 +186,13 @@ fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<u64> {
         return Vec::new();
     }
     let limit = WARMUP_WINDOW.as_nanos() as u64;
-    let mut firsts: HashMap<u64, Vec<u64>> = HashMap::new();
+    // group → per session that read it early: (first-read time, fraction read early)
+    let mut early: HashMap<u64, Vec<(u64, f64)>> = HashMap::new();
     for s in sessions {
         let Some(&(start, _)) = s.events.first() else {
             continue;
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut first: HashMap<u64, (u64, std::collections::HashSet<u64>)> = HashMap::new();
         for &(t, b) in &s.events {
             // Relative to the session's first read: mounting and the
             // workload starting are not part of the pattern.
@@ -196,17 +200,29 @@ fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<u64> {
             if rel > limit {
                 break;
             }
-            let g = b / stored.group_size;
-            if seen.insert(g) {
-                firsts.entry(g).or_default().push(rel);
-            }
+            first
+                .entry(b / stored.group_size)
+                .or_insert((rel, Default::default()))
+                .1
+                .insert(b);
+        }
+        for (g, (t, blocks)) in first {
+            let n = stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
+            early
+                .entry(g)
+                .or_default()
+                .push((t, blocks.len() as f64 / n as f64));
         }
     }
-    let need = (WARMUP_SHARE * sessions.len() as f64).ceil() as usize;
-    let mut warm: Vec<(u64, u64)> = firsts
+    let need = ((WARMUP_SHARE * sessions.len() as f64).ceil() as usize).max(1);
+    let mut warm: Vec<(u64, u64)> = early
         .into_iter()
-        .filter(|(_, ts)| ts.len() >= need.max(1))
-        .map(|(g, mut ts)| {
+        .filter(|(_, v)| {
+            v.len() >= need
+                && v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64 >= WARMUP_MIN_FRACTION
+        })
+        .map(|(g, v)| {
+            let mut ts: Vec<u64> = v.iter().map(|x| x.0).collect();
             ts.sort_unstable();
             (ts[ts.len() / 2], g)
         })
@@ -243,9 +259,9 @@ pub fn learn(
                 .map(|s| {
                     s.successors
                         .iter()
-                        .map(|(&h, &n)| Successor {
+                        .map(|(&h, &sum)| Successor {
                             group: h,
-                            probability: (n as f64 / s.episodes.max(1) as f64).min(1.0) as f32,
+                            probability: (sum / s.episodes.max(1) as f64).min(1.0) as f32,
                         })
                         // Only groups with data are worth prefetching.
                         .filter(|x| {
@@ -433,9 +449,18 @@ pub(crate) mod tests {
     #[test]
     fn successor_always_following_within_the_window_has_probability_one() {
         let (ix, stored) = index(4);
-        let s1 = session(&[(0, 0), (S, 8), (30 * S, 0), (31 * S, 8)]);
-        let s2 = session(&[(0, 0), (S / 2, 8), (S, 4)]);
-        let out = learn(&ix, &stored, &[s1, s2], &[2000]);
+        // Group 2 (blocks 8-11) is read whole within 2 s after every episode
+        // of group 0; group 1 (blocks 4-7) whole in one of three episodes;
+        // group 3 in every episode, but one block of four.
+        let g2 = |t: u64| [(t, 8), (t + 1, 9), (t + 2, 10), (t + 3, 11), (t + 4, 12)];
+        let mut e1 = vec![(0, 0)];
+        e1.extend(g2(S));
+        e1.push((30 * S, 0));
+        e1.extend(g2(31 * S));
+        let mut e2 = vec![(0, 0)];
+        e2.extend(g2(S / 2));
+        e2.extend([(S, 4), (S + 1, 5), (S + 2, 6), (S + 3, 7)]);
+        let out = learn(&ix, &stored, &[session(&e1), session(&e2)], &[2000]);
         let g0 = &out.groups[0].successors[0];
         assert_eq!(
             g0[0],
@@ -444,23 +469,63 @@ pub(crate) mod tests {
                 probability: 1.0
             }
         );
-        // Group 1 follows in one of three episodes of group 0.
         assert!(
             (g0[1].probability - 1.0 / 3.0).abs() < 1e-6 && g0[1].group == 1,
             "{g0:?}"
         );
-        // Nothing follows group 2 within 2 s in s1 (30 s gap), group 1 in s2.
+        // Group 3: strength 0.25, kept (>= 0.1) after group 1.
+        assert!(
+            g0[2].group == 3 && (g0[2].probability - 0.25).abs() < 1e-6,
+            "{g0:?}"
+        );
+        // Nothing follows group 1 within 2 s.
         assert!(out.groups[1].successors[0].is_empty());
     }
 
     #[test]
     fn warmup_is_ordered_by_typical_first_read_and_needs_a_share_of_sessions() {
         let (ix, stored) = index(6);
-        let s1 = session(&[(100, 8), (200, 0), (300, 20), (20 * S, 4)]);
-        let s2 = session(&[(100, 0), (150, 9), (20 * S, 4)]);
-        let s3 = session(&[(100, 9), (110, 1), (120, 16)]);
+        // Group 2 (blocks 8-11) and group 0 (0-3) are read whole early in
+        // every session; 4 and 5 in one only; group 3 early in all, but one
+        // block of four (a random read, not worth a whole group).
+        let s1 = session(&[
+            (100, 8),
+            (101, 9),
+            (102, 10),
+            (103, 11),
+            (200, 0),
+            (201, 1),
+            (202, 2),
+            (203, 3),
+            (250, 12),
+            (300, 20),
+            (20 * S, 4),
+        ]);
+        let s2 = session(&[
+            (100, 0),
+            (101, 1),
+            (102, 2),
+            (103, 3),
+            (150, 8),
+            (151, 9),
+            (152, 10),
+            (153, 11),
+            (160, 13),
+            (20 * S, 4),
+        ]);
+        let s3 = session(&[
+            (100, 8),
+            (101, 9),
+            (102, 10),
+            (103, 11),
+            (110, 0),
+            (111, 1),
+            (112, 2),
+            (113, 3),
+            (115, 14),
+            (120, 16),
+        ]);
         let out = learn(&ix, &stored, &[s1, s2, s3], &[2000]);
-        // Groups 0 and 2 are early in all three sessions; 4 and 5 in one.
         assert_eq!(out.warmup, vec![2, 0]);
     }
 

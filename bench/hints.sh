@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Prediction quality on real workloads (issue: hints). Each workload runs
+# three times on an ext4 image, loop-mounted read-only through `snapahead
+# monitor` (a fresh loop mount and dropped caches each time), giving three
+# traces; hints are learned from the first two and the third is replayed
+# with `hints --evaluate` at the default threshold (0.5).
+#  (a) file-tree scan: find + cat of a fixed third of the files
+#  (b) program start: python importing a fixed set of packages from a
+#      library tree on the image
+#  (c) SQLite: a fixed query mix on a database on the image
+#  (d) fio randread 4 KiB on the raw image: 300 reads, new random offsets each run
+# usage: bench/hints.sh [--quick]
+source "$(dirname "$0")/lib.sh"
+D="$WORK/hints"; MON="$D/mon"; LO="$D/lo"; PID=""
+PYLIB=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+cleanup() {
+  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
+  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  mountpoint -q "$MON" 2>/dev/null && fusermount3 -u -z "$MON"
+  rm -rf "$D"
+}
+trap cleanup EXIT
+cleanup; mkdir -p "$D/tree" "$MON" "$LO"
+
+echo "hints.sh: building the image" >&2
+# (a) a file tree: 1500 files of 4-300 KiB in 30 directories, deterministic.
+for i in $(seq 0 1499); do
+  dir="$D/tree/files/d$((i % 30))"; mkdir -p "$dir"
+  prng $((1000 + i)) $(( (i * 7919 % 300 + 4) * 1024 )) > "$dir/f$i"
+done
+# (b) a library tree.
+mkdir -p "$D/tree/lib"
+for p in json email http xml asyncio concurrent urllib logging unittest html importlib collections; do
+  cp -r "$PYLIB/$p" "$D/tree/lib/"
+done
+find "$D/tree/lib" -name __pycache__ -prune -exec rm -rf {} +
+# (c) a database.
+python3 - "$D/tree/db.sqlite" <<'PY'
+import sqlite3, sys, random
+r = random.Random(5)
+db = sqlite3.connect(sys.argv[1])
+db.execute("create table items(id integer primary key, name text, payload blob)")
+db.execute("create table orders(id integer primary key, item integer, qty integer)")
+db.executemany("insert into items values(?,?,?)", ((i, f"item{i}", r.randbytes(200)) for i in range(100000)))
+db.executemany("insert into orders values(?,?,?)", ((i, r.randrange(100000), r.randrange(10)) for i in range(100000)))
+db.execute("create index orders_item on orders(item)")
+db.commit()
+PY
+IMG="$D/vol.img"
+truncate -s 1G "$IMG"
+mkfs.ext4 -q -F -d "$D/tree" "$IMG"
+rm -rf "$D/tree"
+
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+start_monitor() {
+  "$S" monitor "$IMG" "$MON" --trace "$1" >"$D/monitor.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && return; sleep 0.1; done
+  cat "$D/monitor.log"; exit 1
+}
+stop_monitor() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+
+scan() { find "$LO/files" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; }
+program() {
+  python3 -I -S -c "import sys; sys.path.insert(0, '$LO/lib'); sys.dont_write_bytecode = True
+import json, email.parser, email.mime.multipart, http.client, xml.dom.minidom, asyncio, concurrent.futures
+import urllib.request, logging.handlers, unittest, html.parser, importlib.metadata
+print('imported', len(sys.modules))" > /dev/null
+}
+sqlite() {
+  python3 - "$LO/db.sqlite" <<'PY'
+import sqlite3, sys, random
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro&immutable=1", uri=True)
+r = random.Random(11)
+for i in range(300):
+    db.execute("select name, payload from items where id = ?", (r.randrange(100000),)).fetchall()
+for i in range(100):
+    db.execute("select o.qty, i.name from orders o join items i on i.id = o.item where o.item = ?", (r.randrange(100000),)).fetchall()
+db.execute("select count(*), sum(qty) from orders where id between 20000 and 30000").fetchall()
+PY
+}
+# 300 random reads: a random workload touches a small part of a large volume.
+fio_rand() {
+  fio --name=rr --filename="$MON/vol.img" --rw=randread --bs=4k --size=1G --direct=1 --randrepeat=0 \
+      --number_ios=300 --ioengine=psync > /dev/null 2>&1
+}
+
+"$S" --store "file://$D/store" create vol --source "$IMG" --group-size "${GROUP_SIZE:-16}" >/dev/null
+rows=""
+for w in scan program sqlite fio_rand; do
+  for s in 1 2 3; do
+    drop; start_monitor "$D/$w-$s.trace"
+    if [ "$w" = fio_rand ]; then fio_rand; else
+      mount -o loop,ro,noload "$MON/vol.img" "$LO"; $w; umount "$LO"; fi
+    stop_monitor
+  done
+  "$S" --store "file://$D/store" hints vol --trace "$D/$w-1.trace" --trace "$D/$w-2.trace" >/dev/null
+  json=$("$S" --store "file://$D/store" hints vol --evaluate "$D/$w-3.trace" --json)
+  row=$(echo "$json" | python3 "$ROOT/bench/eval_row.py")
+  class=$("$S" trace show "$D/$w-3.trace" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["classification"]["class"])')
+  rows+="| $w | $class | $row |"$'\n'
+  echo "hints.sh: $w done" >&2
+done
+
+cat > "$RESULTS/hints.md" <<MD
+## hints (prediction quality)
+
+Command: \`bench/hints.sh\` (part of \`make bench\`). Machine: $(machine_line).
+A 1 GiB ext4 image holding a 1500-file tree, a Python library tree and a 100k-row SQLite database;
+block size 512 KiB, 16-block groups. Each workload recorded three times through \`snapahead monitor\`
+(fresh read-only loop mount, caches dropped); hints learned from sessions 1–2, session 3 replayed with
+\`hints --evaluate --threshold 0.5\` (the window with the better recall is shown).
+
+| workload | class | window | read | prefetched | precision | recall | prefetched/read | recall by mechanism |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+$rows
+Targets: (a)–(c) recall ≥ 0.8 and precision ≥ 0.7; (d) prefetched bytes ≤ 10% of read bytes.
+Group size: ${GROUP_SIZE:-16} blocks (\`GROUP_SIZE=4 bench/hints.sh\` for 2 MiB groups).
+
+Reading the table:
+- These sessions are start-ups (each well under the 10 s warm-up window), so the warm-up list carries
+  almost all of the recall; hints and successors matter for sessions longer than the warm-up.
+- Warm-up, hints and successors prefetch whole groups, so their precision is bounded by how much of a
+  group a workload reads. A program start reads scattered small files: with 8 MiB groups (the default)
+  its precision stayed at 0.56 in our runs — below the 0.7 target; with 4-block (2 MiB) groups it
+  reached 1.00 with the same recall, but then random reads cover half of many small groups and fio's
+  prefetched/read rose to ~0.9 (target ≤ 0.1). The default stays at 16 blocks; block-granular warm-up
+  lists would remove the trade-off and are the next step.
+MD
+cat "$RESULTS/hints.md"
