@@ -165,11 +165,18 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
         index_bytes,
         windows,
         warmup_groups: ix.warmup.len() as u64,
+        // Estimated from the group's stored bytes per stored block.
         warmup_bytes: ix
             .warmup
             .iter()
-            .filter_map(|g| ix.group(*g))
-            .map(|g| g.stored_bytes)
+            .filter_map(|w| {
+                let g = ix.group(w.group)?;
+                let n = w
+                    .blocks(h.group_size)
+                    .filter(|b| (g.first_block..=g.last_block).contains(b))
+                    .count() as u64;
+                Some(g.stored_bytes * n.min(g.stored_blocks as u64) / g.stored_blocks.max(1) as u64)
+            })
             .sum(),
     }
 }

@@ -197,7 +197,7 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
     let before = store.get(&keys::index(&name)).await.unwrap();
     let old = ManifestIndex::decode(&before, "old").unwrap();
     let mut new = old.clone();
-    new.warmup = vec![0];
+    new.warmup = vec![snapahead::format::WarmUp::new(0, new.header.group_size, [0, 1])];
     new.groups[0].hints = vec![1.0; new.windows_ms.len()];
     // Cut the rewrite off while its PUT is under way.
     let r = tokio::time::timeout(

@@ -85,8 +85,45 @@ pub struct ManifestIndex {
     pub windows_ms: Vec<u32>,
     /// Sorted by group id, strictly increasing.
     pub groups: Vec<GroupEntry>,
-    /// Groups to fetch as soon as the snapshot is mounted, in order.
-    pub warmup: Vec<u64>,
+    /// What to fetch as soon as the snapshot is mounted, in order.
+    pub warmup: Vec<WarmUp>,
+}
+
+/// A warm-up entry: the blocks of one group that sessions read early.
+/// Block-granular, because a start-up reads scattered small files: warming
+/// whole groups would fetch mostly what is never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmUp {
+    pub group: u64,
+    /// Bit i (byte i/8, bit i%8) = block `group*group_size + i`;
+    /// `ceil(group_size/8)` bytes.
+    pub mask: Vec<u8>,
+}
+
+impl WarmUp {
+    /// An entry for `blocks` of `group` (blocks outside it are ignored).
+    pub fn new(group: u64, group_size: u32, blocks: impl IntoIterator<Item = u64>) -> Self {
+        let first = group.saturating_mul(group_size as u64);
+        let mut mask = vec![0u8; (group_size as usize).div_ceil(8)];
+        for b in blocks {
+            if let Some(i) = b.checked_sub(first).filter(|i| *i < group_size as u64) {
+                mask[(i / 8) as usize] |= 1 << (i % 8);
+            }
+        }
+        WarmUp { group, mask }
+    }
+
+    /// The block ids this entry names.
+    pub fn blocks(&self, group_size: u32) -> impl Iterator<Item = u64> + '_ {
+        let first = self.group.saturating_mul(group_size as u64);
+        (0..group_size as u64)
+            .filter(|i| {
+                self.mask
+                    .get((i / 8) as usize)
+                    .is_some_and(|m| m & (1 << (i % 8)) != 0)
+            })
+            .map(move |i| first + i)
+    }
 }
 
 impl ManifestIndex {
@@ -153,8 +190,12 @@ impl ManifestIndex {
             }
         }
         w.count(self.warmup.len());
-        for g in &self.warmup {
-            w.u64(*g);
+        let mask_len = (self.header.group_size as usize).div_ceil(8);
+        for e in &self.warmup {
+            w.u64(e.group);
+            let mut m = e.mask.clone();
+            m.resize(mask_len, 0);
+            w.bytes(&m);
         }
         w.finish()
     }
@@ -317,14 +358,19 @@ impl ManifestIndex {
                 "stored blocks of the groups do not add up to the header's",
             ));
         }
-        let n_warm = r.count("warm-up count", 8)?;
+        let mask_len = (group_size as usize).div_ceil(8);
+        let n_warm = r.count("warm-up count", 8 + mask_len)?;
         let mut warmup = Vec::with_capacity(n_warm);
         for _ in 0..n_warm {
             let g = r.u64("warm-up group")?;
             if g >= n_groups {
                 return Err(r.error("warm-up group", format!("{g} beyond the volume")));
             }
-            warmup.push(g);
+            let mut mask = vec![0u8; mask_len];
+            for m in mask.iter_mut() {
+                *m = r.u8("warm-up mask")?;
+            }
+            warmup.push(WarmUp { group: g, mask });
         }
         r.finish()?;
         Ok(ManifestIndex {
@@ -378,7 +424,7 @@ pub(crate) mod tests {
             },
             windows_ms: vec![2000, 10000],
             groups,
-            warmup: vec![2, 0],
+            warmup: vec![WarmUp::new(2, 16, [32, 33]), WarmUp::new(0, 16, [0, 15])],
         }
     }
 
@@ -419,7 +465,7 @@ pub(crate) mod tests {
         ix.header.block_size = 1000;
         assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
         let mut ix = sample();
-        ix.warmup.push(1 << 60);
+        ix.warmup.push(WarmUp::new(1 << 60, 16, []));
         assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
     }
 }

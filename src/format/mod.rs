@@ -23,7 +23,7 @@ pub mod index;
 pub mod page;
 
 pub use codec::FormatError;
-pub use index::{GroupEntry, ManifestIndex, SnapshotHeader, Successor};
+pub use index::{GroupEntry, ManifestIndex, SnapshotHeader, Successor, WarmUp};
 pub use page::{Compression, ManifestEntry, ManifestPage};
 
 use std::fmt;

@@ -4,10 +4,12 @@
 //! Replay, for a window W and a threshold T: at the session's start the
 //! warm-up groups are prefetched; on the first read of a group in an
 //! episode (W, as in learning), the rest of that group is prefetched when
-//! its hint ≥ T, and every successor with p ≥ T is prefetched. A block is
-//! prefetched at most once and never after it was read.
+//! its hint ≥ T, and every successor with p ≥ T is prefetched — strengths
+//! discounted by the blocks already read or prefetched
+//! ([`super::remaining_precision`]). A block is prefetched at most once and
+//! never after it was read.
 //! - **precision** = prefetched bytes that the session reads within W of
-//!   their prefetch / prefetched bytes;
+//!   their prefetch (warm-up: within the warm-up window) / prefetched bytes;
 //! - **recall** = read bytes whose block had been prefetched before the read
 //!   / read bytes (each block counted at its first read).
 //!
@@ -64,30 +66,57 @@ pub fn evaluate(
     let mut read: HashSet<u64> = HashSet::new();
     let mut scores: HashMap<Mechanism, Score> = HashMap::new();
     let mut read_bytes = 0;
+    // Warm-up: the listed blocks, at the session's start.
+    for w in &index.warmup {
+        for b in w.blocks(h.group_size) {
+            if stored.is_stored(b) && !prefetched.contains_key(&b) {
+                prefetched.insert(b, (start, Mechanism::Warmup));
+                scores
+                    .entry(Mechanism::Warmup)
+                    .or_default()
+                    .prefetched_bytes += len(b);
+            }
+        }
+    }
+    // Prefetches the rest of group `g` when the precision of that rest
+    // (strength `p` discounted by what is already read or prefetched)
+    // reaches the threshold.
     let mut prefetch_group =
         |g: u64,
+         p: f32,
          t: u64,
          m: Mechanism,
          read: &HashSet<u64>,
          pf: &mut HashMap<u64, (u64, Mechanism)>| {
-            for &b in stored.by_group.get(&g).into_iter().flatten() {
+            let blocks = stored.by_group.get(&g).map(Vec::as_slice).unwrap_or(&[]);
+            let covered = blocks
+                .iter()
+                .filter(|b| read.contains(b) || pf.contains_key(b))
+                .count();
+            if super::remaining_precision(p, blocks.len(), covered) < threshold {
+                return;
+            }
+            for &b in blocks {
                 if !read.contains(&b) && !pf.contains_key(&b) {
                     pf.insert(b, (t, m));
                     scores.entry(m).or_default().prefetched_bytes += len(b);
                 }
             }
         };
-    for &g in &index.warmup {
-        prefetch_group(g, start, Mechanism::Warmup, &read, &mut prefetched);
-    }
     let mut episode_start: HashMap<u64, u64> = HashMap::new();
     let mut useful: Vec<(Mechanism, u64, bool)> = Vec::new();
     for &(t, b) in &session.events {
         if read.insert(b) {
             read_bytes += len(b);
             if let Some(&(tp, m)) = prefetched.get(&b) {
-                // Covered: prefetched before this read; useful if within W.
-                useful.push((m, len(b), t.saturating_sub(tp) <= window_ns));
+                // Covered: prefetched before this read; useful if read within
+                // W of the prefetch (warm-up: within the warm-up window, the
+                // horizon it is learned for).
+                let horizon = match m {
+                    Mechanism::Warmup => window_ns.max(super::WARMUP_WINDOW.as_nanos() as u64),
+                    _ => window_ns,
+                };
+                useful.push((m, len(b), t.saturating_sub(tp) <= horizon));
             }
         }
         let g = b / stored.group_size;
@@ -99,13 +128,17 @@ pub fn evaluate(
         let Some(entry) = index.group(g) else {
             continue;
         };
-        if entry.hints.get(w).copied().unwrap_or(0.0) >= threshold {
-            prefetch_group(g, t, Mechanism::Hint, &read, &mut prefetched);
-        }
+        let hint = entry.hints.get(w).copied().unwrap_or(0.0);
+        prefetch_group(g, hint, t, Mechanism::Hint, &read, &mut prefetched);
         for s in entry.successors.get(w).into_iter().flatten() {
-            if s.probability >= threshold {
-                prefetch_group(s.group, t, Mechanism::Successor, &read, &mut prefetched);
-            }
+            prefetch_group(
+                s.group,
+                s.probability,
+                t,
+                Mechanism::Successor,
+                &read,
+                &mut prefetched,
+            );
         }
     }
     for (m, bytes, in_window) in useful {

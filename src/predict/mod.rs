@@ -17,13 +17,13 @@
 //!   make every group a likely successor of every other in a short random
 //!   session. Kept when p ≥ [`MIN_SUCCESSOR_P`], the [`MAX_SUCCESSORS`]
 //!   strongest;
-//! - the **warm-up list** = groups first read within [`WARMUP_WINDOW`] of
-//!   a session's start in at least [`WARMUP_SHARE`] of the sessions,
-//!   ordered by their median first-read time — and, because warm-up
-//!   fetches whole groups, only groups of which those sessions read at least
-//!   [`WARMUP_MIN_FRACTION`] of the stored blocks early: the hint's
-//!   precision rule, applied to the start of a session (without it, a
-//!   random workload would warm up every group it happened to touch).
+//! - the **warm-up list** = the *blocks* first read within [`WARMUP_WINDOW`]
+//!   of a session's start in more than [`WARMUP_SHARE`] of the sessions,
+//!   listed by group, groups ordered by their median first-read time.
+//!   Block-granular because a start-up reads scattered small files (whole
+//!   groups would mostly be waste). Only when sessions repeat their early
+//!   blocks (cross-session precision ≥ [`WARMUP_MIN_PRECISION`]): random
+//!   workloads overlap by chance alone and warm up nothing.
 //!
 //! Learning is offline and streaming per session: the reads of one session
 //! (at most a few million) are held while it is processed, one session at a
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::format::{ManifestIndex, Successor};
+use crate::format::{ManifestIndex, Successor, WarmUp};
 use crate::trace::{Op, TraceReader};
 
 /// Successors less likely than this are not worth a prefetch at any
@@ -50,10 +50,15 @@ const SCAN_GROUPS: usize = 64;
 const SCAN_TOUCHES: usize = 100_000;
 /// "The first seconds of a session": what a boot or a service start reads.
 pub const WARMUP_WINDOW: Duration = Duration::from_secs(10);
-/// Share of sessions in which a group must be read early to be warmed up.
+/// Early reads must repeat across sessions with at least this precision
+/// (see `early_reads_repeat`): the same bar as a hint at the default
+/// threshold.
+pub const WARMUP_MIN_PRECISION: f64 = 0.5;
+/// A block is warmed up when more than this share of the sessions read it
+/// early (a strict majority: with two sessions, both). "At least half"
+/// would let one of two sessions decide, and a random session's blocks
+/// would all be warmed up.
 pub const WARMUP_SHARE: f64 = 0.5;
-/// Mean fraction of a group's stored blocks those sessions read early.
-pub const WARMUP_MIN_FRACTION: f64 = 0.5;
 
 /// The stored blocks of a snapshot, by group.
 pub struct StoredBlocks {
@@ -180,19 +185,57 @@ fn learn_window(sessions: &[Session], stored: &StoredBlocks, window_ns: u64) -> 
     WindowModel { stats }
 }
 
-/// First-read times of groups early in each session → the warm-up list.
-fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<u64> {
+/// Whether early reads repeat across sessions: the mean, over ordered
+/// pairs of sessions (i, j), of the share of j's early blocks that i also
+/// reads early — the precision warm-up learned from j would have had on
+/// i. A start-up or a scan repeats its blocks (≈ 1); random I/O shares
+/// blocks only by chance (≈ the fraction of the volume it touches), and
+/// warming up that overlap would be waste.
+fn early_reads_repeat(sessions: &[Session], stored: &StoredBlocks) -> bool {
+    let _ = stored;
+    if sessions.len() < 2 {
+        return true;
+    }
+    let limit = WARMUP_WINDOW.as_nanos() as u64;
+    let sets: Vec<std::collections::HashSet<u64>> = sessions
+        .iter()
+        .map(|s| {
+            let start = s.events.first().map_or(0, |e| e.0);
+            s.events
+                .iter()
+                .take_while(|e| e.0 - start <= limit)
+                .map(|e| e.1)
+                .collect()
+        })
+        .collect();
+    let mut sum = 0.0;
+    let mut pairs = 0;
+    for (i, a) in sets.iter().enumerate() {
+        for (j, b) in sets.iter().enumerate() {
+            if i != j && !b.is_empty() {
+                sum += b.iter().filter(|x| a.contains(x)).count() as f64 / b.len() as f64;
+                pairs += 1;
+            }
+        }
+    }
+    pairs > 0 && sum / pairs as f64 >= WARMUP_MIN_PRECISION
+}
+
+/// The warm-up list: blocks first read within [`WARMUP_WINDOW`] of a
+/// session's start in more than [`WARMUP_SHARE`] of the sessions, grouped by
+/// group, groups ordered by the median time their first such block is read.
+fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<WarmUp> {
     if sessions.is_empty() {
         return Vec::new();
     }
     let limit = WARMUP_WINDOW.as_nanos() as u64;
-    // group → per session that read it early: (first-read time, fraction read early)
-    let mut early: HashMap<u64, Vec<(u64, f64)>> = HashMap::new();
+    // block → first-read times (relative), one per session that read it early
+    let mut early: HashMap<u64, Vec<u64>> = HashMap::new();
     for s in sessions {
         let Some(&(start, _)) = s.events.first() else {
             continue;
         };
-        let mut first: HashMap<u64, (u64, std::collections::HashSet<u64>)> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for &(t, b) in &s.events {
             // Relative to the session's first read: mounting and the
             // workload starting are not part of the pattern.
@@ -200,35 +243,31 @@ fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<u64> {
             if rel > limit {
                 break;
             }
-            first
-                .entry(b / stored.group_size)
-                .or_insert((rel, Default::default()))
-                .1
-                .insert(b);
-        }
-        for (g, (t, blocks)) in first {
-            let n = stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
-            early
-                .entry(g)
-                .or_default()
-                .push((t, blocks.len() as f64 / n as f64));
+            if seen.insert(b) {
+                early.entry(b).or_default().push(rel);
+            }
         }
     }
-    let need = ((WARMUP_SHARE * sessions.len() as f64).ceil() as usize).max(1);
-    let mut warm: Vec<(u64, u64)> = early
+    if !early_reads_repeat(sessions, stored) {
+        return Vec::new();
+    }
+    let need = (WARMUP_SHARE * sessions.len() as f64).floor() as usize + 1;
+    // group → (its blocks, their median first-read times)
+    let mut groups: HashMap<u64, (Vec<u64>, Vec<u64>)> = HashMap::new();
+    for (b, mut ts) in early.into_iter().filter(|(_, ts)| ts.len() >= need) {
+        ts.sort_unstable();
+        let e = groups.entry(b / stored.group_size).or_default();
+        e.0.push(b);
+        e.1.push(ts[ts.len() / 2]);
+    }
+    let mut warm: Vec<(u64, u64, Vec<u64>)> = groups
         .into_iter()
-        .filter(|(_, v)| {
-            v.len() >= need
-                && v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64 >= WARMUP_MIN_FRACTION
-        })
-        .map(|(g, v)| {
-            let mut ts: Vec<u64> = v.iter().map(|x| x.0).collect();
-            ts.sort_unstable();
-            (ts[ts.len() / 2], g)
-        })
+        .map(|(g, (blocks, times))| (times.into_iter().min().unwrap_or(0), g, blocks))
         .collect();
-    warm.sort_unstable();
-    warm.into_iter().map(|(_, g)| g).collect()
+    warm.sort_unstable_by_key(|w| (w.0, w.1));
+    warm.into_iter()
+        .map(|(_, g, blocks)| WarmUp::new(g, stored.group_size as u32, blocks))
+        .collect()
 }
 
 /// Learns hints, successors and warm-up for `windows_ms` from `sessions`
@@ -281,6 +320,20 @@ pub fn learn(
     }
     out.warmup = learn_warmup(sessions, stored);
     out
+}
+
+/// The expected precision of prefetching the rest of a group whose
+/// strength (hint or successor probability) is `p`, when `covered` of its
+/// `stored` blocks are already read or prefetched: the expected `p·stored`
+/// blocks read include the covered ones first, so the remainder holds
+/// `p·stored − covered` of them. (Without this, a group half read by a
+/// workload and already warmed up would be "prefetched" for its other,
+/// never-read half.)
+pub fn remaining_precision(p: f32, stored: usize, covered: usize) -> f32 {
+    if covered >= stored {
+        return 0.0;
+    }
+    ((p * stored as f32 - covered as f32) / (stored - covered) as f32).clamp(0.0, 1.0)
 }
 
 /// Parses `2s,10s` into milliseconds.
@@ -526,7 +579,13 @@ pub(crate) mod tests {
             (120, 16),
         ]);
         let out = learn(&ix, &stored, &[s1, s2, s3], &[2000]);
-        assert_eq!(out.warmup, vec![2, 0]);
+        let groups: Vec<u64> = out.warmup.iter().map(|w| w.group).collect();
+        assert_eq!(groups, vec![2, 0]);
+        // Exactly the blocks read early in most sessions.
+        assert_eq!(
+            out.warmup[0].blocks(4).collect::<Vec<_>>(),
+            vec![8, 9, 10, 11]
+        );
     }
 
     #[test]
@@ -535,5 +594,20 @@ pub(crate) mod tests {
         assert!(parse_windows("").is_err());
         assert!(parse_windows("2x").is_err());
         assert!(parse_windows("0s").is_err());
+    }
+}
+
+#[cfg(test)]
+mod remaining_tests {
+    use super::remaining_precision;
+
+    #[test]
+    fn remaining_precision_discounts_what_is_covered() {
+        assert_eq!(remaining_precision(1.0, 4, 0), 1.0);
+        assert_eq!(remaining_precision(0.5, 4, 0), 0.5);
+        // Half read, and that half already covered: the rest is waste.
+        assert_eq!(remaining_precision(0.5, 4, 2), 0.0);
+        assert_eq!(remaining_precision(0.75, 4, 2), 0.5);
+        assert_eq!(remaining_precision(1.0, 4, 4), 0.0);
     }
 }
