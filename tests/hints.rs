@@ -165,6 +165,30 @@ fn learn_from_files_and_store_then_evaluate() {
         serde_json::from_slice(&cli(d, &store, &["inspect", "child", "--json"]).stdout).unwrap();
     assert_eq!(j["warmup_groups"], 3, "{j}");
 
+    // `create --trace` learns at creation.
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "create",
+            "v3",
+            "--source",
+            "v.img",
+            "--block-size",
+            "64KiB",
+            "--group-size",
+            "4",
+            "--trace",
+            "s1.trace",
+            "--trace",
+            "s2.trace",
+        ],
+    ));
+    let j: serde_json::Value =
+        serde_json::from_slice(&cli(d, &store, &["inspect", "v3", "--json"]).stdout).unwrap();
+    assert_eq!(j["warmup_groups"], 3, "{j}");
+    assert_eq!(j["windows"][0]["hint_histogram"][9], 2, "{j}");
+
     // A trace of a volume of another size is refused; no traces at all too.
     write_session(&d.join("other.trace"), vol.len() as u64 * 2, 0);
     let o = cli(d, &store, &["hints", "v", "--trace", "other.trace"]);
@@ -197,7 +221,11 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
     let before = store.get(&keys::index(&name)).await.unwrap();
     let old = ManifestIndex::decode(&before, "old").unwrap();
     let mut new = old.clone();
-    new.warmup = vec![snapahead::format::WarmUp::new(0, new.header.group_size, [0, 1])];
+    new.warmup = vec![snapahead::format::WarmUp::new(
+        0,
+        new.header.group_size,
+        [0, 1],
+    )];
     new.groups[0].hints = vec![1.0; new.windows_ms.len()];
     // Cut the rewrite off while its PUT is under way.
     let r = tokio::time::timeout(
