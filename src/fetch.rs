@@ -83,7 +83,23 @@ impl Fetcher {
     }
 
     /// The wanted bytes of every wanted block, in order; each fails alone.
+    /// A demand read: counted in the hit/miss metrics.
     pub async fn get_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
+        self.get(wants, true).await
+    }
+
+    /// Fetches blocks for the prefetcher: the same shared, coalesced path,
+    /// not counted as demand hits or misses.
+    pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
+        self.get(wants, false).await
+    }
+
+    /// Share of fetch slots in use (0..1).
+    pub fn slot_occupancy(&self) -> f64 {
+        1.0 - self.slots.available_permits() as f64 / MAX_CONCURRENT_FETCHES as f64
+    }
+
+    async fn get(&self, wants: &[Want], demand: bool) -> Vec<anyhow::Result<Bytes>> {
         let mut out: Vec<Option<anyhow::Result<Bytes>>> = (0..wants.len()).map(|_| None).collect();
         // 1. Cache.
         let mut missing: Vec<usize> = Vec::new();
@@ -94,14 +110,18 @@ impl Fetcher {
                 .await
             {
                 Some((b, tier)) => {
-                    Metrics::inc(match tier {
-                        Tier::Memory => &self.metrics.memory_hits,
-                        Tier::Disk => &self.metrics.disk_hits,
-                    });
+                    if demand {
+                        Metrics::inc(match tier {
+                            Tier::Memory => &self.metrics.memory_hits,
+                            Tier::Disk => &self.metrics.disk_hits,
+                        });
+                    }
                     out[i] = Some(Ok(b));
                 }
                 None => {
-                    Metrics::inc(&self.metrics.misses);
+                    if demand {
+                        Metrics::inc(&self.metrics.misses);
+                    }
                     missing.push(i);
                 }
             }

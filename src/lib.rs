@@ -23,6 +23,7 @@ pub mod fs;
 pub mod metrics;
 pub mod name;
 pub mod predict;
+pub mod prefetch;
 pub mod progress;
 pub mod snapshot;
 pub mod store;

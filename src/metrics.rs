@@ -101,6 +101,14 @@ counters! {
     cache_corrupt: "disk cache files found corrupt and dropped",
     cache_write_errors: "blocks that could not be written to the disk cache",
     page_fetches: "manifest pages fetched",
+    prefetch_issued: "blocks queued for prefetch",
+    prefetch_completed: "blocks prefetched into the cache",
+    prefetch_bytes: "bytes prefetched (uncompressed)",
+    prefetch_used: "prefetched blocks later read by a demand read",
+    prefetch_used_bytes: "bytes of prefetched blocks later read",
+    prefetch_wasted: "prefetched blocks evicted unread",
+    prefetch_wasted_bytes: "bytes of prefetched blocks evicted unread",
+    prefetch_dropped: "queued prefetches dropped (already cached or no longer useful)",
 }
 
 /// Gauges owned by the cache, sampled when rendering.

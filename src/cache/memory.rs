@@ -32,6 +32,10 @@ impl MemoryCache {
         self.capacity
     }
 
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.state.lock().is_ok_and(|s| s.lru.contains(key))
+    }
+
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
         let mut s = self.state.lock().ok()?;
         s.lru.get(key).cloned()

@@ -130,6 +130,16 @@ impl BlockCache {
         }
     }
 
+    /// Whether a block is cached (memory or disk), without reading it.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// Memory + disk bounds.
+    pub fn capacity(&self) -> u64 {
+        self.memory.capacity() + self.disk.as_ref().map_or(0, |d| d.capacity())
+    }
+
     pub fn gauges(&self) -> CacheGauges {
         let (memory_bytes, memory_entries) = self.memory.usage();
         let (disk_bytes, disk_entries) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
