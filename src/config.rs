@@ -158,6 +158,8 @@ struct ConfigFile {
     cache: Option<CacheFile>,
     #[serde(default)]
     snapshots: SnapshotList,
+    #[serde(default)]
+    prefetch: crate::prefetch::PrefetchConfig,
 }
 
 /// The resolved configuration.
@@ -171,6 +173,7 @@ pub struct Config {
     pub s3: S3Config,
     pub cache: CacheConfig,
     pub snapshots: Vec<SnapshotConfig>,
+    pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -205,6 +208,7 @@ impl Config {
             },
             base_dir,
             snapshots: Vec::new(),
+            prefetch: crate::prefetch::PrefetchConfig::default(),
         }
     }
 
@@ -242,6 +246,21 @@ impl Config {
             }
         }
         cfg.snapshots = file.snapshots.0;
+        let t = &file.prefetch.threshold;
+        if !(0.0..=1.0).contains(&t.min)
+            || !(0.0..=1.0).contains(&t.max)
+            || t.min > t.max
+            || t.step <= 0.0
+        {
+            anyhow::bail!(
+                "{}: prefetch.threshold needs 0 <= min <= max <= 1 and step > 0 (got min {}, max {}, step {})",
+                path.display(),
+                t.min,
+                t.max,
+                t.step
+            );
+        }
+        cfg.prefetch = file.prefetch;
         for s in &mut cfg.snapshots {
             if let Some(src) = &s.source {
                 s.source = Some(base_dir.join(src));

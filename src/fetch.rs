@@ -131,6 +131,7 @@ impl Fetcher {
         let mut to_fetch: Vec<usize> = Vec::new();
         let mut seen: HashMap<BlockKey, usize> = HashMap::new();
         let mut dups: Vec<(usize, usize)> = Vec::new();
+        let mut ready: HashMap<usize, Bytes> = HashMap::new();
         for i in missing {
             let key = wants[i].block.checksum;
             if let Some(&first) = seen.get(&key) {
@@ -150,12 +151,34 @@ impl Fetcher {
                 match owner {
                     Claim::Ours(f) => waits.push((i, f, pos)),
                     Claim::Theirs(f, their_pos) => waits.push((i, f, their_pos)),
+                    Claim::Ready(b) => {
+                        ready.insert(i, b.clone());
+                        let range = wants[i].range.clone();
+                        out[i] = Some(if range.end <= b.len() {
+                            Ok(b.slice(range))
+                        } else {
+                            Err(anyhow!(
+                                "internal: range beyond block {}",
+                                wants[i].block.block_id
+                            ))
+                        });
+                    }
                 }
             }
         }
         for (i, first) in dups {
             if let Some(&(_, ref fut, pos)) = waits.iter().find(|(j, _, _)| *j == first) {
                 waits.push((i, fut.clone(), pos));
+            } else if let Some(b) = ready.get(&first) {
+                let range = wants[i].range.clone();
+                out[i] = Some(if range.end <= b.len() {
+                    Ok(b.slice(range))
+                } else {
+                    Err(anyhow!(
+                        "internal: range beyond block {}",
+                        wants[i].block.block_id
+                    ))
+                });
             }
         }
         for (i, fut, pos) in waits {
@@ -210,6 +233,11 @@ impl Fetcher {
             .map(|(pos, k)| match self.inflight.entry(k) {
                 dashmap::Entry::Occupied(e) => Claim::Theirs(e.get().1.clone(), e.get().2),
                 dashmap::Entry::Vacant(v) => {
+                    // A fetch that just finished cached the block before it
+                    // left this map: with the entry locked, look once more.
+                    if let Some(b) = self.cache.get_memory(&k) {
+                        return Claim::Ready(b);
+                    }
                     v.insert((id, fut.clone(), pos));
                     Claim::Ours(fut.clone())
                 }
@@ -228,6 +256,8 @@ impl Fetcher {
 /// Who fetches a block of a run.
 enum Claim {
     Ours(RunFuture),
+    /// Cached meanwhile: no fetch needed.
+    Ready(Bytes),
     /// Another fetch had it in flight: its future and the block's position.
     Theirs(RunFuture, usize),
 }

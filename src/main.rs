@@ -137,6 +137,9 @@ enum Cmd {
         /// (every minute and at unmount), for `hints`
         #[arg(long)]
         record_traces: bool,
+        /// Disable the prefetch daemon (fetch only what is read)
+        #[arg(long)]
+        no_prefetch: bool,
     },
     /// Record how a live volume image is used: a read-write passthrough FUSE mount that traces every access
     Monitor {
@@ -290,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_dir,
             cache_size,
             record_traces,
+            no_prefetch,
         } => {
             // The config's list describes the config's store: with --store
             // given, every snapshot of that store is shown instead.
@@ -307,6 +311,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_size: cache_size.map(|s| s.as_u64()).unwrap_or(cfg.cache.size),
                 memory_cache_size: cfg.cache.memory,
                 record_traces,
+                prefetch: if no_prefetch {
+                    snapahead::prefetch::PrefetchConfig {
+                        enabled: false,
+                        ..cfg.prefetch.clone()
+                    }
+                } else {
+                    cfg.prefetch.clone()
+                },
             };
             snapahead::fs::mount::run(store, opts).await?;
         }
@@ -784,6 +796,32 @@ fn print_stats(mountpoint: &std::path::Path, json: bool) -> anyhow::Result<ExitC
         lat("read_latency", "p50_seconds"),
         lat("read_latency", "p99_seconds")
     );
+    let p = &v["prefetch"];
+    if p["enabled"].as_bool() == Some(true) {
+        out!(
+            "prefetch       threshold {:.2}, {} queued; {} issued, {} done ({}), {} used ({}), {} wasted ({}), {} dropped",
+            p["threshold"].as_f64().unwrap_or(0.0),
+            p["queue_depth"],
+            n("prefetch_issued"),
+            n("prefetch_completed"),
+            ByteSize(n("prefetch_bytes")),
+            n("prefetch_used"),
+            ByteSize(n("prefetch_used_bytes")),
+            n("prefetch_wasted"),
+            ByteSize(n("prefetch_wasted_bytes")),
+            n("prefetch_dropped")
+        );
+        for s in p["snapshots"].as_array().into_iter().flatten() {
+            out!(
+                "               {} workload, window {} ms, read-ahead {}",
+                s["class"].as_str().unwrap_or("?"),
+                s["window_ms"],
+                ByteSize(s["readahead_window"].as_u64().unwrap_or(0))
+            );
+        }
+    } else {
+        out!("prefetch       disabled");
+    }
     let c = &m["cache"];
     let g = |k: &str| c[k].as_u64().unwrap_or(0);
     out!(

@@ -130,6 +130,11 @@ impl BlockCache {
         }
     }
 
+    /// The whole block from the memory tier, if there.
+    pub fn get_memory(&self, key: &BlockKey) -> Option<Bytes> {
+        self.memory.get(key)
+    }
+
     /// Whether a block is cached (memory or disk), without reading it.
     pub fn contains(&self, key: &BlockKey) -> bool {
         self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))

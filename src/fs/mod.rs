@@ -53,6 +53,7 @@ pub struct MountedFile {
 /// What the filesystem and the metrics endpoint share.
 pub struct MountState {
     pub files: Vec<Arc<MountedFile>>,
+    pub prefetcher: Option<Arc<crate::prefetch::Prefetcher>>,
     pub fetcher: Arc<Fetcher>,
     pub started: SystemTime,
     pub mountpoint: String,
@@ -82,9 +83,34 @@ impl MountState {
 
     pub fn prometheus(&self) -> String {
         self.sync_page_counter();
-        self.fetcher
+        let mut text = self
+            .fetcher
             .metrics()
-            .prometheus(&self.fetcher.cache().gauges())
+            .prometheus(&self.fetcher.cache().gauges());
+        if let Some(p) = &self.prefetcher {
+            let st = p.status_json();
+            text += "# HELP snapahead_prefetch_threshold current prefetch threshold\n";
+            text += "# TYPE snapahead_prefetch_threshold gauge\n";
+            text += &format!("snapahead_prefetch_threshold {}\n", p.threshold());
+            text += "# HELP snapahead_prefetch_queue_depth queued prefetch jobs\n";
+            text += "# TYPE snapahead_prefetch_queue_depth gauge\n";
+            text += &format!("snapahead_prefetch_queue_depth {}\n", st["queue_depth"]);
+            text += "# HELP snapahead_snapshot_window_ms prefetch window in use, by snapshot and workload class\n";
+            text += "# TYPE snapahead_snapshot_window_ms gauge\n";
+            for (f, s) in self
+                .files
+                .iter()
+                .zip(st["snapshots"].as_array().into_iter().flatten())
+            {
+                text += &format!(
+                    "snapahead_snapshot_window_ms{{snapshot=\"{}\",class=\"{}\"}} {}\n",
+                    f.snapshot.header().name,
+                    s["class"].as_str().unwrap_or("unknown"),
+                    s["window_ms"]
+                );
+            }
+        }
+        text
     }
 
     pub fn stats_json(&self) -> serde_json::Value {
@@ -105,6 +131,7 @@ impl MountState {
                 })
             }).collect::<Vec<_>>(),
             "metrics": self.fetcher.metrics().json(&self.fetcher.cache().gauges()),
+            "prefetch": self.prefetcher.as_ref().map_or(serde_json::json!({"enabled": false}), |p| p.status_json()),
         })
     }
 }
@@ -164,6 +191,7 @@ impl SnapFs {
         mountpoint: String,
         store: String,
         record_traces: bool,
+        prefetcher: Option<Arc<crate::prefetch::Prefetcher>>,
     ) -> anyhow::Result<Self> {
         let (uid, gid) = process_ids();
         let owner = Owner { uid, gid };
@@ -200,6 +228,7 @@ impl SnapFs {
             rt,
             state: Arc::new(MountState {
                 files,
+                prefetcher,
                 fetcher,
                 started: SystemTime::now(),
                 mountpoint,
@@ -331,6 +360,9 @@ impl Filesystem for SnapFs {
         };
         if let Some(rec) = &file.recorder {
             rec.read(offset, size, req.pid());
+        }
+        if let Some(p) = &self.state.prefetcher {
+            p.on_read((ino.0 - FIRST_FILE_INO) as usize, offset, size);
         }
         let fetcher = self.state.fetcher.clone();
         let started = std::time::Instant::now();

@@ -71,6 +71,7 @@ pub struct MountOptions {
     pub memory_cache_size: u64,
     /// Record each snapshot's demand reads and upload them to the store.
     pub record_traces: bool,
+    pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
 /// Refuses a mountpoint that is missing, not a directory, already a mount
@@ -158,6 +159,13 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         metrics.clone(),
     )?);
     let fetcher = Arc::new(Fetcher::new(store.clone(), cache, metrics));
+    let prefetcher = opts.prefetch.enabled.then(|| {
+        crate::prefetch::Prefetcher::start(
+            snapshots.clone(),
+            fetcher.clone(),
+            opts.prefetch.clone(),
+        )
+    });
     let mountpoint = opts.mountpoint.display().to_string();
     let fs = SnapFs::new(
         tokio::runtime::Handle::current(),
@@ -166,6 +174,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         mountpoint.clone(),
         store.url().to_string(),
         opts.record_traces,
+        prefetcher,
     )?;
     let state = fs.state();
 
