@@ -60,6 +60,8 @@ pub struct Fetcher {
     inflight: Arc<DashMap<BlockKey, (u64, RunFuture, usize)>>,
     slots: Arc<Semaphore>,
     next_run: std::sync::atomic::AtomicU64,
+    /// Demand reads waiting on a fetch right now (prefetch yields to them).
+    demand_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Fetcher {
@@ -71,6 +73,7 @@ impl Fetcher {
             inflight: Arc::new(DashMap::new()),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
             next_run: 0.into(),
+            demand_waiting: 0.into(),
         }
     }
 
@@ -92,6 +95,12 @@ impl Fetcher {
     /// not counted as demand hits or misses.
     pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
         self.get(wants, false).await
+    }
+
+    /// Demand reads waiting on a fetch right now.
+    pub fn demand_waiting(&self) -> usize {
+        self.demand_waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Share of fetch slots in use (0..1).
@@ -181,6 +190,8 @@ impl Fetcher {
                 });
             }
         }
+        // While a demand read waits on the store, the prefetcher holds back.
+        let _waiting = (demand && !waits.is_empty()).then(|| WaitGuard::new(&self.demand_waiting));
         for (i, fut, pos) in waits {
             let r = fut.await;
             let range = wants[i].range.clone();
@@ -250,6 +261,22 @@ impl Fetcher {
             tokio::spawn(fut);
         }
         claims
+    }
+}
+
+/// Counts a demand read as waiting for as long as it lives.
+struct WaitGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> WaitGuard<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WaitGuard(c)
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -100,6 +100,7 @@ counters! {
     checksum_errors: "fetched blocks whose checksum did not match",
     cache_corrupt: "disk cache files found corrupt and dropped",
     cache_write_errors: "blocks that could not be written to the disk cache",
+    cache_writes_skipped: "blocks not written to the disk cache because its writer was behind",
     page_fetches: "manifest pages fetched",
     prefetch_issued: "blocks queued for prefetch",
     prefetch_completed: "blocks prefetched into the cache",

@@ -10,7 +10,8 @@
 //! miss, so the caller refetches.
 //!
 //! Disk writes happen off the read path: a demand read is answered as soon
-//! as its block is verified; the copy to disk follows in the background.
+//! as its block is verified; the copy to disk follows on a writer thread
+//! (bounded queue; see [`WRITE_QUEUE`]).
 
 mod disk;
 mod memory;
@@ -36,9 +37,18 @@ pub enum Tier {
     Disk,
 }
 
+/// Blocks waiting for the disk writer: at most this many (64 MiB of 512 KiB
+/// blocks). When the queue is full the disk copy is skipped — the block is
+/// in the memory tier and will be cached on a later fetch — so a burst of
+/// fetches never grows memory without bound or queues up blocking work.
+pub const WRITE_QUEUE: usize = 128;
+
 pub struct BlockCache {
     memory: MemoryCache,
     disk: Option<Arc<DiskCache>>,
+    /// To the disk writer thread (one writer: the disk is one device, and
+    /// demand lookups must never queue behind a burst of writes).
+    writes: Option<std::sync::mpsc::SyncSender<(BlockKey, Bytes)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -56,9 +66,26 @@ impl BlockCache {
         } else {
             None
         };
+        let writes = match &disk {
+            Some(d) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(BlockKey, Bytes)>(WRITE_QUEUE);
+                let (d, m) = (d.clone(), metrics.clone());
+                std::thread::Builder::new().name("cache-writer".into()).spawn(move || {
+                    for (key, data) in rx {
+                        if let Err(e) = d.put(&key, &data) {
+                            Metrics::inc(&m.cache_write_errors);
+                            log::warn!("disk cache: cannot store a block: {e} (serving continues from the store)");
+                        }
+                    }
+                })?;
+                Some(tx)
+            }
+            None => None,
+        };
         Ok(BlockCache {
             memory: MemoryCache::new(memory_bytes),
             disk,
+            writes,
             metrics,
         })
     }
@@ -107,6 +134,10 @@ impl BlockCache {
             return Some((b.slice(range), Tier::Memory));
         }
         let disk = self.disk.clone()?;
+        // A miss is decided from the in-memory index, without blocking work.
+        if !disk.contains(key) {
+            return None;
+        }
         let k = *key;
         let found = tokio::task::spawn_blocking(move || disk.get(&k, len, range))
             .await
@@ -117,16 +148,10 @@ impl BlockCache {
     /// Caches a verified block: in memory at once, on disk in the background.
     pub fn put(&self, key: BlockKey, data: Bytes) {
         self.memory.put(key, data.clone());
-        if let Some(disk) = self.disk.clone() {
-            let metrics = self.metrics.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = disk.put(&key, &data) {
-                    Metrics::inc(&metrics.cache_write_errors);
-                    log::warn!(
-                        "disk cache: cannot store a block: {e} (serving continues from the store)"
-                    );
-                }
-            });
+        if let Some(tx) = &self.writes {
+            if tx.try_send((key, data)).is_err() {
+                Metrics::inc(&self.metrics.cache_writes_skipped);
+            }
         }
     }
 

@@ -17,7 +17,8 @@
 //! through the same [`Fetcher`] as demand reads, so a block is never
 //! fetched twice at once and a demand read for a block being prefetched
 //! joins that fetch. Demand reads keep the rest of the fetcher's slots:
-//! prefetch can never occupy more than `concurrency` of them. A job
+//! prefetch can never occupy more than `concurrency` of them, and no new
+//! prefetch starts while a demand read is waiting on the store. A job
 //! re-checks the cache when it runs, so prefetches that became useless
 //! (the block was read meanwhile) are dropped, and the queue is bounded.
 //!
@@ -223,6 +224,8 @@ impl Prefetcher {
             }
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        // A finished job wakes the dispatcher: its slot is free again.
+        let job_done = Arc::new(tokio::sync::Notify::new());
         let mut controller = Controller::new(self.cfg.threshold, RealClock::default());
         let mut tick = tokio::time::interval(controller::TICK);
         let m = self.fetcher.metrics().clone();
@@ -230,21 +233,26 @@ impl Prefetcher {
         let mut accuracy_window: std::collections::VecDeque<(u64, u64)> = Default::default();
         let mut last_pf = (0u64, 0u64);
         loop {
-            // Dispatch while there are free prefetch slots.
-            while let Some(permit) = (!queue.is_empty())
+            // Dispatch while there are free prefetch slots and no demand read
+            // is waiting on the store (prefetch yields to demand; jobs already
+            // running finish, and their completion wakes this loop again).
+            while let Some(permit) = (!queue.is_empty() && self.fetcher.demand_waiting() == 0)
                 .then(|| slots.clone().try_acquire_owned().ok())
                 .flatten()
             {
                 let Some(job) = queue.pop() else { break };
                 let snap = files[job.file].snapshot.clone();
                 let me = self.clone();
+                let done = job_done.clone();
                 tokio::spawn(async move {
                     me.run_job(&snap, job).await;
                     drop(permit);
+                    done.notify_one();
                 });
             }
             self.queue_depth.store(queue.len() as u64, Relaxed);
             tokio::select! {
+                _ = job_done.notified() => {}
                 ev = rx.recv() => {
                     let Some((file, offset, len)) = ev else { return };
                     let Some(f) = files.get_mut(file) else { continue };

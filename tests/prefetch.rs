@@ -1,0 +1,238 @@
+//! The prefetch daemon against a store that adds 20 ms to every GET
+//! (object_store's ThrottledStore), driven through the mount's read path.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::memory::InMemory;
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use snapahead::cache::BlockCache;
+use snapahead::create::{create, CreateOptions};
+use snapahead::fetch::Fetcher;
+use snapahead::fs::read::read_range;
+use snapahead::metrics::Metrics;
+use snapahead::name::SnapshotName;
+use snapahead::predict::{self, Session};
+use snapahead::prefetch::{PrefetchConfig, Prefetcher};
+use snapahead::snapshot::Snapshot;
+use snapahead::store::Store;
+
+const LATENCY: Duration = Duration::from_millis(20);
+
+/// One test at a time: they measure time on a 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Store,
+    snap: Arc<Snapshot>,
+    fetcher: Arc<Fetcher>,
+}
+
+async fn setup(vol: &[u8], bs: u32, gs: u32) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.img");
+    common::write(&src, vol);
+    let slow = ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_get_per_call: LATENCY,
+            ..Default::default()
+        },
+    );
+    let store = Store::from_object_store(Arc::new(slow), "memory + 20 ms per GET");
+    let name = SnapshotName::parse("v").unwrap();
+    let mut o = CreateOptions::new(name.clone(), &src);
+    o.block_size = Some(bs);
+    o.group_size = Some(gs);
+    create(&store, &o).await.unwrap();
+    let snap = Arc::new(Snapshot::open(&store, &name).await.unwrap());
+    let fetcher = fresh_fetcher(&store, dir.path());
+    Setup {
+        _dir: dir,
+        store,
+        snap,
+        fetcher,
+    }
+}
+
+fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
+    let metrics = Arc::new(Metrics::default());
+    let cache_dir = dir.join(format!("cache-{}", rand::random::<u32>()));
+    let cache =
+        Arc::new(BlockCache::open(&cache_dir, 1 << 30, 256 << 20, metrics.clone()).unwrap());
+    Arc::new(Fetcher::new(store.clone(), cache, metrics))
+}
+
+fn lookups(m: &Metrics) -> (u64, u64) {
+    (
+        m.memory_hits.load(Relaxed) + m.disk_hits.load(Relaxed),
+        m.misses.load(Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_read_grows_the_window_and_then_hits() {
+    let _serial = SERIAL.lock().await;
+    let size = 64 << 20;
+    let vol = common::random_bytes(1, size);
+    let s = setup(&vol, 512 * 1024, 16).await;
+    let p = Prefetcher::start(
+        vec![s.snap.clone()],
+        s.fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    let chunk = 128 * 1024;
+    let mut after_warmup = None;
+    for off in (0..size).step_by(chunk) {
+        let data = read_range(&s.snap, &s.fetcher, off as u64, chunk)
+            .await
+            .unwrap();
+        assert!(data == vol[off..off + chunk]);
+        p.on_read(0, off as u64, chunk as u32);
+        // The application does something with the data: ~128 MB/s.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if off == 8 << 20 {
+            after_warmup = Some(lookups(s.fetcher.metrics()));
+        }
+    }
+    let (h0, m0) = after_warmup.unwrap();
+    let (h1, m1) = lookups(s.fetcher.metrics());
+    let (hits, misses) = (h1 - h0, m1 - m0);
+    assert!(
+        misses * 10 <= hits + misses,
+        "after the first 8 MiB: {hits} hits, {misses} misses"
+    );
+    let st = p.status_json();
+    assert!(
+        st["snapshots"][0]["readahead_window"].as_u64().unwrap() >= 8 << 20,
+        "{st}"
+    );
+    assert!(s.fetcher.metrics().prefetch_completed.load(Relaxed) > 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reads_trigger_no_readahead_and_few_prefetches() {
+    let _serial = SERIAL.lock().await;
+    let size = 64 << 20;
+    let vol = common::random_bytes(2, size);
+    let s = setup(&vol, 512 * 1024, 16).await;
+    let p = Prefetcher::start(
+        vec![s.snap.clone()],
+        s.fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    let mut seed = 99u64;
+    for _ in 0..200 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = (seed >> 16) % (size as u64 - 4096) / 4096 * 4096;
+        read_range(&s.snap, &s.fetcher, off, 4096).await.unwrap();
+        p.on_read(0, off, 4096);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = s.fetcher.metrics();
+    let prefetched = m.prefetch_bytes.load(Relaxed);
+    assert_eq!(p.status_json()["snapshots"][0]["readahead_window"], 0);
+    // 200 reads fetch ~200 blocks (100 MiB-ish); prefetch adds at most a few.
+    assert!(
+        prefetched <= 4 * 512 * 1024,
+        "prefetched {prefetched} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_learning_one_session_mostly_hits() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let vol = common::random_bytes(3, 512 * bs as usize);
+    let s = setup(&vol, bs as u32, 4).await;
+    // The session: 60 scattered blocks, read in a fixed order.
+    let blocks: Vec<u64> = (0..60u64).map(|i| (i * 97 + 13) % 512).collect();
+    let session = Session {
+        events: blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u64 * 5_000_000, *b))
+            .collect(),
+    };
+    let stored = predict::stored_blocks(&s.snap).await.unwrap();
+    let learned = predict::learn(s.snap.index(), &stored, &[session], &[2000, 10_000]);
+    predict::commit(&s.store, &learned).await.unwrap();
+    let snap = Arc::new(
+        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
+            .await
+            .unwrap(),
+    );
+    assert!(!snap.index().warmup.is_empty());
+
+    // A fresh host: empty cache; the application starts shortly after mount.
+    let fetcher = fresh_fetcher(&s.store, s._dir.path());
+    let p = Prefetcher::start(
+        vec![snap.clone()],
+        fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for b in &blocks {
+        let off = b * bs + 100;
+        let data = read_range(&snap, &fetcher, off, 4096).await.unwrap();
+        assert!(data == vol[off as usize..off as usize + 4096]);
+        p.on_read(0, off, 4096);
+    }
+    let (hits, misses) = lookups(fetcher.metrics());
+    assert!(
+        hits * 10 >= 9 * (hits + misses),
+        "{hits} hits, {misses} misses"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_reads_stay_fast_during_a_prefetch_storm() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let n = 2048u64;
+    let vol = common::random_bytes(4, (n * bs) as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    // Warm-up naming every block: a storm of 2048 queued prefetches.
+    let stored = predict::stored_blocks(&s.snap).await.unwrap();
+    let session = Session {
+        events: (0..n).map(|b| (b, b)).collect(),
+    };
+    let learned = predict::learn(s.snap.index(), &stored, &[session], &[2000]);
+    predict::commit(&s.store, &learned).await.unwrap();
+    let snap = Arc::new(
+        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
+            .await
+            .unwrap(),
+    );
+    let fetcher = fresh_fetcher(&s.store, s._dir.path());
+    let _p = Prefetcher::start(
+        vec![snap.clone()],
+        fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Demand reads far from where the warm-up is, while it runs (their
+    // manifest page loaded first: the storm, not a cold page, is measured).
+    snap.locate(n - 1).await.unwrap();
+    let mut lat = Vec::new();
+    for i in 0..60u64 {
+        let b = n - 1 - i * 7;
+        let t = Instant::now();
+        read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    eprintln!(
+        "demand latencies during the storm: {:?}",
+        lat.iter().step_by(6).collect::<Vec<_>>()
+    );
+    let p99 = lat[lat.len() * 99 / 100];
+    assert!(p99 <= 2 * LATENCY, "demand p99 {p99:?} during the storm");
+    assert!(fetcher.metrics().prefetch_completed.load(Relaxed) > 0);
+}
