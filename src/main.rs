@@ -140,6 +140,9 @@ enum Cmd {
         /// Disable the prefetch daemon (fetch only what is read)
         #[arg(long)]
         no_prefetch: bool,
+        /// Add this latency to every GET (benchmarks: a local store made to behave like a remote one)
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        inject_latency: Option<Duration>,
     },
     /// Record how a live volume image is used: a read-write passthrough FUSE mount that traces every access
     Monitor {
@@ -294,7 +297,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_size,
             record_traces,
             no_prefetch,
+            inject_latency,
         } => {
+            let store = match inject_latency {
+                Some(l) => store.with_latency(l),
+                None => store,
+            };
             // The config's list describes the config's store: with --store
             // given, every snapshot of that store is shown instead.
             let snapshots = if snapshots.is_empty() && cli.store.is_none() {

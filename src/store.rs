@@ -104,6 +104,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// Human-readable location, without credentials.
     url: String,
+    /// Added to every GET (see [`Store::with_latency`]).
+    latency: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -132,6 +134,7 @@ impl Store {
             return Ok(Store {
                 inner: Arc::new(fs),
                 url: format!("file://{}", path.display()),
+                latency: None,
             });
         }
         if url == "memory://" || url == "memory:" {
@@ -180,7 +183,11 @@ impl Store {
                 Some(e) => format!("{url} (endpoint {e})"),
                 None => url.to_string(),
             };
-            return Ok(Store { inner, url: shown });
+            return Ok(Store {
+                inner,
+                url: shown,
+                latency: None,
+            });
         }
         anyhow::bail!("store URL {url:?} is not supported: use file://PATH, s3://BUCKET[/PREFIX] or memory://")
     }
@@ -190,6 +197,19 @@ impl Store {
         Store {
             inner: Arc::new(InMemory::new()),
             url: "memory://".into(),
+            latency: None,
+        }
+    }
+
+    /// The same store with `latency` added to every GET: benchmarks of
+    /// prefetching, a local store standing in for a remote one's first-byte
+    /// latency. (object_store's `ThrottledStore` cannot wrap `file://`: it
+    /// panics on file payloads.)
+    pub fn with_latency(self, latency: std::time::Duration) -> Store {
+        Store {
+            url: format!("{} (+{} ms per GET)", self.url, latency.as_millis()),
+            latency: Some(latency),
+            ..self
         }
     }
 
@@ -198,6 +218,7 @@ impl Store {
         Store {
             inner,
             url: url.into(),
+            latency: None,
         }
     }
 
@@ -218,8 +239,15 @@ impl Store {
         ObjPath::parse(key).map_err(|e| self.err(op, key, e.into()))
     }
 
+    async fn delay(&self) {
+        if let Some(l) = self.latency {
+            tokio::time::sleep(l).await;
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let p = self.path("get", key)?;
+        self.delay().await;
         let r = self
             .inner
             .get(&p)
@@ -230,6 +258,7 @@ impl Store {
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         let p = self.path("get range of", key)?;
+        self.delay().await;
         let b = self
             .inner
             .get_range(&p, range.clone())

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Benchmark of the prefetch daemon (issue: prefetch), 20 ms added to every
+# GET of a file:// store (`mount --inject-latency 20ms`), side by side:
+#  (a) cold sequential `dd bs=1M` of the image: prefetch vs --no-prefetch
+#  (b) trained cold start: a file-tree scan on a fresh cache after hints were
+#      learned from one recorded session, vs fully cached, vs --no-prefetch
+#  (c) fio randread 4 KiB QD16: IOPS prefetch vs --no-prefetch; bytes
+#      prefetched but never read
+# usage: bench/prefetch.sh [--quick]   (quick: 256 MiB, 1 run, 5 s fio)
+source "$(dirname "$0")/lib.sh"
+SIZE_MB=1024; RUNS=3; FIO_SECS=15
+[ "${1:-}" = "--quick" ] && { SIZE_MB=256; RUNS=1; FIO_SECS=5; }
+D="$WORK/prefetch"; MNT="$D/mnt"; LO="$D/lo"; PID=""
+LAT=20ms
+cleanup() {
+  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
+  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  mountpoint -q "$MNT" 2>/dev/null && fusermount3 -u -z "$MNT"
+  rm -rf "$D"
+}
+trap cleanup EXIT
+cleanup; mkdir -p "$D" "$MNT" "$LO"
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+start_mount() { # store cache [flags...]
+  local store=$1 cache=$2; shift 2
+  "$S" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 100); do [ -n "$(ls "$MNT" 2>/dev/null)" ] && return; sleep 0.1; done
+  cat "$D/mount.log"; exit 1
+}
+stop_mount() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+stat_of() { "$S" stats "$MNT" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['metrics']['$1'])"; }
+
+# (a) cold sequential
+prng 6 $((SIZE_MB * 1048576)) > "$D/seq.img"
+"$S" --store "file://$D/s1" create seq --source "$D/seq.img" >/dev/null
+on=(); off=()
+for r in $(seq 1 $RUNS); do
+  for mode in on off; do
+    rm -rf "$D/c"; drop
+    if [ $mode = on ]; then start_mount "$D/s1" "$D/c"; else start_mount "$D/s1" "$D/c" --no-prefetch; fi
+    t=$(timeit dd if="$MNT/seq.img" of=/dev/null bs=1M)
+    stop_mount
+    if [ $mode = on ]; then on+=("$t"); else off+=("$t"); fi
+  done
+done
+a_on=$(median "${on[@]}"); a_off=$(median "${off[@]}")
+
+# (c) random
+fio_iops() {
+  fio --name=rr --filename="$MNT/seq.img" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
+      --time_based --runtime="$FIO_SECS" --size="${SIZE_MB}M" --output-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
+}
+rm -rf "$D/c"; start_mount "$D/s1" "$D/c"; c_on=$(fio_iops)
+c_pf=$(stat_of prefetch_bytes); c_used=$(stat_of prefetch_used_bytes); c_read=$(stat_of bytes_fetched); stop_mount
+rm -rf "$D/c"; start_mount "$D/s1" "$D/c" --no-prefetch; c_off=$(fio_iops); stop_mount
+
+# (b) trained cold start: an ext4 image with a file tree; scan a fixed third.
+mkdir -p "$D/tree"
+for i in $(seq 0 599); do
+  dir="$D/tree/d$((i % 20))"; mkdir -p "$dir"
+  prng $((2000 + i)) $(( (i * 7919 % 200 + 4) * 1024 )) > "$dir/f$i"
+done
+truncate -s 512M "$D/fs.img"; mkfs.ext4 -q -F -d "$D/tree" "$D/fs.img"; rm -rf "$D/tree"
+"$S" --store "file://$D/s2" create fs --source "$D/fs.img" >/dev/null
+scan() { mount -o loop,ro,noload "$MNT/fs.img" "$LO"; find "$LO" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; umount "$LO"; }
+# Record one session, learn from it.
+rm -rf "$D/c"; drop; start_mount "$D/s2" "$D/c" --record-traces; scan; stop_mount
+"$S" --store "file://$D/s2" hints fs --from-store >/dev/null
+b_cold=(); b_cached=(); b_off=()
+for r in $(seq 1 $RUNS); do
+  rm -rf "$D/c"; drop; start_mount "$D/s2" "$D/c"; b_cold+=("$(timeit scan)")
+  drop; b_cached+=("$(timeit scan)"); stop_mount
+  rm -rf "$D/c"; drop; start_mount "$D/s2" "$D/c" --no-prefetch; b_off+=("$(timeit scan)"); stop_mount
+done
+bc_=$(median "${b_cold[@]}"); bk=$(median "${b_cached[@]}"); bo=$(median "${b_off[@]}")
+
+f2() { printf %.2f "$1"; }
+cat > "$RESULTS/prefetch.md" <<MD
+## prefetch
+
+Command: \`bench/prefetch.sh$( [ "${1:-}" = "--quick" ] && echo " --quick")\` (part of \`make bench\`). Machine: $(machine_line).
+Store \`file://\` with 20 ms added to every GET (\`mount --inject-latency 20ms\`, object_store's ThrottledStore);
+fresh cache and dropped page cache for every cold run; median of $RUNS runs, side by side.
+
+| workload | prefetch on | prefetch off | ratio | target |
+| --- | --- | --- | --- | --- |
+| (a) cold sequential \`dd bs=1M\`, ${SIZE_MB} MiB random image | $(printf %.0f "$(echo "$SIZE_MB / $a_on" | bc -l)") MB/s | $(printf %.0f "$(echo "$SIZE_MB / $a_off" | bc -l)") MB/s | $(f2 "$(echo "$a_off / $a_on" | bc -l)")× | ≥ 5× |
+| (c) \`fio randread\` 4 KiB QD16, ${FIO_SECS} s | $c_on IOPS | $c_off IOPS | $(f2 "$(echo "$c_on / $c_off" | bc -l)")× | within 10% |
+
+(c) prefetched $((c_pf / 1024)) KiB, of which $((c_used / 1024)) KiB were read; the run fetched $((c_read / 1048576)) MiB in all
+(target: wasted ≤ 10% of read bytes).
+
+(b) trained cold start — a scan (find + cat of a fixed third of 600 files) of an ext4 image, hints learned
+from one session recorded with \`mount --record-traces\`:
+
+| fresh cache, prefetch on | fully cached | fresh cache, prefetch off | on / cached (target ≤ 1.5) | on / off (target ≤ 0.4) |
+| --- | --- | --- | --- | --- |
+| $(f2 "$bc_") s | $(f2 "$bk") s | $(f2 "$bo") s | $(f2 "$(echo "$bc_ / $bk" | bc -l)") | $(f2 "$(echo "$bc_ / $bo" | bc -l)") |
+MD
+cat "$RESULTS/prefetch.md"
