@@ -141,6 +141,7 @@ impl Fetcher {
         let mut seen: HashMap<BlockKey, usize> = HashMap::new();
         let mut dups: Vec<(usize, usize)> = Vec::new();
         let mut ready: HashMap<usize, Bytes> = HashMap::new();
+        let mut started_own = false;
         for i in missing {
             let key = wants[i].block.checksum;
             if let Some(&first) = seen.get(&key) {
@@ -158,7 +159,10 @@ impl Fetcher {
             for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
                 // Our run fetches the block, or someone else's claimed it first.
                 match owner {
-                    Claim::Ours(f) => waits.push((i, f, pos)),
+                    Claim::Ours(f) => {
+                        started_own = true;
+                        waits.push((i, f, pos))
+                    }
                     Claim::Theirs(f, their_pos) => waits.push((i, f, their_pos)),
                     Claim::Ready(b) => {
                         ready.insert(i, b.clone());
@@ -190,8 +194,11 @@ impl Fetcher {
                 });
             }
         }
-        // While a demand read waits on the store, the prefetcher holds back.
-        let _waiting = (demand && !waits.is_empty()).then(|| WaitGuard::new(&self.demand_waiting));
+        // While a demand read waits on a fetch it had to start itself, the
+        // prefetcher holds back. (Joining a prefetch already under way is the
+        // prefetcher doing its job: holding back then would stall a
+        // sequential reader's pipeline.)
+        let _waiting = (demand && started_own).then(|| WaitGuard::new(&self.demand_waiting));
         for (i, fut, pos) in waits {
             let r = fut.await;
             let range = wants[i].range.clone();

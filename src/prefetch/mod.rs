@@ -48,6 +48,8 @@ use readahead::Readahead;
 /// Demand-read events waiting for the daemon; when full, events are dropped
 /// (prefetch is best effort; the FUSE thread never waits).
 const EVENT_QUEUE: usize = 4096;
+/// Events handled per wake-up of the daemon at most.
+const EVENT_BATCH: usize = 256;
 /// Queued prefetch jobs at most; beyond, the lowest priority are dropped.
 const MAX_QUEUED_JOBS: usize = 10_000;
 /// Prefetched-but-unread blocks remembered for accounting at most.
@@ -232,6 +234,7 @@ impl Prefetcher {
         let mut last = (0u64, 0u64, 0u64);
         let mut accuracy_window: std::collections::VecDeque<(u64, u64)> = Default::default();
         let mut last_pf = (0u64, 0u64);
+        let mut batch: Vec<(usize, u64, u32)> = Vec::with_capacity(EVENT_BATCH);
         loop {
             // Dispatch while there are free prefetch slots and no demand read
             // is waiting on the store (prefetch yields to demand; jobs already
@@ -253,13 +256,19 @@ impl Prefetcher {
             self.queue_depth.store(queue.len() as u64, Relaxed);
             tokio::select! {
                 _ = job_done.notified() => {}
-                ev = rx.recv() => {
-                    let Some((file, offset, len)) = ev else { return };
-                    let Some(f) = files.get_mut(file) else { continue };
+                // Events are drained in batches: at 100k reads/s one wake-up
+                // per read costs more than the decisions themselves.
+                n = rx.recv_many(&mut batch, EVENT_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
                     let threshold = self.threshold();
-                    for job in self.decide(f, file, offset, len, threshold).await {
-                        seq += 1;
-                        queue.push(Job { seq: std::cmp::Reverse(seq), ..job });
+                    for (file, offset, len) in batch.drain(..) {
+                        let Some(f) = files.get_mut(file) else { continue };
+                        for job in self.decide(f, file, offset, len, threshold).await {
+                            seq += 1;
+                            queue.push(Job { seq: std::cmp::Reverse(seq), ..job });
+                        }
                     }
                     if queue.len() > MAX_QUEUED_JOBS {
                         // Keep the most valuable; the rest is dropped.
@@ -318,7 +327,10 @@ impl Prefetcher {
         threshold: f32,
     ) -> Vec<Job> {
         let mut jobs = Vec::new();
-        let h = f.snapshot.header().clone();
+        // Borrowed through our own handle on the snapshot: nothing on this
+        // per-read path is cloned or allocated unless there is work to do.
+        let snap = f.snapshot.clone();
+        let h = snap.header();
         let bs = h.block_size as u64;
         let end = (offset + len as u64).min(h.volume_size);
         if offset >= end {
@@ -382,11 +394,19 @@ impl Prefetcher {
                 continue;
             }
             f.episodes.insert(g, now);
-            let Some(entry) = f.snapshot.index().group(g).cloned() else {
+            let Some(entry) = snap.index().group(g) else {
                 continue;
             };
             let w = f.window;
-            let mut candidates = vec![(g, entry.hints.get(w).copied().unwrap_or(0.0))];
+            let hint = entry.hints.get(w).copied().unwrap_or(0.0);
+            let strong_successor = entry
+                .successors
+                .get(w)
+                .is_some_and(|v| v.iter().any(|s| s.probability >= threshold));
+            if hint < threshold && !strong_successor {
+                continue;
+            }
+            let mut candidates = vec![(g, hint)];
             candidates.extend(
                 entry
                     .successors
@@ -399,10 +419,10 @@ impl Prefetcher {
                 if strength < threshold {
                     continue;
                 }
-                let Some(ce) = f.snapshot.index().group(cg).cloned() else {
+                let Some(ce) = snap.index().group(cg) else {
                     continue;
                 };
-                let Ok(blocks) = f.snapshot.group_blocks(&ce).await else {
+                let Ok(blocks) = snap.group_blocks(ce).await else {
                     continue;
                 };
                 let covered = blocks
