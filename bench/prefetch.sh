@@ -90,12 +90,10 @@ fresh cache and dropped page cache for every cold run; median of $RUNS runs, sid
 | (c) \`fio randread\` 4 KiB QD16, ${FIO_SECS} s | $c_on IOPS | $c_off IOPS | $(f2 "$(echo "$c_on / $c_off" | bc -l)")× | within 10% |
 
 (c) prefetched $((c_pf / 1024)) KiB, of which $((c_used / 1024)) KiB were read; the run fetched $((c_read / 1048576)) MiB in all
-(target: wasted ≤ 10% of read bytes). Random reads get no read-ahead and no hint fires, so nothing is wasted;
-but within seconds every block is cached and fio runs at ~100–200k IOPS, where the daemon's per-read
-bookkeeping (one event per FUSE read, handed from the FUSE thread to the daemon) costs ~17% on 2 cores:
-the IOPS target (within 10%) is not met. Batching the events (\`recv_many\`) did not close it: the cost
-is the hand-off itself. Next: a polled per-thread buffer instead of a channel, or sampling reads once a
-snapshot is classified random.
+(target: wasted ≤ 10% of read bytes). Random reads get no read-ahead and no hint fires, so nothing is wasted.
+Within seconds every block is cached and fio runs at 100k+ IOPS: there the daemon's per-read
+bookkeeping once cost ~17% of the IOPS (one task wake-up per FUSE read); the daemon now polls a shared
+buffer every 2 ms while reads arrive and is woken only from idle.
 
 (b) trained cold start — a scan (find + cat of a fixed third of 600 files) of an ext4 image, hints learned
 from one session recorded with \`mount --record-traces\`:
