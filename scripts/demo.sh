@@ -47,7 +47,7 @@ $S verify demo
 step "snapahead mount $MNT   (foreground process; here in the background)"
 mkdir -p "$MNT" "$LO"
 rm -rf .snapahead/cache   # start cold, to show lazy fetching
-RUST_LOG=warn $S mount "$MNT" &
+RUST_LOG=warn,fuser::mnt=error $S mount "$MNT" &
 MOUNT_PID=$!
 for _ in $(seq 1 100); do [ -e "$MNT/demo.img" ] && break; sleep 0.1; done
 ls -ls "$MNT"
