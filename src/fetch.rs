@@ -52,6 +52,20 @@ pub struct Want {
     pub range: std::ops::Range<usize>,
 }
 
+impl Want {
+    /// The wanted bytes of the whole block `b`.
+    fn slice(&self, b: &Bytes) -> anyhow::Result<Bytes> {
+        if self.range.end <= b.len() {
+            Ok(b.slice(self.range.clone()))
+        } else {
+            Err(anyhow!(
+                "internal: range beyond block {}",
+                self.block.block_id
+            ))
+        }
+    }
+}
+
 pub struct Fetcher {
     store: Store,
     cache: Arc<BlockCache>,
@@ -166,15 +180,7 @@ impl Fetcher {
                     Claim::Theirs(f, their_pos) => waits.push((i, f, their_pos)),
                     Claim::Ready(b) => {
                         ready.insert(i, b.clone());
-                        let range = wants[i].range.clone();
-                        out[i] = Some(if range.end <= b.len() {
-                            Ok(b.slice(range))
-                        } else {
-                            Err(anyhow!(
-                                "internal: range beyond block {}",
-                                wants[i].block.block_id
-                            ))
-                        });
+                        out[i] = Some(wants[i].slice(&b));
                     }
                 }
             }
@@ -183,15 +189,7 @@ impl Fetcher {
             if let Some(&(_, ref fut, pos)) = waits.iter().find(|(j, _, _)| *j == first) {
                 waits.push((i, fut.clone(), pos));
             } else if let Some(b) = ready.get(&first) {
-                let range = wants[i].range.clone();
-                out[i] = Some(if range.end <= b.len() {
-                    Ok(b.slice(range))
-                } else {
-                    Err(anyhow!(
-                        "internal: range beyond block {}",
-                        wants[i].block.block_id
-                    ))
-                });
+                out[i] = Some(wants[i].slice(b));
             }
         }
         // While a demand read waits on a fetch it had to start itself, the
@@ -201,13 +199,8 @@ impl Fetcher {
         let _waiting = (demand && started_own).then(|| WaitGuard::new(&self.demand_waiting));
         for (i, fut, pos) in waits {
             let r = fut.await;
-            let range = wants[i].range.clone();
             out[i] = Some(match r.get(pos) {
-                Some(Ok(b)) if range.end <= b.len() => Ok(b.slice(range)),
-                Some(Ok(_)) => Err(anyhow!(
-                    "internal: range beyond block {}",
-                    wants[i].block.block_id
-                )),
+                Some(Ok(b)) => wants[i].slice(b),
                 Some(Err(e)) => Err(anyhow!("{e}")),
                 None => Err(anyhow!("internal: run result too short")),
             });
