@@ -363,3 +363,52 @@ fn trace_import_and_show() {
         text(&o)
     );
 }
+
+/// With the real secret, a create, list and verify against Garage at
+/// RUST_LOG=trace never print the secret (nor does any error path).
+#[test]
+fn the_secret_never_appears_in_trace_logs() {
+    let (Ok(endpoint), Ok(bucket), Ok(secret)) = (
+        std::env::var("SNAPAHEAD_S3_ENDPOINT"),
+        std::env::var("SNAPAHEAD_S3_BUCKET"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        eprintln!("SKIPPED: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        &dir.path().join("v.img"),
+        &common::random_bytes(8, 256 * 1024),
+    );
+    let prefix = format!("secret-test-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("snapshots.yaml"),
+        format!("store: s3://{bucket}/{prefix}\ns3: {{ endpoint: {endpoint}, region: garage, allow_http: true }}\n"),
+    )
+    .unwrap();
+    let mut all = String::new();
+    for args in [
+        vec!["create", "s", "--source", "v.img", "--block-size", "64KiB"],
+        vec!["list"],
+        vec!["verify", "s"],
+        vec!["inspect", "nope"],
+        vec!["delete", "s"],
+        vec!["gc", "--grace", "0s"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        all += &text(&o);
+    }
+    assert!(
+        all.contains("created s"),
+        "{}",
+        &all[all.len().saturating_sub(2000)..]
+    );
+    assert!(all.contains(" TRACE ") && all.contains(" DEBUG "), "trace logging did not happen");
+    assert!(!all.contains(&secret), "the secret appears in the logs");
+}

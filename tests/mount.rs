@@ -503,3 +503,46 @@ fn record_traces_uploads_the_sessions_demand_reads() {
         );
     }
 }
+
+#[test]
+fn kill_9_during_heavy_prefetch_never_serves_a_torn_cache_block() {
+    if !common::fuse_available("kill_9_during_prefetch") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * 1024;
+    let vol = common::random_bytes(33, 512 * bs);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let cache = dir.path().join("cache");
+    // A sequential reader makes the prefetcher read ahead hard; kill -9 the
+    // mount in the middle of it (cache files being written).
+    let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    let mut f = std::fs::File::open(m.mountpoint.join("v.img")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..8 {
+        f.read_exact(&mut buf).unwrap();
+    }
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(f);
+    drop(m); // lazily unmounts the dead mount
+    assert!(!common::is_mounted(&dir.path().join("mnt")));
+    // Whatever the cache holds now, a remount serves the right bytes.
+    let m = Mount::start(dir.path(), &store, &cache, &["--no-prefetch"], "v.img");
+    let mut data = Vec::new();
+    std::fs::File::open(m.mountpoint.join("v.img"))
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    assert!(data == vol, "wrong bytes after kill -9 and remount");
+    let s = m.stats();
+    assert!(
+        s["metrics"]["disk_hits"].as_u64().unwrap() > 0,
+        "the cache was not reused: {s}"
+    );
+    assert_eq!(s["metrics"]["read_errors"], 0);
+}
