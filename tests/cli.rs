@@ -409,6 +409,9 @@ fn the_secret_never_appears_in_trace_logs() {
         "{}",
         &all[all.len().saturating_sub(2000)..]
     );
-    assert!(all.contains(" TRACE ") && all.contains(" DEBUG "), "trace logging did not happen");
+    assert!(
+        all.contains(" TRACE ") && all.contains(" DEBUG "),
+        "trace logging did not happen"
+    );
     assert!(!all.contains(&secret), "the secret appears in the logs");
 }
