@@ -546,3 +546,76 @@ fn kill_9_during_heavy_prefetch_never_serves_a_torn_cache_block() {
     );
     assert_eq!(s["metrics"]["read_errors"], 0);
 }
+
+#[test]
+fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
+    if !common::fuse_available("tiny_and_full_cache") || !common::is_root() {
+        eprintln!("SKIPPED tiny_and_full_cache: needs /dev/fuse and root (tmpfs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * 1024;
+    let vol = common::random_bytes(44, 128 * bs);
+    let img = dir.path().join("v.img");
+    common::write(&img, &vol);
+    let store = format!("file://{}", dir.path().join("store").display());
+    create(dir.path(), &store, "v", &img, "64KiB");
+    let read_twice = |m: &Mount| {
+        for _ in 0..2 {
+            let mut data = Vec::new();
+            std::fs::File::open(m.mountpoint.join("v.img"))
+                .unwrap()
+                .read_to_end(&mut data)
+                .unwrap();
+            assert!(data == vol, "bytes differ");
+        }
+    };
+
+    // (1) A disk tier of 256 KiB for an 8 MiB working set: constant eviction.
+    let small = dir.path().join("small");
+    let m = Mount::start(
+        dir.path(),
+        &store,
+        &small,
+        &["--cache-size", "256KiB"],
+        "v.img",
+    );
+    read_twice(&m);
+    let s = m.stats();
+    assert_eq!(s["metrics"]["read_errors"], 0, "{s}");
+    assert!(
+        s["metrics"]["cache"]["disk_bytes"].as_u64().unwrap() <= 256 * 1024,
+        "{s}"
+    );
+    drop(m);
+
+    // (2) The cache directory on a 1 MiB tmpfs, bound far larger: writes hit
+    // ENOSPC, readers never see an error.
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&full));
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(full.clone());
+    let m = Mount::start(
+        dir.path(),
+        &store,
+        &full.join("c"),
+        &["--cache-size", "1GiB"],
+        "v.img",
+    );
+    read_twice(&m);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let s = m.stats();
+    assert_eq!(s["metrics"]["read_errors"], 0, "{s}");
+    assert!(
+        s["metrics"]["cache_write_errors"].as_u64().unwrap() > 0,
+        "the tmpfs never filled: {s}"
+    );
+}
