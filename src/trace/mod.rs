@@ -14,8 +14,8 @@
 //! Why this shape: records are written and read **streaming**, one frame
 //! (at most [`FRAME_RECORDS`] records, ~1.6 MiB) in memory at a time, so a
 //! trace of 10 million records needs no more memory than one of ten; fixed
-//! records compress ~5–10× with zstd (neighbouring offsets and times share
-//! their high bytes) and need no parser; each frame carries its own
+//! records compress well with zstd (neighbouring offsets and times share
+//! their high bytes: 3.7× on the 10M-record test trace) and need no parser; each frame carries its own
 //! checksum, so a corrupt frame is an error, never wrong records; and a
 //! writer can flush a partial frame every few seconds, so a crash loses at
 //! most those seconds: a reader treats a torn final frame as the end of the
