@@ -11,6 +11,16 @@ use std::process::Command;
 
 use common::{ext4_image, run, sha256, Mount};
 
+/// Writes `vol` as `dir/v.img`, snapshots it as `v` into `dir/store` with
+/// block size `bs`, and returns the store's URL.
+fn snapshot_v(dir: &Path, vol: &[u8], bs: &str) -> String {
+    let img = dir.join("v.img");
+    common::write(&img, vol);
+    let store = format!("file://{}", dir.join("store").display());
+    create(dir, &store, "v", &img, bs);
+    store
+}
+
 fn create(dir: &Path, store: &str, name: &str, img: &Path, bs: &str) {
     run(Command::new(common::bin())
         .current_dir(dir)
@@ -109,10 +119,7 @@ fn seek_data_and_hole_follow_the_manifest() {
     vol[5 * bs + 7] = 1;
     let n = vol.len();
     vol[n - 10] = 9;
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
     let f = std::fs::File::open(m.mountpoint.join("v.img")).unwrap();
     let seek = |off: i64, whence: i32| -> i64 {
@@ -161,10 +168,7 @@ fn concurrent_random_reads_get_correct_bytes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let vol = common::mixed_volume(128 * 1024, 160, 4321, 5);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "128KiB");
+    let store = snapshot_v(dir.path(), &vol, "128KiB");
     let m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
     let path = m.mountpoint.join("v.img");
     let vol = std::sync::Arc::new(vol);
@@ -211,10 +215,7 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let vol = common::mixed_volume(64 * 1024, 64, 0, 8);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     let cache = dir.path().join("cache");
     let read_all = |m: &Mount| {
         let mut data = Vec::new();
@@ -273,11 +274,8 @@ fn corrupted_store_object_gives_eio_never_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let bs = 64 * 1024;
     let vol = common::random_bytes(12, 32 * bs);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
     let store_dir = dir.path().join("store");
-    let store = format!("file://{}", store_dir.display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     // Random data is stored raw: byte k of block b sits at offset b*bs + k
     // of the first object (blocks are packed in order).
     let objects = walk_files(&store_dir.join("data"));
@@ -397,11 +395,8 @@ fn metrics_endpoint_serves_prometheus_text() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("v.img");
     let vol = common::random_bytes(4, 1 << 20);
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     // A free port: bind, read it, release.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -458,11 +453,8 @@ fn record_traces_uploads_the_sessions_demand_reads() {
     let dir = tempfile::tempdir().unwrap();
     let bs = 64 * 1024;
     let vol = common::random_bytes(21, 64 * bs);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
     let store_dir = dir.path().join("store");
-    let store = format!("file://{}", store_dir.display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     let mut m = Mount::start(
         dir.path(),
         &store,
@@ -512,10 +504,7 @@ fn kill_9_during_heavy_prefetch_never_serves_a_torn_cache_block() {
     let dir = tempfile::tempdir().unwrap();
     let bs = 64 * 1024;
     let vol = common::random_bytes(33, 512 * bs);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     let cache = dir.path().join("cache");
     // A sequential reader makes the prefetcher read ahead hard; kill -9 the
     // mount in the middle of it (cache files being written).
@@ -556,10 +545,7 @@ fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
     let dir = tempfile::tempdir().unwrap();
     let bs = 64 * 1024;
     let vol = common::random_bytes(44, 128 * bs);
-    let img = dir.path().join("v.img");
-    common::write(&img, &vol);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "v", &img, "64KiB");
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
     let read_twice = |m: &Mount| {
         for _ in 0..2 {
             let mut data = Vec::new();
