@@ -247,9 +247,9 @@ fn create_from_a_block_device() {
     }
     let _detach = Detach(dev.clone());
     let store = format!("file://{}", dir.path().join("store").display());
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir.path())
-        .args([
+    let o = snapahead(
+        dir.path(),
+        &[
             "--store",
             &store,
             "create",
@@ -258,9 +258,8 @@ fn create_from_a_block_device() {
             "64KiB",
             "--source",
             &dev,
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = snapahead_store(dir.path(), &store, &["inspect", "dev", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -271,12 +270,7 @@ fn create_from_a_block_device() {
 }
 
 fn snapahead_store(dir: &Path, store: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir)
-        .args(["--store", store])
-        .args(args)
-        .output()
-        .unwrap()
+    snapahead(dir, &[&["--store", store], args].concat())
 }
 
 #[test]
@@ -295,9 +289,9 @@ fn trace_import_and_show() {
         log += &format!("{} /dev/vdb write {} 4096\n", 2_000_000 + i, i * 4096);
     }
     std::fs::write(dir.path().join("seq.log"), log).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir.path())
-        .args([
+    let o = snapahead(
+        dir.path(),
+        &[
             "trace",
             "import",
             "--format",
@@ -307,16 +301,11 @@ fn trace_import_and_show() {
             "seq.trace",
             "--volume-size",
             "64MiB",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("imported 68 records"), "{}", text(&o));
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir.path())
-        .args(["trace", "show", "seq.trace", "--json"])
-        .output()
-        .unwrap();
+    let o = snapahead(dir.path(), &["trace", "show", "seq.trace", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["reads"], 64);
     assert_eq!(j["writes"], 4);
@@ -330,11 +319,7 @@ fn trace_import_and_show() {
     let n = bytes.len();
     bytes[n - 5] ^= 0xff;
     std::fs::write(dir.path().join("bad.trace"), bytes).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir.path())
-        .args(["trace", "show", "bad.trace"])
-        .output()
-        .unwrap();
+    let o = snapahead(dir.path(), &["trace", "show", "bad.trace"]);
     assert!(
         !o.status.success() && text(&o).contains("checksum"),
         "{}",
@@ -342,9 +327,9 @@ fn trace_import_and_show() {
     );
     assert!(!text(&o).contains("panicked"));
     // Accesses beyond the given volume size are refused.
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .current_dir(dir.path())
-        .args([
+    let o = snapahead(
+        dir.path(),
+        &[
             "trace",
             "import",
             "--format",
@@ -354,9 +339,8 @@ fn trace_import_and_show() {
             "x.trace",
             "--volume-size",
             "1MiB",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         !o.status.success() && text(&o).contains("beyond"),
         "{}",
