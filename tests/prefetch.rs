@@ -197,7 +197,9 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     let bs = 64 * 1024u64;
     let n = 2048u64;
     let vol = common::random_bytes(4, (n * bs) as usize);
-    let s = setup(&vol, bs as u32, 16).await;
+    // One-block groups: the warm-up is 2048 separate prefetches (not 128
+    // coalesced GETs), a storm that lasts through the measurement.
+    let s = setup(&vol, bs as u32, 1).await;
     // Warm-up naming every block: a storm of 2048 queued prefetches.
     let stored = predict::stored_blocks(&s.snap).await.unwrap();
     let session = Session {
@@ -220,8 +222,12 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     // Demand reads far from where the warm-up is, while it runs (their
     // manifest page loaded first: the storm, not a cold page, is measured).
     snap.locate(n - 1).await.unwrap();
+    let m = fetcher.metrics().clone();
+    let before = m.prefetch_completed.load(Relaxed);
     let mut lat = Vec::new();
-    for i in 0..60u64 {
+    // 200 reads: p99 then tolerates two outliers of a shared machine, and
+    // still fails if prefetch delays demand reads systematically.
+    for i in 0..200u64 {
         let b = n - 1 - i * 7;
         let t = Instant::now();
         read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
@@ -230,9 +236,14 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     lat.sort();
     eprintln!(
         "demand latencies during the storm: {:?}",
-        lat.iter().step_by(6).collect::<Vec<_>>()
+        lat.iter().step_by(20).collect::<Vec<_>>()
     );
     let p99 = lat[lat.len() * 99 / 100];
     assert!(p99 <= 2 * LATENCY, "demand p99 {p99:?} during the storm");
-    assert!(fetcher.metrics().prefetch_completed.load(Relaxed) > 0);
+    // The storm really ran while demand reads were measured.
+    let during = m.prefetch_completed.load(Relaxed) - before;
+    assert!(
+        during >= 100,
+        "only {during} prefetches completed during the measurement"
+    );
 }

@@ -17,8 +17,8 @@
 //! through the same [`Fetcher`] as demand reads, so a block is never
 //! fetched twice at once and a demand read for a block being prefetched
 //! joins that fetch. Demand reads keep the rest of the fetcher's slots:
-//! prefetch can never occupy more than `concurrency` of them, and no new
-//! prefetch starts while a demand read is waiting on the store. A job
+//! prefetch can never occupy more than `concurrency` of them, and while a
+//! demand read waits on the store it backs off to a quarter of those. A job
 //! re-checks the cache when it runs, so prefetches that became useless
 //! (the block was read meanwhile) are dropped, and the queue is bounded.
 //!
@@ -48,6 +48,8 @@ use readahead::Readahead;
 /// Demand reads waiting for the daemon at most; beyond, they are dropped
 /// (prefetch is best effort; the FUSE thread never waits).
 const EVENT_QUEUE: usize = 4096;
+/// While demand reads wait on the store, prefetch keeps 1/this of its slots.
+const DEMAND_BACKOFF: usize = 4;
 /// How often a busy daemon looks at new demand reads: small against a
 /// store's latency (tens of ms), large against a read (µs).
 const POLL: Duration = Duration::from_millis(2);
@@ -250,10 +252,18 @@ impl Prefetcher {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Dispatch while there are free prefetch slots and no demand read
-            // is waiting on the store (prefetch yields to demand; jobs already
-            // running finish, and their completion wakes this loop again).
-            while let Some(permit) = (!queue.is_empty() && self.fetcher.demand_waiting() == 0)
+            // Dispatch while there are free prefetch slots. While a demand
+            // read waits on the store, prefetch backs off to a quarter of its
+            // slots: it yields to demand without starving (a warm-up must
+            // still finish beside a reader that keeps missing).
+            let concurrency = self.cfg.concurrency.max(1);
+            let limit = if self.fetcher.demand_waiting() > 0 {
+                (concurrency / DEMAND_BACKOFF).max(1)
+            } else {
+                concurrency
+            };
+            while let Some(permit) = (!queue.is_empty()
+                && concurrency - slots.available_permits() < limit)
                 .then(|| slots.clone().try_acquire_owned().ok())
                 .flatten()
             {
