@@ -137,12 +137,21 @@ async fn random_reads_trigger_no_readahead_and_few_prefetches() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = s.fetcher.metrics();
     let prefetched = m.prefetch_bytes.load(Relaxed);
-    assert_eq!(p.status_json()["snapshots"][0]["readahead_window"], 0);
-    // 200 reads fetch ~200 blocks (100 MiB-ish); prefetch adds at most a few.
+    // A random read may land just after an earlier one by chance (200 reads
+    // on 64 MiB) and earn a small read-ahead; read-ahead on random reads as
+    // such would queue hundreds of blocks. The bar (DESIGN, issue): prefetch
+    // at most 10% of what the random reads themselves fetch.
+    let demand_bytes = 200 * 512 * 1024u64;
+    let issued = m.prefetch_issued.load(Relaxed);
     assert!(
-        prefetched <= 4 * 512 * 1024,
+        issued * 10 <= 200,
+        "{issued} blocks queued for prefetch by 200 random reads"
+    );
+    assert!(
+        prefetched * 10 <= demand_bytes,
         "prefetched {prefetched} bytes"
     );
+    drop(p);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
