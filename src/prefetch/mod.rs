@@ -304,6 +304,9 @@ impl Prefetcher {
                             queue.push(Job { seq: std::cmp::Reverse(seq), ..job });
                         }
                     }
+                    // Published per batch, not per tick: a tick can fall in an
+                    // idle wait and a short burst of reads would never show.
+                    self.publish_status(&files);
                     if queue.len() > MAX_QUEUED_JOBS {
                         // Keep the most valuable; the rest is dropped.
                         let mut v = queue.into_sorted_vec();
@@ -337,16 +340,24 @@ impl Prefetcher {
                     };
                     let t = controller.tick(&s);
                     self.threshold_milli.store((t * 1000.0) as u64, Relaxed);
-                    if let Ok(mut st) = self.status.lock() {
-                        for (i, f) in files.iter().enumerate() {
-                            if let Some(x) = st.get_mut(i) {
-                                x.class = f.class;
-                                x.window_ms = f.snapshot.index().windows_ms.get(f.window).copied().unwrap_or(0);
-                                x.readahead_window = f.readahead.max_active_window();
-                            }
-                        }
-                    }
                 }
+            }
+        }
+    }
+
+    /// Copies what the daemon knows per snapshot to what `status_json` shows.
+    fn publish_status(&self, files: &[FileState]) {
+        if let Ok(mut st) = self.status.lock() {
+            for (x, f) in st.iter_mut().zip(files) {
+                x.class = f.class;
+                x.window_ms = f
+                    .snapshot
+                    .index()
+                    .windows_ms
+                    .get(f.window)
+                    .copied()
+                    .unwrap_or(0);
+                x.readahead_window = f.readahead.max_active_window();
             }
         }
     }
