@@ -1,0 +1,100 @@
+//! `latency-proxy` (the benchmarks' and outage tests' stand-in for network
+//! latency): bytes arrive whole and in order, each direction is delayed by
+//! at least the configured delay, and the bandwidth cap holds. Only lower
+//! bounds on time are asserted: a loaded machine can only make it slower.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+
+/// An echo server on a free port; returns its address.
+fn echo_server() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let mut w = s;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    addr
+}
+
+fn proxy(
+    upstream: std::net::SocketAddr,
+    extra: &[&str],
+) -> (std::process::Child, std::net::SocketAddr) {
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_latency-proxy"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &upstream.to_string(),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "proxy did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, listen)
+}
+
+/// Sends `data` through the proxy to the echo server and back.
+fn round_trip(addr: std::net::SocketAddr, data: &[u8]) -> (Vec<u8>, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let t = Instant::now();
+    let mut r = s.try_clone().unwrap();
+    let len = data.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; len];
+        r.read_exact(&mut got).unwrap();
+        got
+    });
+    s.write_all(data).unwrap();
+    let got = reader.join().unwrap();
+    (got, t.elapsed())
+}
+
+#[test]
+fn delays_each_direction_and_keeps_every_byte_in_order() {
+    let echo = echo_server();
+    let (mut child, addr) = proxy(echo, &["--delay-ms", "25"]);
+    let (got, took) = round_trip(addr, b"ping");
+    assert_eq!(got, b"ping");
+    // Out and back through the proxy: two delays.
+    assert!(took >= Duration::from_millis(50), "{took:?}");
+    let mut data = vec![0u8; 8 << 20];
+    rand::rngs::StdRng::seed_from_u64(5).fill_bytes(&mut data);
+    let (got, _) = round_trip(addr, &data);
+    assert!(got == data, "8 MiB came back changed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_bandwidth_cap_holds() {
+    let echo = echo_server();
+    let (mut child, addr) = proxy(echo, &["--delay-ms", "0", "--bandwidth", "4MiB"]);
+    let data = vec![7u8; 2 << 20];
+    let (got, took) = round_trip(addr, &data);
+    assert!(got == data);
+    // 2 MiB at 4 MiB/s each way (the two directions overlap): >= 0.5 s.
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
