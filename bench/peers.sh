@@ -24,8 +24,13 @@ DELAY_MS=${DELAY_MS:-10}
 BANDWIDTH=${BANDWIDTH:-0}
 TOOLS=${TOOLS:-"snap snap-off rclone rclone-t s3fs s3fs-t"}
 PROXY_PORT=3920
-D="$WORK/peers"; MNT="$D/mnt"; LO="$D/lo"; PID=""; PXPID=""; ROUTES=""
+D="$WORK/peers"; MNT="$D/mnt"; LO="$D/lo"; PID=""; PXPID=""; ROUTES=""; RUN_ID=""; UP=""; BUCKET=""
 P="$ROOT/target/release/latency-proxy"
+
+# The peers and fio, from Debian (idempotent).
+for c in rclone s3fs fio bc; do
+  command -v $c >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y rclone s3fs fio bc >&2; break; }
+done
 
 cleanup() {
   set +e
@@ -33,6 +38,9 @@ cleanup() {
   if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -u "$MNT" || fusermount3 -u -z "$MNT"; fi
   [ -n "$PID" ] && { kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
   [ -n "$PXPID" ] && { kill -TERM "$PXPID" 2>/dev/null; wait "$PXPID" 2>/dev/null; }
+  # This run's objects leave the bucket.
+  [ -n "${RUN_ID:-}" ] && RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE \
+    rclone purge "g:$BUCKET/bench-$RUN_ID" 2>/dev/null
   # Put the loopback routes back as they were.
   while IFS= read -r r; do [ -n "$r" ] && ip route change $r table local; done <<< "$ROUTES"
   rm -rf "$D"

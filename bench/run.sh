@@ -2,7 +2,7 @@
 # `make bench`: runs every benchmark section and writes docs/benchmarks.md.
 # usage: bench/run.sh [--quick]
 source "$(dirname "$0")/lib.sh"
-for sec in create mount monitor hints prefetch; do
+for sec in create mount monitor hints prefetch peers; do
   "$ROOT/bench/$sec.sh" "$@"
 done
 {
@@ -11,6 +11,6 @@ done
   echo "Written by \`make bench\` (\`bench/run.sh\`); each section names the command that made it."
   echo "Ratios are measured side by side in one run: the machines are shared and noisy."
   echo
-  for sec in create mount monitor hints prefetch; do cat "$RESULTS/$sec.md"; echo; done
+  for sec in create mount monitor hints prefetch peers; do cat "$RESULTS/$sec.md"; echo; done
 } > "$ROOT/docs/benchmarks.md"
 echo "wrote docs/benchmarks.md"

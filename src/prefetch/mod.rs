@@ -66,8 +66,9 @@ const CLASSIFY_EVERY: u64 = 256;
 pub struct PrefetchConfig {
     pub enabled: bool,
     pub threshold: ThresholdConfig,
-    /// Largest read-ahead window per stream: the bandwidth-delay product of
-    /// the store (e.g. 20 ms × 1.6 GB/s ≈ 32 MiB).
+    /// Largest read-ahead window per stream: twice the bandwidth-delay
+    /// product of the store (20 ms × 1.6 GB/s ≈ 32 MiB), because a stream
+    /// asks for more only once half its window is consumed.
     pub max_readahead: ByteSize,
     /// Prefetch fetches in flight at most; the fetcher's other slots stay
     /// reserved for demand reads.
@@ -79,7 +80,7 @@ impl Default for PrefetchConfig {
         PrefetchConfig {
             enabled: true,
             threshold: ThresholdConfig::default(),
-            max_readahead: ByteSize::mib(32),
+            max_readahead: ByteSize::mib(64),
             // A quarter of the fetcher's 64 slots: demand keeps 48.
             concurrency: 16,
         }
