@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/snapahead
 
-.PHONY: all build deps demo test test-unit bench bench-quick garage-start garage-stop clippy fmt clean
+.PHONY: all build deps demo test test-unit stress bench bench-quick garage-start garage-stop clippy fmt clean
 
 all: build
 
@@ -30,6 +30,16 @@ test: deps
 
 test-unit:
 	$(CARGO) test --lib
+
+# The long fault tests: 16 mixed readers for 60 s (tests/stress.rs; `make
+# test` runs the same test for a few seconds), and the store outage test.
+stress: deps
+	$(CARGO) build --all-targets
+	scripts/garage.sh start
+	set -a; source <(scripts/garage.sh env); set +a; \
+	  SNAPAHEAD_STRESS_SECS=$${SNAPAHEAD_STRESS_SECS:-60} $(CARGO) test --test stress --test outage -- --nocapture 2>&1 \
+	    | tee target/stress.log; status=$${PIPESTATUS[0]}; \
+	  scripts/garage.sh stop; exit $$status
 
 # Benchmarks; results go to docs/benchmarks.md.
 bench: deps build
