@@ -138,7 +138,7 @@ fn sixteen_mixed_readers_get_correct_bytes_with_bounded_fds_and_rss() {
                 .open(&raw)
                 .expect("open the raw image");
             let size = source.len() as u64;
-            let mut seq_off = (r as u64 * 13 << 20) % size;
+            let mut seq_off = ((r as u64 * 13) << 20) % size;
             while !stop.load(Relaxed) && Instant::now() < deadline {
                 let (what, got, want): (String, Vec<u8>, &[u8]) = match r % 4 {
                     // Raw image, random 4 KiB..256 KiB, O_DIRECT.
