@@ -25,9 +25,10 @@ use common::{run, Mount};
 const READERS: usize = 16;
 /// Bounds the mount must stay within while 16 readers hammer it. The
 /// caches are 16 MiB (memory) and 8 MiB (disk); the rest is buffers in
-/// flight and the FUSE threads' own.
+/// flight and what glibc's per-thread arenas keep (measured: RSS levels off
+/// near 230 MiB over 60 s on 2 cores, near 115 MiB with MALLOC_ARENA_MAX=2).
 const MAX_FDS: u64 = 256;
-const MAX_RSS_KIB: u64 = 256 * 1024;
+const MAX_RSS_KIB: u64 = 384 * 1024;
 
 /// A tiny deterministic generator (no shared state between readers).
 struct Lcg(u64);
@@ -200,10 +201,16 @@ fn sixteen_mixed_readers_get_correct_bytes_with_bounded_fds_and_rss() {
     // through the loop device reach the mount.
     let (mut peak_rss, mut peak_fds) = (0u64, 0u64);
     let raw_file = File::open(&raw).unwrap();
+    let start = Instant::now();
+    // RSS at each tenth of the run: a plateau, not a climb.
+    let mut timeline = Vec::new();
     while Instant::now() < deadline && !stop.load(Relaxed) {
         let (rss, fds) = proc_sample(pid);
         peak_rss = peak_rss.max(rss);
         peak_fds = peak_fds.max(fds);
+        if start.elapsed().as_millis() as u64 >= (timeline.len() as u64 + 1) * secs * 100 {
+            timeline.push(rss / 1024);
+        }
         evict(&raw_file);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -218,6 +225,7 @@ fn sixteen_mixed_readers_get_correct_bytes_with_bounded_fds_and_rss() {
         mb / secs as f64,
         peak_rss / 1024
     );
+    eprintln!("stress: mount RSS (MiB) at each tenth of the run: {timeline:?}");
     assert!(
         n > READERS as u64 * 10,
         "too few reads to mean anything: {n}"
