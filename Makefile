@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/snapahead
 
-.PHONY: all build deps demo test test-unit stress bench bench-quick garage-start garage-stop clippy fmt clean
+.PHONY: all build deps demo test test-unit stress fuzz bench bench-quick garage-start garage-stop clippy fmt clean
 
 all: build
 
@@ -40,6 +40,17 @@ stress: deps
 	  SNAPAHEAD_STRESS_SECS=$${SNAPAHEAD_STRESS_SECS:-60} $(CARGO) test --test stress --test outage -- --nocapture 2>&1 \
 	    | tee target/stress.log; status=$${PIPESTATUS[0]}; \
 	  scripts/garage.sh stop; exit $$status
+
+# Coverage-guided fuzzing of the decoders (index, page, trace, config) with
+# cargo-fuzz: needs the nightly toolchain; FUZZ_SECS per target (default 60).
+# A crash is saved under fuzz/artifacts/; copy it to fuzz/regressions/TARGET/
+# and tests/decoders_fuzz.rs replays it on every `make test`.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	set -o pipefail; mkdir -p target; for t in index page trace config; do \
+	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$${FUZZ_SECS:-60} -print_final_stats=1 2>&1 \
+	    | tee target/fuzz-$$t.log | { grep -E 'number_of_executed_units|Done|crash|panicked' || true; } || exit 1; \
+	done
 
 # Benchmarks; results go to docs/benchmarks.md.
 bench: deps build
