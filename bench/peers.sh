@@ -146,6 +146,13 @@ import json, email.parser, email.mime.multipart, http.client, xml.dom.minidom, a
 import urllib.request, logging.handlers, unittest, html.parser, importlib.metadata" > /dev/null
 }
 now() { date +%s.%N; }
+# CPU time (clock ticks, user + system) of a process, and of the whole machine.
+TCK=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+server_ticks() { echo $(( $(ticks "$(pgrep -x garage | head -1)") + $(ticks "$PXPID") )); }
+# CPU seconds per GiB read: per_gib TICKS
+per_gib() { printf "%.6f" "$(echo "$1 / $TCK / ($SEQ_MB / 1024)" | bc -l)"; }
 el() { printf "%.6f" "$(echo "$(now) - $1" | bc -l)"; }
 fio_json() {
   fio --name=rr --filename="$MNT/seq.img" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
@@ -182,9 +189,15 @@ for run in $(seq 1 "$RUNS"); do
     for how in dd cp; do
       rm -rf "$D/c"; drop; b0=$(down_bytes)
       start $t "$D/c" seq; wait_file seq.img
-      t0=$(now)
+      c_tool=$(ticks "$PID"); c_srv=$(server_ticks); c_all=$(busy); t0=$(now)
       if [ $how = dd ]; then dd if="$MNT/seq.img" of=/dev/null bs=1M status=none; else cp "$MNT/seq.img" /dev/null; fi
       add $t seq_$how "$(el "$t0")"
+      if [ $how = dd ]; then
+        # Where the CPU went while dd ran: the tool, Garage + proxy, all (kernel included).
+        add $t dd_cpu_tool "$(per_gib $(( $(ticks "$PID") - c_tool )))"
+        add $t dd_cpu_server "$(per_gib $(( $(server_ticks) - c_srv )))"
+        add $t dd_cpu_all "$(per_gib $(( $(busy) - c_all )))"
+      fi
       settle; add $t seq_${how}_bytes $(( $(down_bytes) - b0 ))
       if [ $how = dd ]; then
         drop; b0=$(down_bytes); t0=$(now)
@@ -214,7 +227,7 @@ done
     [ $first = 1 ] || echo ","; first=0
     echo -n "\"$t\": {"
     f2=1
-    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes; do
+    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes dd_cpu_tool dd_cpu_server dd_cpu_all seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes; do
       [ $f2 = 1 ] || echo -n ", "; f2=0
       echo -n "\"$k\": $(median ${R[$t,$k]})"
     done
