@@ -15,7 +15,10 @@ done
   echo "Ratios are measured side by side in one run: the machines are shared and noisy."
   echo
   # The comparison with the peers first: it is the one users ask about.
-  for sec in peers create mount monitor hints prefetch; do
+  [ -f "$RESULTS/peers.md" ] && { cat "$RESULTS/peers.md"; echo; }
+  # What the peers comparison does not show by itself (written by hand).
+  cat "$ROOT/bench/analysis.md"; echo
+  for sec in create mount monitor hints prefetch; do
     [ -f "$RESULTS/$sec.md" ] && { cat "$RESULTS/$sec.md"; echo; }
   done
 } > "$ROOT/docs/benchmarks.md"
