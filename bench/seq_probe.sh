@@ -6,6 +6,7 @@
 # PERF=1 records a `perf` profile of the mount to $WORK/probe/perf.data.
 # usage: RAS="128 1024" [PERF=1] bench/seq_probe.sh
 source "$(dirname "$0")/lib.sh"
+S=${SNAPAHEAD_BIN:-$S}   # another build to compare
 P="$ROOT/target/release/latency-proxy"; PORT=3921
 D="$WORK/probe"; MNT="$D/mnt"; PX=""; MP=""; PP=""
 cleanup() {
@@ -23,17 +24,17 @@ eval "$("$ROOT/scripts/garage.sh" env)"
 PX=$!
 printf "s3: { endpoint: 'http://127.0.0.1:%s', region: garage, allow_http: true }\n" $PORT > "$D/snap.yaml"
 ST="s3://$SNAPAHEAD_S3_BUCKET/probe"
-if [ ! -f "$D/seq.img" ]; then
-  prng 7 $((1 << 30)) > "$D/seq.img"
-  sleep 0.5
+[ -f "$D/seq.img" ] || prng 7 $((1 << 30)) > "$D/seq.img"
+# (Re)created when missing: the test Garage's data does not outlive `garage.sh stop`.
+"$S" --config "$D/snap.yaml" --store "$ST" inspect seq >/dev/null 2>&1 ||
   "$S" --config "$D/snap.yaml" --store "$ST" create seq --source "$D/seq.img" >/dev/null
-fi
 secs() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 for ra in ${RAS:-128 1024}; do
   rm -rf "$D/c"; sync; echo 3 > /proc/sys/vm/drop_caches
   "$S" --config "$D/snap.yaml" --store "$ST" mount "$MNT" --cache-dir "$D/c" --snapshot seq 2>"$D/mount.log" &
   MP=$!
   for _ in $(seq 200); do [ -e "$MNT/seq.img" ] && break; sleep 0.05; done
+  [ -e "$MNT/seq.img" ] || { echo "seq_probe.sh: the mount did not come up:"; cat "$D/mount.log"; exit 1; }
   echo "$ra" > "/sys/class/bdi/$(mountpoint -d "$MNT")/read_ahead_kb"
   G=$(pgrep -x garage | head -1)
   g0=$(secs "$G"); p0=$(secs "$PX"); m0=$(secs "$MP")

@@ -28,8 +28,9 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, Tier};
 use crate::metrics::Metrics;
-use crate::snapshot::{decode_block, BlockRef};
+use crate::snapshot::{decode_block_cvs, BlockRef};
 use crate::store::Store;
+use blake3::hazmat::ChainingValue;
 
 /// GETs in flight at once: enough to hide ~20 ms of store latency at
 /// several hundred MB/s with 512 KiB blocks, few enough to be polite to
@@ -225,12 +226,17 @@ impl Fetcher {
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
         let fut = async move {
-            let results = fetch_run(&store, &run, &metrics, &slots).await;
-            for (w, r) in run.iter().zip(&results) {
-                if let Ok(b) = r {
-                    cache.put(w.block.checksum, b.clone());
-                }
-            }
+            let results: Vec<Result<Bytes, String>> = fetch_run(&store, &run, &metrics, &slots)
+                .await
+                .into_iter()
+                .zip(&run)
+                .map(|(r, w)| {
+                    r.map(|(b, cvs)| {
+                        cache.put(w.block.checksum, b.clone(), cvs);
+                        b
+                    })
+                })
+                .collect();
             for k in &keys {
                 inflight.remove_if(k, |_, v| v.0 == id);
             }
@@ -321,7 +327,7 @@ async fn fetch_run(
     run: &[Want],
     metrics: &Metrics,
     slots: &Semaphore,
-) -> Vec<Result<Bytes, String>> {
+) -> Vec<Result<(Bytes, Vec<ChainingValue>), String>> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Vec::new();
     };
@@ -350,8 +356,8 @@ async fn fetch_run(
             let s = (w.block.offset - range.start) as usize;
             let stored = &data[s..s + w.block.length as usize];
             Metrics::inc(&metrics.blocks_fetched);
-            decode_block(stored, &w.block, w.len)
-                .map(Bytes::from)
+            decode_block_cvs(stored, &w.block, w.len)
+                .map(|(data, cvs)| (Bytes::from(data), cvs))
                 .map_err(|e| {
                     Metrics::inc(&metrics.checksum_errors);
                     let msg = format!(

@@ -14,9 +14,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
+use blake3::hazmat::ChainingValue;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
+use crate::cache::verified::check_block;
 use crate::format::{
     block_len, keys, Compression, GroupEntry, ManifestEntry, ManifestIndex, ManifestPage,
     SnapshotHeader,
@@ -44,6 +46,16 @@ impl BlockRef {
 /// Decodes a stored block and checks it; `expected_len` is its uncompressed
 /// length. The error says what is wrong (the caller adds block and object).
 pub fn decode_block(stored: &[u8], r: &BlockRef, expected_len: usize) -> Result<Vec<u8>, String> {
+    decode_block_cvs(stored, r, expected_len).map(|(data, _)| data)
+}
+
+/// [`decode_block`], also returning the block's segment chaining values
+/// for the disk cache (computed in the same BLAKE3 pass as the check).
+pub fn decode_block_cvs(
+    stored: &[u8],
+    r: &BlockRef,
+    expected_len: usize,
+) -> Result<(Vec<u8>, Vec<ChainingValue>), String> {
     if stored.len() != r.length as usize {
         return Err(format!(
             "stored length {} instead of {}",
@@ -63,10 +75,10 @@ pub fn decode_block(stored: &[u8], r: &BlockRef, expected_len: usize) -> Result<
             data.len()
         ));
     }
-    if blake3::hash(&data).as_bytes() != &r.checksum {
-        return Err("checksum mismatch".into());
+    match check_block(&data, &r.checksum) {
+        Some(cvs) => Ok((data, cvs)),
+        None => Err("checksum mismatch".into()),
     }
-    Ok(data)
 }
 
 /// A decoded page with its object keys shared, so a `BlockRef` costs no

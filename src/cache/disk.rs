@@ -28,6 +28,7 @@ use lru::LruCache;
 
 use super::verified::{cvs_match_root, segment_cv, segment_cvs, SEGMENT};
 use super::BlockKey;
+use blake3::hazmat::ChainingValue;
 
 /// Cache file header: magic, version u16, reserved u16, block length u32,
 /// CV count u32, then the CVs (32 bytes each).
@@ -35,11 +36,18 @@ const FILE_MAGIC: &[u8; 4] = b"SACB";
 const FILE_VERSION: u16 = 1;
 const HEADER_FIXED: usize = 16;
 
-fn encode_header(block: &[u8]) -> Vec<u8> {
-    let cvs = if block.len() > SEGMENT {
-        segment_cvs(block)
+/// `cvs`: the block's segment CVs when the caller has them (from
+/// [`super::verified::check_block`]); computed here otherwise.
+fn encode_header(block: &[u8], cvs: Option<&[ChainingValue]>) -> Vec<u8> {
+    let expected = if block.len() > SEGMENT {
+        block.len().div_ceil(SEGMENT)
     } else {
-        Vec::new()
+        0
+    };
+    let cvs = match cvs {
+        Some(c) if c.len() == expected => c.to_vec(),
+        _ if expected > 0 => segment_cvs(block),
+        _ => Vec::new(),
     };
     let mut h = Vec::with_capacity(HEADER_FIXED + 32 * cvs.len());
     h.extend_from_slice(FILE_MAGIC);
@@ -270,7 +278,17 @@ impl DiskCache {
 
     /// Stores a verified block (temp file + rename), then evicts down to the bound.
     pub fn put(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<()> {
-        let header = encode_header(data);
+        self.put_with_cvs(key, data, None)
+    }
+
+    /// [`Self::put`] with the block's segment CVs already computed.
+    pub fn put_with_cvs(
+        &self,
+        key: &BlockKey,
+        data: &[u8],
+        cvs: Option<&[ChainingValue]>,
+    ) -> std::io::Result<()> {
+        let header = encode_header(data, cvs);
         // Accounted as the file's size, as the start-up scan does.
         let len = (header.len() + data.len()) as u64;
         if len > self.capacity || self.contains(key) {

@@ -23,6 +23,7 @@ pub use memory::MemoryCache;
 use std::path::Path;
 use std::sync::Arc;
 
+use blake3::hazmat::ChainingValue;
 use bytes::Bytes;
 
 use crate::metrics::{CacheGauges, Metrics};
@@ -48,7 +49,7 @@ pub struct BlockCache {
     disk: Option<Arc<DiskCache>>,
     /// To the disk writer thread (one writer: the disk is one device, and
     /// demand lookups must never queue behind a burst of writes).
-    writes: Option<std::sync::mpsc::SyncSender<(BlockKey, Bytes)>>,
+    writes: Option<std::sync::mpsc::SyncSender<(BlockKey, Bytes, Vec<ChainingValue>)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -68,11 +69,13 @@ impl BlockCache {
         };
         let writes = match &disk {
             Some(d) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<(BlockKey, Bytes)>(WRITE_QUEUE);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(BlockKey, Bytes, Vec<ChainingValue>)>(
+                    WRITE_QUEUE,
+                );
                 let (d, m) = (d.clone(), metrics.clone());
                 std::thread::Builder::new().name("cache-writer".into()).spawn(move || {
-                    for (key, data) in rx {
-                        if let Err(e) = d.put(&key, &data) {
+                    for (key, data, cvs) in rx {
+                        if let Err(e) = d.put_with_cvs(&key, &data, Some(&cvs)) {
                             Metrics::inc(&m.cache_write_errors);
                             log::warn!("disk cache: cannot store a block: {e} (serving continues from the store)");
                         }
@@ -146,10 +149,12 @@ impl BlockCache {
     }
 
     /// Caches a verified block: in memory at once, on disk in the background.
-    pub fn put(&self, key: BlockKey, data: Bytes) {
+    /// `cvs`: its segment CVs from [`verified::check_block`] (empty: the
+    /// disk tier computes them).
+    pub fn put(&self, key: BlockKey, data: Bytes, cvs: Vec<ChainingValue>) {
         self.memory.put(key, data.clone());
         if let Some(tx) = &self.writes {
-            if tx.try_send((key, data)).is_err() {
+            if tx.try_send((key, data, cvs)).is_err() {
                 Metrics::inc(&self.metrics.cache_writes_skipped);
             }
         }

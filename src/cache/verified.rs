@@ -43,6 +43,18 @@ pub fn segment_cvs(block: &[u8]) -> Vec<ChainingValue> {
         .collect()
 }
 
+/// Checks `block` against its checksum `root` and returns its segment CVs
+/// (empty for a one-segment block): one BLAKE3 pass yields both, so a
+/// block fetched from the store is hashed once, not once to check it and
+/// again for its cache file's header. `None`: the checksum does not match.
+pub fn check_block(block: &[u8], root: &[u8; 32]) -> Option<Vec<ChainingValue>> {
+    if block.len() <= SEGMENT {
+        return (blake3::hash(block).as_bytes() == root).then(Vec::new);
+    }
+    let cvs = segment_cvs(block);
+    cvs_match_root(&cvs, block.len() as u64, root).then_some(cvs)
+}
+
 fn subtree(cvs: &[ChainingValue], offset: u64, len: u64) -> ChainingValue {
     if len <= SEGMENT as u64 {
         return cvs[(offset / SEGMENT as u64) as usize];
@@ -100,6 +112,26 @@ mod tests {
             let mut s2 = seg.to_vec();
             s2[0] ^= 1;
             assert_ne!(segment_cv((k * SEGMENT) as u64, &s2), cvs[k]);
+        }
+    }
+
+    #[test]
+    fn check_block_accepts_exactly_the_right_bytes() {
+        for len in [0, 1, 1024, SEGMENT, SEGMENT + 1, 100_000, 512 * 1024] {
+            let mut data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let root = *blake3::hash(&data).as_bytes();
+            let cvs = check_block(&data, &root).expect("the right bytes pass");
+            if len > SEGMENT {
+                assert_eq!(cvs, segment_cvs(&data), "len {len}");
+            } else {
+                assert!(cvs.is_empty());
+            }
+            if len > 0 {
+                // A shorter block fails, and so does one changed byte.
+                assert!(check_block(&data[..len - 1], &root).is_none(), "len {len}");
+                data[len / 2] ^= 1;
+                assert!(check_block(&data, &root).is_none(), "len {len}");
+            }
         }
     }
 }
