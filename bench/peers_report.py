@@ -117,9 +117,9 @@ if all("dd_cpu_all" in tools[t] for t in tools):
           f"at most ≈ {ceiling:.0f} MB/s here; 1.5× the best peer ({NAMES[best]}, {best_mbs:.0f} MB/s) "
           f"would be {1.5 * best_mbs:.0f} MB/s. snapahead's own process costs "
           f"{tools['snap']['dd_cpu_tool']:.2f} CPU s per GiB against {tools[best]['dd_cpu_tool']:.2f} for "
-          f"{NAMES[best]}: it checks every block's BLAKE3 checksum (≈ 14% of its CPU in a `perf` profile), "
-          "and copies each block into its memory tier and its disk cache; the peers write their "
-          "disk caches too but check nothing.")
+          f"{NAMES[best]}: it checks every block's BLAKE3 checksum (one pass, which also yields the "
+          "disk cache's segment hashes) and copies each block into its memory tier and its disk cache; "
+          "the peers write their disk caches too but check nothing. See the analysis below.")
         w("")
 if "snap" in tools and PEERS:
     sn = tools["snap"]
