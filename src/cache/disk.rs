@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use lru::LruCache;
 
-use super::verified::{cvs_match_root, segment_cv, segment_cvs, SEGMENT};
+use super::verified::{cvs_match_root, segment_cv, SEGMENT};
 use super::BlockKey;
 use blake3::hazmat::ChainingValue;
 
@@ -36,26 +36,16 @@ const FILE_MAGIC: &[u8; 4] = b"SACB";
 const FILE_VERSION: u16 = 1;
 const HEADER_FIXED: usize = 16;
 
-/// `cvs`: the block's segment CVs when the caller has them (from
-/// [`super::verified::check_block`]); computed here otherwise.
-fn encode_header(block: &[u8], cvs: Option<&[ChainingValue]>) -> Vec<u8> {
-    let expected = if block.len() > SEGMENT {
-        block.len().div_ceil(SEGMENT)
-    } else {
-        0
-    };
-    let cvs = match cvs {
-        Some(c) if c.len() == expected => c.to_vec(),
-        _ if expected > 0 => segment_cvs(block),
-        _ => Vec::new(),
-    };
+/// `cvs`: the block's segment CVs, as [`super::verified::check_block`]
+/// returned them when the block was checked (none for a one-segment block).
+fn encode_header(block: &[u8], cvs: &[ChainingValue]) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_FIXED + 32 * cvs.len());
     h.extend_from_slice(FILE_MAGIC);
     h.extend_from_slice(&FILE_VERSION.to_le_bytes());
     h.extend_from_slice(&0u16.to_le_bytes());
     h.extend_from_slice(&(block.len() as u32).to_le_bytes());
     h.extend_from_slice(&(cvs.len() as u32).to_le_bytes());
-    for cv in &cvs {
+    for cv in cvs {
         h.extend_from_slice(cv);
     }
     h
@@ -276,18 +266,10 @@ impl DiskCache {
         }
     }
 
-    /// Stores a verified block (temp file + rename), then evicts down to the bound.
-    pub fn put(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<()> {
-        self.put_with_cvs(key, data, None)
-    }
-
-    /// [`Self::put`] with the block's segment CVs already computed.
-    pub fn put_with_cvs(
-        &self,
-        key: &BlockKey,
-        data: &[u8],
-        cvs: Option<&[ChainingValue]>,
-    ) -> std::io::Result<()> {
+    /// Stores a verified block (temp file + rename), then evicts down to
+    /// the bound. `cvs`: what [`super::verified::check_block`] returned for
+    /// it, so the block is not hashed a second time here.
+    pub fn put(&self, key: &BlockKey, data: &[u8], cvs: &[ChainingValue]) -> std::io::Result<()> {
         let header = encode_header(data, cvs);
         // Accounted as the file's size, as the start-up scan does.
         let len = (header.len() + data.len()) as u64;
@@ -446,6 +428,14 @@ impl OpenBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::verified::check_block;
+
+    /// Stores a block the way the fetch path does: checked, then put with
+    /// the CVs the check computed.
+    fn put(c: &DiskCache, key: &BlockKey, data: &[u8]) {
+        let cvs = check_block(data, key).expect("test blocks match their keys");
+        c.put(key, data, &cvs).unwrap();
+    }
 
     fn block(seed: u8, len: usize) -> (BlockKey, Vec<u8>) {
         let d = vec![seed; len];
@@ -465,16 +455,16 @@ mod tests {
         let (k1, d1) = block(1, 1000);
         let (k2, d2) = block(2, 1000);
         let (k3, d3) = block(3, 1000);
-        c.put(&k1, &d1).unwrap();
-        c.put(&k2, &d2).unwrap();
+        put(&c, &k1, &d1);
+        put(&c, &k2, &d2);
         assert_eq!(
             fs::metadata(c.path(&k1)).unwrap().permissions().mode() & 0o777,
             0o600
         );
         assert!(matches!(c.get(&k1, 1000, 0..1000), Lookup::Hit(d) if d == d1));
-        c.put(&k3, &d3).unwrap();
+        put(&c, &k3, &d3);
         let (k4, d4) = block(4, 1000);
-        c.put(&k4, &d4).unwrap(); // evicts k2, the least recently used
+        put(&c, &k4, &d4); // evicts k2, the least recently used
         assert!(matches!(c.get(&k2, 1000, 0..1000), Lookup::Miss));
         assert!(!c.path(&k2).exists());
         assert_eq!(c.usage(), (3048, 3));
@@ -507,7 +497,7 @@ mod tests {
         let len = 512 * 1024 - 100;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
         let key = *blake3::hash(&data).as_bytes();
-        c.put(&key, &data).unwrap();
+        put(&c, &key, &data);
         for r in [
             0..4096,
             5000..9000,
@@ -535,7 +525,7 @@ mod tests {
         ));
         assert!(matches!(c.get(&key, len, 0..10), Lookup::Miss));
         // A wrong length is refused too.
-        c.put(&key, &data).unwrap();
+        put(&c, &key, &data);
         assert!(matches!(c.get(&key, len - 1, 0..10), Lookup::Corrupt));
     }
 }

@@ -75,7 +75,7 @@ impl BlockCache {
                 let (d, m) = (d.clone(), metrics.clone());
                 std::thread::Builder::new().name("cache-writer".into()).spawn(move || {
                     for (key, data, cvs) in rx {
-                        if let Err(e) = d.put_with_cvs(&key, &data, Some(&cvs)) {
+                        if let Err(e) = d.put(&key, &data, &cvs) {
                             Metrics::inc(&m.cache_write_errors);
                             log::warn!("disk cache: cannot store a block: {e} (serving continues from the store)");
                         }
@@ -149,8 +149,7 @@ impl BlockCache {
     }
 
     /// Caches a verified block: in memory at once, on disk in the background.
-    /// `cvs`: its segment CVs from [`verified::check_block`] (empty: the
-    /// disk tier computes them).
+    /// `cvs`: its segment CVs, as [`verified::check_block`] returned them.
     pub fn put(&self, key: BlockKey, data: Bytes, cvs: Vec<ChainingValue>) {
         self.memory.put(key, data.clone());
         if let Some(tx) = &self.writes {
