@@ -4,6 +4,7 @@
 //! truncated or extended (the cases a corrupted store or file produces).
 
 use proptest::prelude::*;
+use snapahead::format::codec::{append_checksum, CHECKSUM_LEN};
 use snapahead::format::{
     Compression, GroupEntry, Id, ManifestEntry, ManifestIndex, ManifestPage, SnapshotHeader,
     Successor, WarmUp,
@@ -116,10 +117,9 @@ fn mutate(base: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 /// Gives mutated bytes a valid trailing checksum again, so the decoder gets
 /// past the checksum and its field-by-field checks are what is tested.
 fn reseal(mut v: Vec<u8>) -> Vec<u8> {
-    if v.len() >= 32 {
-        let n = v.len() - 32;
-        let sum = blake3::hash(&v[..n]);
-        v[n..].copy_from_slice(sum.as_bytes());
+    if v.len() >= CHECKSUM_LEN {
+        v.truncate(v.len() - CHECKSUM_LEN);
+        append_checksum(&mut v);
     }
     v
 }
@@ -226,5 +226,11 @@ fn fuzz_regressions_replay() {
             replayed += 1;
         }
     }
+    // The corpus is in the repository: finding none means a broken path.
+    assert!(
+        replayed >= 10,
+        "only {replayed} inputs under {}",
+        root.display()
+    );
     eprintln!("replayed {replayed} fuzz regression inputs");
 }

@@ -74,10 +74,16 @@ impl Writer {
     }
     /// Appends the checksum and returns the encoded bytes.
     pub fn finish(mut self) -> Vec<u8> {
-        let sum = blake3::hash(&self.buf);
-        self.buf.extend_from_slice(sum.as_bytes());
+        append_checksum(&mut self.buf);
         self.buf
     }
+}
+
+/// Appends the trailing checksum every encoding ends with: the BLAKE3 of
+/// all the bytes before it ([`Reader::open`] checks it).
+pub fn append_checksum(buf: &mut Vec<u8>) {
+    let sum = blake3::hash(buf);
+    buf.extend_from_slice(sum.as_bytes());
 }
 
 /// Reads an encoded structure, with every read checked.
