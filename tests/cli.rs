@@ -148,11 +148,8 @@ fn help_explains_every_command() {
 /// authentication message, without retrying and without printing the secret.
 #[test]
 fn wrong_s3_credentials_fail_fast_and_clearly() {
-    let (Ok(endpoint), Ok(bucket)) = (
-        std::env::var("SNAPAHEAD_S3_ENDPOINT"),
-        std::env::var("SNAPAHEAD_S3_BUCKET"),
-    ) else {
-        eprintln!("SKIPPED: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+    let Some((endpoint, bucket)) = common::s3_server("wrong_s3_credentials_fail_fast_and_clearly")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -352,12 +349,12 @@ fn trace_import_and_show() {
 /// RUST_LOG=trace never print the secret (nor does any error path).
 #[test]
 fn the_secret_never_appears_in_trace_logs() {
-    let (Ok(endpoint), Ok(bucket), Ok(secret)) = (
-        std::env::var("SNAPAHEAD_S3_ENDPOINT"),
-        std::env::var("SNAPAHEAD_S3_BUCKET"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) else {
-        eprintln!("SKIPPED: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+    let test = "the_secret_never_appears_in_trace_logs";
+    let Some((endpoint, bucket)) = common::s3_server(test) else {
+        return;
+    };
+    let Ok(secret) = std::env::var("AWS_SECRET_ACCESS_KEY") else {
+        eprintln!("SKIPPED {test}: no AWS_SECRET_ACCESS_KEY (source `scripts/garage.sh env`)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -100,11 +100,7 @@ fn read_direct(path: &Path, off: usize, len: usize) -> (std::io::Result<Vec<u8>>
 #[test]
 fn store_outage_mid_mount_serves_the_cache_fails_fast_and_recovers() {
     let test = "store_outage_mid_mount_serves_the_cache_fails_fast_and_recovers";
-    let (Ok(endpoint), Ok(bucket)) = (
-        std::env::var("SNAPAHEAD_S3_ENDPOINT"),
-        std::env::var("SNAPAHEAD_S3_BUCKET"),
-    ) else {
-        eprintln!("SKIPPED {test}: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+    let Some((endpoint, bucket)) = common::s3_server(test) else {
         return;
     };
     if !common::fuse_available(test) {

@@ -55,6 +55,22 @@ pub fn fuse_available(test: &str) -> bool {
     ok
 }
 
+/// The S3 server `make test` starts (Garage), as (endpoint, bucket) from
+/// the environment `scripts/garage.sh env` prints; prints why a test skips
+/// when it is not there.
+pub fn s3_server(test: &str) -> Option<(String, String)> {
+    match (
+        std::env::var("SNAPAHEAD_S3_ENDPOINT"),
+        std::env::var("SNAPAHEAD_S3_BUCKET"),
+    ) {
+        (Ok(endpoint), Ok(bucket)) => Some((endpoint, bucket)),
+        _ => {
+            eprintln!("SKIPPED {test}: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+            None
+        }
+    }
+}
+
 /// Whether loop devices can be used (root and /dev/loop-control).
 pub fn loop_available(test: &str) -> bool {
     let ok = is_root() && Path::new("/dev/loop-control").exists();
