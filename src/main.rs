@@ -209,8 +209,8 @@ enum TraceCmd {
 /// to 8 per core). A mount allocates and frees 512 KiB blocks on FUSE
 /// threads, tokio workers and the cache writer, which strands freed memory
 /// across arenas: in the 60 s stress test RSS creeps to ~250 MiB with the
-/// default and stays flat at ~115 MiB with two arenas, at the same
-/// throughput (`bench/seq_probe.sh` side by side: 513 MiB/s median both).
+/// default and stays flat at ~100 MiB with two arenas, at the same
+/// throughput (docs/benchmarks.md, "Where snapahead is not ahead").
 /// A user's own `MALLOC_ARENA_MAX` wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
