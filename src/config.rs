@@ -176,7 +176,8 @@ pub struct Config {
     pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration like `2s`, `500ms`, `1m` (humantime).
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| de::Error::custom(format!("duration {s:?}: {e}")))
 }
@@ -258,6 +259,15 @@ impl Config {
                 t.min,
                 t.max,
                 t.step
+            );
+        }
+        let p = &file.prefetch;
+        if p.concurrency == 0 || p.demand_slots == 0 {
+            anyhow::bail!(
+                "{}: prefetch.concurrency and prefetch.demand_slots must be at least 1 (got {} and {}; disable prefetch with `enabled: false`)",
+                path.display(),
+                p.concurrency,
+                p.demand_slots
             );
         }
         cfg.prefetch = file.prefetch;
@@ -350,6 +360,38 @@ mod tests {
         assert!(e.contains("group_size"), "{e}");
         let e = err("store: [1\n");
         assert!(e.contains("snapshots.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn prefetch_section_parses_and_is_checked() {
+        let c = parse(
+            "prefetch:\n  windows: { random: 500ms, sequential: 30s }\n  concurrency: 8\n  demand_slots: 24\n",
+        )
+        .unwrap();
+        let p = &c.prefetch;
+        assert_eq!(p.windows.random, Duration::from_millis(500));
+        assert_eq!(p.windows.mixed, Duration::from_secs(2), "default kept");
+        assert_eq!(p.windows.sequential, Duration::from_secs(30));
+        assert_eq!(
+            (p.concurrency, p.demand_slots, p.fetch_slots()),
+            (8, 24, 32)
+        );
+        let d = parse("").unwrap().prefetch;
+        assert_eq!(d.fetch_slots(), crate::fetch::DEFAULT_FETCH_SLOTS);
+        let e = err("prefetch: { demand_slots: 0 }\n");
+        assert!(
+            e.contains("demand_slots") && e.contains("snapshots.yaml"),
+            "{e}"
+        );
+        let e = err("prefetch: { windows: { random: soon } }\n");
+        assert!(
+            e.contains("snapshots.yaml:1:") && e.contains("duration"),
+            "{e}"
+        );
+        let e = err("prefetch: { windows: { slow: 1s } }\n");
+        assert!(e.contains("snapshots.yaml:1:") && e.contains("slow"), "{e}");
+        let e = err("prefetch: { threshold: { min: 0.9, max: 0.5 } }\n");
+        assert!(e.contains("prefetch.threshold"), "{e}");
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!    against its checksum, and cached. A mismatch fails that block (EIO to
 //!    the reader, a log line naming block and object), never returns data.
 //!
-//! A bounded number of GETs run at once ([`MAX_CONCURRENT_FETCHES`]), so a
-//! burst of readers cannot open hundreds of connections to the store.
+//! A bounded number of GETs run at once (the mount's fetch slots:
+//! `prefetch.concurrency` + `prefetch.demand_slots`, [`DEFAULT_FETCH_SLOTS`]
+//! by default), so a burst of readers cannot open hundreds of connections
+//! to the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use blake3::hazmat::ChainingValue;
 /// GETs in flight at once: enough to hide ~20 ms of store latency at
 /// several hundred MB/s with 512 KiB blocks, few enough to be polite to
 /// the store and to bound memory (64 × a few MiB).
-pub const MAX_CONCURRENT_FETCHES: usize = 64;
+pub const DEFAULT_FETCH_SLOTS: usize = 64;
 /// Longest run fetched with one GET: larger runs are split so one request
 /// never holds more than this in memory.
 pub const MAX_RUN_BYTES: u64 = 8 << 20;
@@ -74,19 +76,23 @@ pub struct Fetcher {
     /// Block content → (the run fetching it, its position in the run).
     inflight: Arc<DashMap<BlockKey, (u64, RunFuture, usize)>>,
     slots: Arc<Semaphore>,
+    slot_count: usize,
     next_run: std::sync::atomic::AtomicU64,
     /// Demand reads waiting on a fetch right now (prefetch yields to them).
     demand_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Fetcher {
-    pub fn new(store: Store, cache: Arc<BlockCache>, metrics: Arc<Metrics>) -> Self {
+    /// `slots`: GETs in flight at most (at least one).
+    pub fn new(store: Store, cache: Arc<BlockCache>, metrics: Arc<Metrics>, slots: usize) -> Self {
+        let slot_count = slots.max(1);
         Fetcher {
             store,
             cache,
             metrics,
             inflight: Arc::new(DashMap::new()),
-            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FETCHES)),
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
             next_run: 0.into(),
             demand_waiting: 0.into(),
         }
@@ -120,7 +126,7 @@ impl Fetcher {
 
     /// Share of fetch slots in use (0..1).
     pub fn slot_occupancy(&self) -> f64 {
-        1.0 - self.slots.available_permits() as f64 / MAX_CONCURRENT_FETCHES as f64
+        1.0 - self.slots.available_permits() as f64 / self.slot_count as f64
     }
 
     async fn get(&self, wants: &[Want], demand: bool) -> Vec<anyhow::Result<Bytes>> {

@@ -64,7 +64,12 @@ fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
     let cache_dir = dir.join(format!("cache-{}", rand::random::<u32>()));
     let cache =
         Arc::new(BlockCache::open(&cache_dir, 1 << 30, 256 << 20, metrics.clone()).unwrap());
-    Arc::new(Fetcher::new(store.clone(), cache, metrics))
+    Arc::new(Fetcher::new(
+        store.clone(),
+        cache,
+        metrics,
+        snapahead::fetch::DEFAULT_FETCH_SLOTS,
+    ))
 }
 
 fn lookups(m: &Metrics) -> (u64, u64) {

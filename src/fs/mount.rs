@@ -158,7 +158,12 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         opts.memory_cache_size,
         metrics.clone(),
     )?);
-    let fetcher = Arc::new(Fetcher::new(store.clone(), cache, metrics));
+    let fetcher = Arc::new(Fetcher::new(
+        store.clone(),
+        cache,
+        metrics,
+        opts.prefetch.fetch_slots(),
+    ));
     let prefetcher = opts.prefetch.enabled.then(|| {
         crate::prefetch::Prefetcher::start(
             snapshots.clone(),

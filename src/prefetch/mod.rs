@@ -41,7 +41,7 @@ use crate::cache::BlockKey;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::trace::classify::{Class, Classifier};
+use crate::trace::classify::{Class, ClassWindows, Classifier};
 use controller::{Controller, RealClock, Signals, ThresholdConfig};
 use readahead::Readahead;
 
@@ -66,13 +66,26 @@ const CLASSIFY_EVERY: u64 = 256;
 pub struct PrefetchConfig {
     pub enabled: bool,
     pub threshold: ThresholdConfig,
+    /// Hint window per workload class (the index's nearest one is used).
+    pub windows: ClassWindows,
     /// Largest read-ahead window per stream: twice the bandwidth-delay
     /// product of the store (20 ms × 1.6 GB/s ≈ 32 MiB), because a stream
     /// asks for more only once half its window is consumed.
     pub max_readahead: ByteSize,
-    /// Prefetch fetches in flight at most; the fetcher's other slots stay
-    /// reserved for demand reads.
+    /// Prefetch fetches in flight at most.
     pub concurrency: usize,
+    /// Fetch slots only demand reads may take: the fetcher has
+    /// `concurrency + demand_slots`, and prefetch never holds more than
+    /// `concurrency` of them, so a demand read finds a free slot even in a
+    /// prefetch storm.
+    pub demand_slots: usize,
+}
+
+impl PrefetchConfig {
+    /// GETs in flight at most, prefetch and demand together.
+    pub fn fetch_slots(&self) -> usize {
+        self.concurrency.saturating_add(self.demand_slots).max(1)
+    }
 }
 
 impl Default for PrefetchConfig {
@@ -80,9 +93,11 @@ impl Default for PrefetchConfig {
         PrefetchConfig {
             enabled: true,
             threshold: ThresholdConfig::default(),
+            windows: ClassWindows::default(),
             max_readahead: ByteSize::mib(64),
             // A quarter of the fetcher's 64 slots: demand keeps 48.
             concurrency: 16,
+            demand_slots: crate::fetch::DEFAULT_FETCH_SLOTS - 16,
         }
     }
 }
@@ -396,6 +411,7 @@ impl Prefetcher {
         if f.reads % CLASSIFY_EVERY == 0 {
             let c = f.classifier.classification(
                 &f.snapshot.index().windows_ms,
+                &self.cfg.windows,
                 self.cfg.max_readahead.as_u64(),
             );
             f.class = c.class;

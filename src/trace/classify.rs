@@ -114,6 +114,52 @@ pub struct Classification {
     pub readahead_bytes: u64,
 }
 
+/// The hint window wanted for each class (`prefetch.windows` in
+/// snapshots.yaml): the index offers a few windows (`hints --window`), and
+/// the one nearest to the class's wish is used. Short for random work (what
+/// is read together is read within moments), long for sequential work (a
+/// stream comes back to a group's neighbours seconds later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassWindows {
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub random: std::time::Duration,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub mixed: std::time::Duration,
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub sequential: std::time::Duration,
+}
+
+impl Default for ClassWindows {
+    /// The shortest and the longest of the index's default windows (2 s, 10 s).
+    fn default() -> Self {
+        use std::time::Duration;
+        ClassWindows {
+            random: Duration::from_secs(2),
+            mixed: Duration::from_secs(2),
+            sequential: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClassWindows {
+    /// Of `offered` (ms), the window nearest to what `class` wants (the
+    /// shorter one on a tie); `wanted` when none is offered.
+    pub fn pick(&self, class: Class, offered: &[u32]) -> u32 {
+        let wanted = match class {
+            Class::Random => self.random,
+            Class::Mixed => self.mixed,
+            Class::Sequential => self.sequential,
+        };
+        let wanted = u32::try_from(wanted.as_millis()).unwrap_or(u32::MAX);
+        offered
+            .iter()
+            .copied()
+            .min_by_key(|&w| (w.abs_diff(wanted), w))
+            .unwrap_or(wanted)
+    }
+}
+
 /// Accumulates reads and classifies them.
 #[derive(Debug, Default, Clone)]
 pub struct Classifier {
@@ -133,9 +179,14 @@ impl Classifier {
         }
     }
 
-    /// `windows_ms`: the windows the index offers (shortest for random,
-    /// longest for sequential); `max_readahead`: the read-ahead bound.
-    pub fn classification(&self, windows_ms: &[u32], max_readahead: u64) -> Classification {
+    /// `windows_ms`: the windows the index offers, chosen from by
+    /// `wanted`; `max_readahead`: the read-ahead bound.
+    pub fn classification(
+        &self,
+        windows_ms: &[u32],
+        wanted: &ClassWindows,
+        max_readahead: u64,
+    ) -> Classification {
         let f = if self.bytes == 0 {
             0.0
         } else {
@@ -148,12 +199,11 @@ impl Classifier {
         } else {
             Class::Mixed
         };
-        let shortest = windows_ms.iter().copied().min().unwrap_or(2000);
-        let longest = windows_ms.iter().copied().max().unwrap_or(10_000);
-        let (window_ms, readahead_bytes) = match class {
-            Class::Sequential => (longest, max_readahead),
-            Class::Mixed => (shortest, max_readahead / 4),
-            Class::Random => (shortest, 0),
+        let window_ms = wanted.pick(class, windows_ms);
+        let readahead_bytes = match class {
+            Class::Sequential => max_readahead,
+            Class::Mixed => max_readahead / 4,
+            Class::Random => 0,
         };
         Classification {
             class,
@@ -184,7 +234,7 @@ mod tests {
         for r in reads {
             c.observe(&r);
         }
-        c.classification(&[2000, 10_000], 8 << 20)
+        c.classification(&[2000, 10_000], &ClassWindows::default(), 8 << 20)
     }
 
     /// A tiny deterministic PRNG for offsets.
@@ -237,12 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn each_class_gets_the_offered_window_nearest_its_wish() {
+        let d = ClassWindows::default();
+        assert_eq!(d.pick(Class::Random, &[2000, 10_000]), 2000);
+        assert_eq!(d.pick(Class::Sequential, &[2000, 10_000]), 10_000);
+        assert_eq!(d.pick(Class::Sequential, &[1000, 5000, 30_000]), 5000);
+        assert_eq!(d.pick(Class::Mixed, &[]), 2000);
+        let w = ClassWindows {
+            random: std::time::Duration::from_millis(500),
+            mixed: std::time::Duration::from_secs(6),
+            sequential: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(w.pick(Class::Random, &[1000, 5000, 30_000]), 1000);
+        // 6 s lies between 5 s and 10 s: the nearer one.
+        assert_eq!(w.pick(Class::Mixed, &[5000, 10_000]), 5000);
+        assert_eq!(w.pick(Class::Sequential, &[5000, 10_000]), 10_000);
+    }
+
+    #[test]
     fn writes_are_ignored() {
         let mut c = Classifier::default();
         c.observe(&Record {
             op: Op::Write,
             ..read(0, 4096)
         });
-        assert_eq!(c.classification(&[2000], 0).sequential_fraction, 0.0);
+        assert_eq!(
+            c.classification(&[2000], &ClassWindows::default(), 0)
+                .sequential_fraction,
+            0.0
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::classify::{Classification, Classifier};
+use super::classify::{ClassWindows, Classification, Classifier};
 use super::{Op, TraceHeader, TraceReader};
 
 /// At most this many timeline rows: longer traces get wider buckets.
@@ -50,7 +50,11 @@ pub fn summarize<R: std::io::Read>(
         write_bytes: 0,
         block_size,
         distinct_blocks: 0,
-        classification: Classifier::default().classification(&crate::format::DEFAULT_WINDOWS_MS, 0),
+        classification: Classifier::default().classification(
+            &crate::format::DEFAULT_WINDOWS_MS,
+            &ClassWindows::default(),
+            0,
+        ),
         timeline_bucket_s: 1,
         timeline: Vec::new(),
         truncated: false,
@@ -91,7 +95,11 @@ pub fn summarize<R: std::io::Read>(
     s.truncated = reader.truncated;
     s.duration_s = last_ns as f64 / 1e9;
     s.distinct_blocks = blocks.len() as u64;
-    s.classification = classifier.classification(&crate::format::DEFAULT_WINDOWS_MS, 8 << 20);
+    s.classification = classifier.classification(
+        &crate::format::DEFAULT_WINDOWS_MS,
+        &ClassWindows::default(),
+        8 << 20,
+    );
     let secs = last_ns / 1_000_000_000 + 1;
     s.timeline_bucket_s = secs.div_ceil(TIMELINE_ROWS).max(1);
     let mut rows: BTreeMap<u64, Bucket> = BTreeMap::new();
