@@ -12,7 +12,6 @@
 # usage: bench/hints.sh [--quick]
 source "$(dirname "$0")/lib.sh"
 D="$WORK/hints"; MON="$D/mon"; LO="$D/lo"; PID=""
-PYLIB=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 cleanup() {
   mountpoint -q "$LO" 2>/dev/null && umount "$LO"
   [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
@@ -23,17 +22,9 @@ trap '[ -n "${KEEP:-}" ] || cleanup' EXIT
 cleanup; mkdir -p "$D/tree" "$MON" "$LO"
 
 echo "hints.sh: building the image" >&2
-# (a) a file tree: 1500 files of 4-300 KiB in 30 directories, deterministic.
-for i in $(seq 0 1499); do
-  dir="$D/tree/files/d$((i % 30))"; mkdir -p "$dir"
-  prng $((1000 + i)) $(( (i * 7919 % 300 + 4) * 1024 )) > "$dir/f$i"
-done
-# (b) a library tree.
-mkdir -p "$D/tree/lib"
-for p in json email http xml asyncio concurrent urllib logging unittest html importlib collections; do
-  cp -r "$PYLIB/$p" "$D/tree/lib/"
-done
-find "$D/tree/lib" -name __pycache__ -prune -exec rm -rf {} +
+# (a) a file tree: 1500 files; (b) a library tree.
+tree_files "$D/tree" 1500
+tree_pylib "$D/tree"
 # (c) a database.
 python3 - "$D/tree/db.sqlite" <<'PY'
 import sqlite3, sys, random
@@ -60,13 +51,8 @@ start_monitor() {
 }
 stop_monitor() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
 
-scan() { find "$LO/files" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; }
-program() {
-  python3 -I -S -c "import sys; sys.path.insert(0, '$LO/lib'); sys.dont_write_bytecode = True
-import json, email.parser, email.mime.multipart, http.client, xml.dom.minidom, asyncio, concurrent.futures
-import urllib.request, logging.handlers, unittest, html.parser, importlib.metadata
-print('imported', len(sys.modules))" > /dev/null
-}
+scan() { wl_scan "$LO"; }
+program() { wl_program "$LO"; }
 sqlite() {
   python3 - "$LO/db.sqlite" <<'PY'
 import sqlite3, sys, random

@@ -26,3 +26,33 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {printf "%.6f\n", 
 machine_line() {
   echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
 }
+
+# The real workloads of the hints and prefetch benchmarks, on a tree that
+# becomes an ext4 image. Deterministic: the same bytes and reads every run.
+# usage: tree_files DIR N   — N files of 4-300 KiB in 30 directories under DIR/files
+tree_files() {
+  local i dir
+  for i in $(seq 0 $(($2 - 1))); do
+    dir="$1/files/d$((i % 30))"; mkdir -p "$dir"
+    prng $((1000 + i)) $(( (i * 7919 % 300 + 4) * 1024 )) > "$dir/f$i"
+  done
+}
+# usage: tree_pylib DIR   — a copy of a dozen packages of Python's stdlib under DIR/lib
+tree_pylib() {
+  local p lib
+  lib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+  mkdir -p "$1/lib"
+  for p in json email http xml asyncio concurrent urllib logging unittest html importlib collections; do
+    cp -r "$lib/$p" "$1/lib/"
+  done
+  find "$1/lib" -name __pycache__ -prune -exec rm -rf {} +
+}
+# File-tree scan: find + cat of a fixed third of the files. usage: wl_scan ROOT
+wl_scan() { find "$1/files" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; }
+# Program start: python importing a fixed set of packages from ROOT/lib. usage: wl_program ROOT
+wl_program() {
+  python3 -I -S -c "import sys; sys.path.insert(0, '$1/lib'); sys.dont_write_bytecode = True
+import json, email.parser, email.mime.multipart, http.client, xml.dom.minidom, asyncio, concurrent.futures
+import urllib.request, logging.handlers, unittest, html.parser, importlib.metadata
+print('imported', len(sys.modules))" > /dev/null
+}

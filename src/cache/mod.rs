@@ -110,6 +110,17 @@ impl BlockCache {
         self.disk_outcome(found)
     }
 
+    /// A block a sequential reader will want next: when it is on disk only,
+    /// its file is read into the page cache in the background
+    /// ([`DiskCache::advise`]).
+    pub fn advise(&self, key: &BlockKey, len: usize) {
+        if !self.memory.contains(key) {
+            if let Some(d) = &self.disk {
+                d.advise(key, len);
+            }
+        }
+    }
+
     /// A disk lookup as a hit, or a miss (counting a corrupt file).
     fn disk_outcome(&self, found: disk::Lookup) -> Option<(Bytes, Tier)> {
         match found {
