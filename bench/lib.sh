@@ -37,7 +37,7 @@ tree_files() {
     prng $((1000 + i)) $(( (i * 7919 % 300 + 4) * 1024 )) > "$dir/f$i"
   done
 }
-# usage: tree_pylib DIR   — a copy of a dozen packages of Python's stdlib under DIR/lib
+# usage: tree_pylib DIR   — a copy of a dozen packages of Python's stdlib under DIR/lib, byte-compiled
 tree_pylib() {
   local p lib
   lib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
@@ -46,6 +46,9 @@ tree_pylib() {
     cp -r "$lib/$p" "$1/lib/"
   done
   find "$1/lib" -name __pycache__ -prune -exec rm -rf {} +
+  # Compiled anew for these copies (their mtimes), as a package install does:
+  # imports then load .pyc files, so a start-up is mostly reading, not compiling.
+  python3 -m compileall -q "$1/lib" > /dev/null
 }
 # File-tree scan: find + cat of a fixed third of the files. usage: wl_scan ROOT
 wl_scan() { find "$1/files" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; }

@@ -59,7 +59,8 @@ c_pf=$(stat_of prefetch_bytes); c_used=$(stat_of prefetch_used_bytes); c_read=$(
 rm -rf "$D/c"; start_mount "$D/s1" "$D/c" --no-prefetch; c_off=$(fio_iops); stop_mount
 
 # (b) trained cold start, timed from launching the mount to the end of the
-# workload (mount, loop mount, workload, loop unmount): what a user waits for.
+# workload (mount, loop mount, workload, loop unmount): what a user waits for;
+# and the workload alone.
 # An ext4 image with a file tree and a Python library tree; for each workload
 # its own store, one session recorded with `mount --record-traces`, hints
 # learned from it, then per run: fresh cache + prefetch, the same cache full
@@ -67,32 +68,41 @@ rm -rf "$D/c"; start_mount "$D/s1" "$D/c" --no-prefetch; c_off=$(fio_iops); stop
 tree_files "$D/tree" 600
 tree_pylib "$D/tree"
 truncate -s 512M "$D/fs.img"; mkfs.ext4 -q -F -d "$D/tree" "$D/fs.img"; rm -rf "$D/tree"
-session() { # workload store cache [mount flags...]; leaves the mount running
-  local w=$1 store=$2 cache=$3; shift 3
+session() { # workload store cache [mount flags...]; leaves the mount running; sets TW
+  local w=$1 store=$2 cache=$3 t1; shift 3
   start_mount "$store" "$cache" "$@"
-  mount -o loop,ro,noload "$MNT/fs.img" "$LO"; "wl_$w" "$LO"; umount "$LO"
+  mount -o loop,ro,noload "$MNT/fs.img" "$LO"
+  t1=$(date +%s.%N); "wl_$w" "$LO"; TW=$(echo "$(date +%s.%N) - $t1" | bc -l)
+  umount "$LO"
 }
-# Seconds a session takes, into T (not in a subshell: the mount's PID must stay here).
+# A session's seconds: T from launching the mount to the loop unmount, TW the
+# workload alone. Not in a subshell: the mount's PID must stay here.
 timed_session() { local t0; t0=$(date +%s.%N); session "$@"; T=$(echo "$(date +%s.%N) - $t0" | bc -l); }
+# A table row from three arrays of seconds (named): prefetch on, cached, off.
+b_row() {
+  local -n on_=$2 cached_=$3 off_=$4
+  local c h o; c=$(median "${on_[@]}"); h=$(median "${cached_[@]}"); o=$(median "${off_[@]}")
+  echo "| $1 | $(f2 "$c") s | $(f2 "$h") s | $(f2 "$o") s | $(f2 "$(echo "$c / $h" | bc -l)") | $(f2 "$(echo "$c / $o" | bc -l)") | $(f2 "$(echo "$h / $o" | bc -l)") | $pf / $need |"
+}
 b_rows=""
 for w in scan program; do
   "$S" --store "file://$D/b-$w" create fs --source "$D/fs.img" >/dev/null
   rm -rf "$D/c"; drop; session "$w" "$D/b-$w" "$D/c" --record-traces; stop_mount
   "$S" --store "file://$D/b-$w" hints fs --from-store >/dev/null
-  b_cold=(); b_cached=(); b_off=()
+  b_cold=(); b_cached=(); b_off=(); w_cold=(); w_cached=(); w_off=()
   for r in $(seq 1 $RUNS); do
-    rm -rf "$D/c"; drop; timed_session "$w" "$D/b-$w" "$D/c"; b_cold+=("$T")
-    pf=$(stat_of prefetch_bytes); stop_mount
+    rm -rf "$D/c"; drop; timed_session "$w" "$D/b-$w" "$D/c"; b_cold+=("$T"); w_cold+=("$TW")
+    pf=$(stat_of prefetch_completed); stop_mount
     # Fully cached: one more session fills whatever the cache writer skipped.
     session "$w" "$D/b-$w" "$D/c"; stop_mount
-    drop; timed_session "$w" "$D/b-$w" "$D/c"; b_cached+=("$T")
+    drop; timed_session "$w" "$D/b-$w" "$D/c"; b_cached+=("$T"); w_cached+=("$TW")
     [ "$(stat_of fetches)" = 0 ] || echo "prefetch.sh: the cached $w run fetched from the store" >&2
     stop_mount
-    rm -rf "$D/c"; drop; timed_session "$w" "$D/b-$w" "$D/c" --no-prefetch; b_off+=("$T")
-    rd=$(stat_of bytes_fetched); stop_mount
+    rm -rf "$D/c"; drop; timed_session "$w" "$D/b-$w" "$D/c" --no-prefetch; b_off+=("$T"); w_off+=("$TW")
+    need=$(stat_of blocks_fetched); stop_mount
   done
-  bc_=$(median "${b_cold[@]}"); bk=$(median "${b_cached[@]}"); bo=$(median "${b_off[@]}")
-  b_rows+="| $w | $(f2 "$bc_") s | $(f2 "$bk") s | $(f2 "$bo") s | $(f2 "$(echo "$bc_ / $bk" | bc -l)") | $(f2 "$(echo "$bc_ / $bo" | bc -l)") | $((pf / 1048576)) MiB / $((rd / 1048576)) MiB |"$'\n'
+  b_rows+=$(b_row "$w, whole session" b_cold b_cached b_off)$'\n'
+  b_rows+=$(b_row "$w, workload only" w_cold w_cached w_off)$'\n'
 done
 
 cat > "$RESULTS/prefetch.md" <<MD
@@ -113,14 +123,21 @@ Within seconds every block is cached and fio runs at 100k+ IOPS: there the daemo
 bookkeeping once cost ~17% of the IOPS (one task wake-up per FUSE read); the daemon now polls a shared
 buffer every 2 ms while reads arrive and is woken only from idle.
 
-(b) trained cold start on a 512 MiB ext4 image, timed from launching the mount to the end of the
-workload (mount, loop mount, workload, loop unmount); hints learned from one session recorded with
-\`mount --record-traces\`. scan: find + cat of a fixed third of 600 files; program: python importing a
-dozen stdlib packages from a library tree on the image. Last column: bytes prefetched with a fresh cache /
-bytes the run without prefetch fetched (what the workload needs).
+(b) trained cold start on a 512 MiB ext4 image (block size 512 KiB); hints learned from one session
+recorded with \`mount --record-traces\`. scan: find + cat of a fixed third of 600 files; program: python
+importing a dozen stdlib packages from a library tree on the image. Timed two ways in the same runs:
+the whole session, from launching the mount to the loop unmount (mount, loop mount, workload), and the
+workload alone (from the loop mount on; the warm-up may have started at mount). Last column: blocks
+prefetched with a fresh cache / blocks the run without prefetch fetched (what the workload needs).
 
-| workload | fresh cache, prefetch on | fully cached | fresh cache, prefetch off | on / cached (target ≤ 1.5) | on / off (target ≤ 0.4) | prefetched / needed |
-| --- | --- | --- | --- | --- | --- | --- |
+| workload | fresh cache, prefetch on | fully cached | fresh cache, prefetch off | on / cached (target ≤ 1.5) | on / off (target ≤ 0.4) | cached / off (floor of on / off) | prefetched / needed |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 $b_rows
+No prefetcher can do better than the fully cached run, so "cached / off" is the floor of "on / off".
+Where that floor is above 0.4 the 0.4 target cannot be met on this machine: the workload's time is
+mostly CPU (the program start: the interpreter starting and unmarshalling ~100 modules), and the
+store wait that prefetch removes is only the difference between "off" and "cached". Prefetched
+blocks above the needed ones are the rest of groups whose hint (from a single training session)
+reached the threshold.
 MD
 cat "$RESULTS/prefetch.md"

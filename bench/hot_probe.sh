@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Diagnostic for the mount's hot sequential read (bench/mount.sh (a)): a
+# fully cached mount vs a bindfs passthrough of the source, page cache
+# dropped before every dd, alternating, RUNS times. SNAPAHEAD_BIN picks the
+# binary, so two builds can be compared side by side:
+#   for b in old new old new; do SNAPAHEAD_BIN=/tmp/snap-$b bench/hot_probe.sh; done
+# Prints MB/s of each and the FUSE requests per GiB (kernel read size).
+source "$(dirname "$0")/lib.sh"
+S=${SNAPAHEAD_BIN:-$S}
+SIZE_MB=${SIZE_MB:-1024}; RUNS=${RUNS:-3}
+D="$WORK/hot"; MNT="$D/mnt"; BIND="$D/bind"; PID=""
+cleanup() {
+  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  for m in "$MNT" "$BIND"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -u -z "$m"; done
+  [ -n "${KEEP:-}" ] || rm -rf "$D"
+}
+trap cleanup EXIT
+mkdir -p "$D/src" "$MNT" "$BIND"
+[ -f "$D/src/vol.img" ] || prng 3 $((SIZE_MB * 1048576)) > "$D/src/vol.img"
+[ -d "$D/store" ] || "$S" --store "file://$D/store" create vol --source "$D/src/vol.img" >/dev/null
+"$S" --store "file://$D/store" mount "$MNT" --cache-dir "$D/cache" >"$D/mount.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do [ -e "$MNT/vol.img" ] && break; sleep 0.1; done
+dd if="$MNT/vol.img" of=/dev/null bs=1M status=none; sleep 2   # fill the cache
+bindfs -r --multithreaded "$D/src" "$BIND"
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+reads() { "$S" stats "$MNT" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["reads"])'; }
+r0=$(reads)
+for _ in $(seq 1 "$RUNS"); do
+  drop; a=$(timeit dd if="$MNT/vol.img" of=/dev/null bs=1M status=none)
+  drop; b=$(timeit dd if="$BIND/vol.img" of=/dev/null bs=1M status=none)
+  printf 'snapahead %4.0f MB/s   bindfs %4.0f MB/s   ratio %.2f\n' \
+    "$(echo "$SIZE_MB / $a" | bc -l)" "$(echo "$SIZE_MB / $b" | bc -l)" "$(echo "$b / $a" | bc -l)"
+done
+echo "FUSE reads per GiB: $(( ($(reads) - r0) * 1024 / (RUNS * SIZE_MB) ))"
