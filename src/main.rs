@@ -91,6 +91,10 @@ enum Cmd {
         /// Threshold for --evaluate: prefetch when hint or successor probability >= T
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
+        /// For --evaluate: replay without the warm-up list, to see what hints and successors
+        /// alone predict (a session longer than the warm-up window relies on them)
+        #[arg(long, requires = "evaluate")]
+        no_warmup: bool,
         #[arg(long)]
         json: bool,
     },
@@ -302,9 +306,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             window,
             evaluate,
             threshold,
+            no_warmup,
             json,
         } => match evaluate {
-            Some(held_out) => evaluate_hints(&store, &name, &held_out, threshold, json).await?,
+            Some(held_out) => {
+                evaluate_hints(&store, &name, &held_out, threshold, !no_warmup, json).await?
+            }
             None => learn_hints(&store, &name, &traces, from_store, window.as_deref()).await?,
         },
         Cmd::Mount {
@@ -575,6 +582,7 @@ async fn evaluate_hints(
     name: &SnapshotName,
     held_out: &std::path::Path,
     threshold: f32,
+    warmup: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     use snapahead::predict::{self, evaluate};
@@ -590,7 +598,7 @@ async fn evaluate_hints(
         &stored,
     )?;
     let evals: Vec<evaluate::Evaluation> = (0..snap.index().windows_ms.len())
-        .map(|w| evaluate::evaluate(snap.index(), &stored, &session, w, threshold))
+        .map(|w| evaluate::evaluate(snap.index(), &stored, &session, w, threshold, warmup))
         .collect();
     if json {
         out!("{}", serde_json::to_string_pretty(&evals)?);

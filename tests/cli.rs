@@ -220,6 +220,26 @@ fn unreachable_store_fails_within_the_retry_bound() {
         1,
         "{t}"
     );
+    // `mount` says the same and mounts nothing (checked before any FUSE
+    // work, so this needs no /dev/fuse).
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+        .arg("mount")
+        .arg(&mnt)
+        .current_dir(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("127.0.0.1:{port}")) && t.contains("cannot open the snapshots"),
+        "{t}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(mnt.to_str().unwrap()), "mounted after all");
 }
 
 /// `create` from a real block device (a loop device over an image): sized
