@@ -75,7 +75,12 @@ impl MonitorFs {
 }
 
 impl Filesystem for MonitorFs {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Concurrent direct I/O (as the snapshot mount asks): without it the
+        // kernel sends a queue-depth-16 reader's requests one at a time.
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO) {
+            log::debug!("kernel lacks {missing:?}: direct I/O is serialized");
+        }
         Ok(())
     }
 
