@@ -51,5 +51,8 @@ The trace recorded $records reads in these runs.
 The monitor asks the kernel for concurrent direct I/O (\`FUSE_ASYNC_DIO\`, as the snapshot mount does);
 without it fio's 16 queued reads reached it one at a time, and random reads ran at 0.67–0.74× bindfs
 (runs of 2026-11-24 and 2026-11-26).
+A sequential read has the image's next 4 MiB read into the page cache in the background
+(\`posix_fadvise(WILLNEED)\`): with direct I/O the kernel does no readahead on the mount's side, and
+\`dd\` through the monitor ran at 0.60–0.87× bindfs before it (same day, same script).
 MD
 cat "$RESULTS/monitor.md"
