@@ -119,9 +119,9 @@ fresh cache and dropped page cache for every cold run; median of $RUNS runs, sid
 
 (c) prefetched $((c_pf / 1024)) KiB, of which $((c_used / 1024)) KiB were read; the run fetched $((c_read / 1048576)) MiB in all
 (target: wasted ≤ 10% of read bytes). Random reads get no read-ahead and no hint fires, so nothing is wasted.
-Within seconds every block is cached and fio runs at 100k+ IOPS: there the daemon's per-read
-bookkeeping once cost ~17% of the IOPS (one task wake-up per FUSE read); the daemon now polls a shared
-buffer every 2 ms while reads arrive and is woken only from idle.
+Within seconds every block is cached and fio runs from the cache: there the daemon's per-read
+bookkeeping once cost ~17% of the IOPS (one task wake-up per FUSE read, measured 2026-11-24); the
+daemon now polls a shared buffer every 2 ms while reads arrive and is woken only from idle.
 
 (b) trained cold start on a 512 MiB ext4 image (block size 512 KiB); hints learned from one session
 recorded with \`mount --record-traces\`. scan: find + cat of a fixed third of 600 files; program: python
