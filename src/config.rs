@@ -328,38 +328,40 @@ mod tests {
         format!("{:#}", parse(t).unwrap_err())
     }
 
+    /// `t` is refused with a message holding every one of `needles`.
+    fn err_has(t: &str, needles: &[&str]) {
+        let e = err(t);
+        for n in needles {
+            assert!(e.contains(n), "{n:?} not in: {e}");
+        }
+    }
+
     #[test]
     fn errors_name_file_and_line() {
-        let e = err("store: file://x\nbogus: 1\n");
-        assert!(
-            e.contains("snapshots.yaml:2:") && e.contains("bogus"),
-            "{e}"
+        err_has(
+            "store: file://x\nbogus: 1\n",
+            &["snapshots.yaml:2:", "bogus"],
         );
-        let e = err("snapshots:\n  - { name: a, block_size: 3KiB }\n");
-        assert!(
-            e.contains("snapshots.yaml:2:") && e.contains("block size"),
-            "{e}"
+        err_has(
+            "snapshots:\n  - { name: a, block_size: 3KiB }\n",
+            &["snapshots.yaml:2:", "block size"],
         );
-        let e = err("snapshots:\n  - { name: a }\n  - { name: b }\n  - { name: a }\n");
-        assert!(
-            e.contains("duplicate") && e.contains("snapshots.yaml:"),
-            "{e}"
+        err_has(
+            "snapshots:\n  - { name: a }\n  - { name: b }\n  - { name: a }\n",
+            &["duplicate", "snapshots.yaml:"],
         );
-        let e = err("snapshots:\n  - { name: ../etc }\n");
-        assert!(
-            e.contains("snapshots.yaml:2:") && e.contains("starts with '.'"),
-            "{e}"
+        err_has(
+            "snapshots:\n  - { name: ../etc }\n",
+            &["snapshots.yaml:2:", "starts with '.'"],
         );
-        let e = err("snapshots:\n  - { name: a/b }\n");
-        assert!(e.contains("'/'"), "{e}");
-        let e = err("cache: { size: lots }\n");
-        assert!(e.contains("snapshots.yaml:1:"), "{e}");
-        let e = err("s3: { allow_http: maybe }\n");
-        assert!(e.contains("snapshots.yaml:1:"), "{e}");
-        let e = err("snapshots: [ { name: a, group_size: 0 } ]\n");
-        assert!(e.contains("group_size"), "{e}");
-        let e = err("store: [1\n");
-        assert!(e.contains("snapshots.yaml:"), "{e}");
+        err_has("snapshots:\n  - { name: a/b }\n", &["'/'"]);
+        err_has("cache: { size: lots }\n", &["snapshots.yaml:1:"]);
+        err_has("s3: { allow_http: maybe }\n", &["snapshots.yaml:1:"]);
+        err_has(
+            "snapshots: [ { name: a, group_size: 0 } ]\n",
+            &["group_size"],
+        );
+        err_has("store: [1\n", &["snapshots.yaml:"]);
     }
 
     #[test]
@@ -378,20 +380,22 @@ mod tests {
         );
         let d = parse("").unwrap().prefetch;
         assert_eq!(d.fetch_slots(), crate::fetch::DEFAULT_FETCH_SLOTS);
-        let e = err("prefetch: { demand_slots: 0 }\n");
-        assert!(
-            e.contains("demand_slots") && e.contains("snapshots.yaml"),
-            "{e}"
+        err_has(
+            "prefetch: { demand_slots: 0 }\n",
+            &["demand_slots", "snapshots.yaml"],
         );
-        let e = err("prefetch: { windows: { random: soon } }\n");
-        assert!(
-            e.contains("snapshots.yaml:1:") && e.contains("duration"),
-            "{e}"
+        err_has(
+            "prefetch: { windows: { random: soon } }\n",
+            &["snapshots.yaml:1:", "duration"],
         );
-        let e = err("prefetch: { windows: { slow: 1s } }\n");
-        assert!(e.contains("snapshots.yaml:1:") && e.contains("slow"), "{e}");
-        let e = err("prefetch: { threshold: { min: 0.9, max: 0.5 } }\n");
-        assert!(e.contains("prefetch.threshold"), "{e}");
+        err_has(
+            "prefetch: { windows: { slow: 1s } }\n",
+            &["snapshots.yaml:1:", "slow"],
+        );
+        err_has(
+            "prefetch: { threshold: { min: 0.9, max: 0.5 } }\n",
+            &["prefetch.threshold"],
+        );
     }
 
     #[test]

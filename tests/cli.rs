@@ -196,14 +196,18 @@ fn unreachable_store_fails_within_the_retry_bound() {
         ),
     )
     .unwrap();
+    // Credentials that look real enough, so the store is really asked.
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_snapahead"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y")
+            .output()
+            .unwrap()
+    };
     let started = std::time::Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .arg("list")
-        .current_dir(dir.path())
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y")
-        .output()
-        .unwrap();
+    let o = run(&["list".as_ref()]);
     let t = text(&o);
     assert!(!o.status.success());
     assert!(
@@ -224,14 +228,7 @@ fn unreachable_store_fails_within_the_retry_bound() {
     // work, so this needs no /dev/fuse).
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
-        .arg("mount")
-        .arg(&mnt)
-        .current_dir(dir.path())
-        .env("AWS_ACCESS_KEY_ID", "x")
-        .env("AWS_SECRET_ACCESS_KEY", "y")
-        .output()
-        .unwrap();
+    let o = run(&["mount".as_ref(), mnt.as_os_str()]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(
