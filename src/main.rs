@@ -846,6 +846,12 @@ fn print_stats(mountpoint: &std::path::Path, json: bool) -> anyhow::Result<ExitC
             ByteSize(n("prefetch_wasted_bytes")),
             n("prefetch_dropped")
         );
+        out!(
+            "               done by source: warm-up {}, read-ahead {}, hints and successors {} blocks",
+            n("prefetch_warmup_blocks"),
+            n("prefetch_readahead_blocks"),
+            n("prefetch_hint_blocks")
+        );
         for s in p["snapshots"].as_array().into_iter().flatten() {
             out!(
                 "               {} workload, window {} ms, read-ahead {}",

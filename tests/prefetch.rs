@@ -116,7 +116,13 @@ async fn sequential_read_grows_the_window_and_then_hits() {
         st["snapshots"][0]["readahead_window"].as_u64().unwrap() >= 8 << 20,
         "{st}"
     );
-    assert!(s.fetcher.metrics().prefetch_completed.load(Relaxed) > 64);
+    let m = s.fetcher.metrics();
+    assert!(m.prefetch_completed.load(Relaxed) > 64);
+    // No hints were learned: every prefetch was read-ahead.
+    assert_eq!(
+        m.prefetch_readahead_blocks.load(Relaxed),
+        m.prefetch_completed.load(Relaxed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,6 +209,16 @@ async fn a_replay_after_learning_one_session_mostly_hits() {
         hits * 10 >= 9 * (hits + misses),
         "{hits} hits, {misses} misses"
     );
+    // The warm-up list did it (the session is one start-up), and the
+    // counters by source add up.
+    let m = fetcher.metrics();
+    let (w, r, h) = (
+        m.prefetch_warmup_blocks.load(Relaxed),
+        m.prefetch_readahead_blocks.load(Relaxed),
+        m.prefetch_hint_blocks.load(Relaxed),
+    );
+    assert!(w >= 54, "warm-up prefetched {w} blocks");
+    assert_eq!(w + r + h, m.prefetch_completed.load(Relaxed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

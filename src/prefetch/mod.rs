@@ -513,6 +513,11 @@ impl Prefetcher {
     /// Fetches a job's blocks that are stored and not cached yet.
     async fn run_job(&self, snap: &Snapshot, job: Job) {
         let m = self.fetcher.metrics();
+        let by_source = match job.priority {
+            Priority::Warmup => &m.prefetch_warmup_blocks,
+            Priority::Readahead => &m.prefetch_readahead_blocks,
+            Priority::Hint => &m.prefetch_hint_blocks,
+        };
         let mut wants = Vec::new();
         for b in job.blocks {
             match snap.locate(b).await {
@@ -536,6 +541,7 @@ impl Prefetcher {
             if r.is_ok() {
                 Metrics::inc(&m.prefetch_completed);
                 Metrics::add(&m.prefetch_bytes, w.len as u64);
+                Metrics::inc(by_source);
                 if let Some(u) = unread.as_mut() {
                     if u.len() < MAX_TRACKED {
                         u.insert(w.block.checksum, w.len as u64);
