@@ -221,6 +221,56 @@ async fn a_replay_after_learning_one_session_mostly_hits() {
     assert_eq!(w + r + h, m.prefetch_completed.load(Relaxed));
 }
 
+/// A group touched while the warm-up is still fetching its blocks: the
+/// hint is judged on what is not yet cached *or queued*, so the group's
+/// never-read blocks are not fetched (they were, before: 6 of 16 wasted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_counts_blocks_the_warm_up_already_queued() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let vol = common::random_bytes(6, 64 * bs as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    // Every session reads blocks 0..10 of group 0 at its start: hint 10/16.
+    let session = || Session {
+        events: (0..10u64).map(|b| (b * 1_000_000, b)).collect(),
+    };
+    let stored = predict::stored_blocks(&s.snap).await.unwrap();
+    let learned = predict::learn(s.snap.index(), &stored, &[session(), session()], &[2000]);
+    assert!(learned.groups[0].hints[0] >= 0.6, "{:?}", learned.groups[0]);
+    predict::commit(&s.store, &learned).await.unwrap();
+    let snap = Arc::new(
+        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
+            .await
+            .unwrap(),
+    );
+    let fetcher = fresh_fetcher(&s.store, s._dir.path());
+    let p = Prefetcher::start(
+        vec![snap.clone()],
+        fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    // The first read comes at once, before the warm-up's GETs (20 ms) end;
+    // the daemon hears of each read before it is served, as from FUSE.
+    for b in 0..10u64 {
+        let off = b * bs + 100;
+        p.on_read(0, off, 4096);
+        let data = read_range(&snap, &fetcher, off, 4096).await.unwrap();
+        assert!(data == vol[off as usize..off as usize + 4096]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = fetcher.metrics();
+    // (Demand reads may win the race for some of the 10: the warm-up then
+    // drops them, so its count is at most 10.)
+    let w = m.prefetch_warmup_blocks.load(Relaxed);
+    assert!((1..=10).contains(&w), "warm-up prefetched {w}");
+    assert_eq!(
+        m.prefetch_hint_blocks.load(Relaxed),
+        0,
+        "the hint fetched blocks the warm-up had queued, or the 6 never read"
+    );
+    assert_eq!(m.blocks_fetched.load(Relaxed), 10, "only what is read");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     let _serial = SERIAL.lock().await;

@@ -141,6 +141,22 @@ struct FileState {
     window: usize,
     /// group → start of its current episode
     episodes: HashMap<u64, Instant>,
+    /// Blocks some job was queued for (warm-up, read-ahead, hints): they
+    /// count as covered when a hint's remaining precision is judged, as in
+    /// `hints --evaluate`. Without this a group touched while the warm-up
+    /// is still fetching looked uncovered and was fetched whole.
+    planned: std::collections::HashSet<u64>,
+}
+
+impl FileState {
+    /// Remembers `blocks` as queued for prefetch (forgetting everything
+    /// past [`MAX_TRACKED`]: then hints are judged on the cache alone).
+    fn plan(&mut self, blocks: &[u64]) {
+        if self.planned.len() + blocks.len() > MAX_TRACKED {
+            self.planned.clear();
+        }
+        self.planned.extend(blocks.iter().copied());
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -238,20 +254,24 @@ impl Prefetcher {
                 class: Class::Random,
                 window: 0,
                 episodes: HashMap::new(),
+                planned: Default::default(),
             })
             .collect();
         let mut queue: BinaryHeap<Job> = BinaryHeap::new();
         let mut seq = 0u64;
         // Warm-up lists first, in order.
-        for (i, f) in files.iter().enumerate() {
-            let gs = f.snapshot.header().group_size;
-            for w in &f.snapshot.index().warmup {
+        for (i, f) in files.iter_mut().enumerate() {
+            let snap = f.snapshot.clone();
+            let gs = snap.header().group_size;
+            for w in &snap.index().warmup {
                 seq += 1;
+                let blocks: Vec<u64> = w.blocks(gs).collect();
+                f.plan(&blocks);
                 queue.push(Job {
                     priority: Priority::Warmup,
                     seq: std::cmp::Reverse(seq),
                     file: i,
-                    blocks: w.blocks(gs).collect(),
+                    blocks,
                 });
             }
         }
@@ -429,6 +449,7 @@ impl Prefetcher {
             let last = (r.end.min(h.volume_size)).div_ceil(bs);
             let blocks: Vec<u64> = (r.start / bs..last).collect();
             if !blocks.is_empty() {
+                f.plan(&blocks);
                 jobs.push(Job {
                     priority: Priority::Readahead,
                     seq: std::cmp::Reverse(0),
@@ -489,15 +510,20 @@ impl Prefetcher {
                 };
                 let covered = blocks
                     .iter()
-                    .filter(|b| self.fetcher.cache().contains(&b.checksum))
+                    .filter(|b| {
+                        f.planned.contains(&b.block_id)
+                            || self.fetcher.cache().contains(&b.checksum)
+                    })
                     .count();
                 if crate::predict::remaining_precision(strength, blocks.len(), covered) >= threshold
                 {
+                    let ids: Vec<u64> = blocks.iter().map(|b| b.block_id).collect();
+                    f.plan(&ids);
                     jobs.push(Job {
                         priority: Priority::Hint,
                         seq: std::cmp::Reverse(0),
                         file,
-                        blocks: blocks.iter().map(|b| b.block_id).collect(),
+                        blocks: ids,
                     });
                 }
             }
