@@ -9,7 +9,9 @@
 //!   prefetch the rest of g if its hint, discounted by what is already
 //!   cached ([`crate::predict::remaining_precision`]), reaches the
 //!   threshold; the same for each successor of g;
-//! - a sequential stream: read ahead its window ([`readahead`]);
+//! - a sequential stream: read ahead its window ([`readahead`]), bounded by
+//!   the snapshot's recent class (all of `max_readahead` for sequential
+//!   work, a quarter for mixed, none for random);
 //! - at mount: the warm-up list, in order.
 //!
 //! Scheduling: jobs wait in a priority queue (warm-up > read-ahead > hints
@@ -435,6 +437,7 @@ impl Prefetcher {
                 self.cfg.max_readahead.as_u64(),
             );
             f.class = c.class;
+            f.readahead.set_max_window(c.readahead_bytes);
             f.window = f
                 .snapshot
                 .index()

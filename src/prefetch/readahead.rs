@@ -95,6 +95,16 @@ impl Readahead {
         None
     }
 
+    /// Changes the bound (the workload's class picks it: full for
+    /// sequential work, a quarter for mixed, none for random); windows
+    /// already above it shrink to it.
+    pub fn set_max_window(&mut self, max: u64) {
+        self.max_window = max;
+        for h in &mut self.heads {
+            h.window = h.window.min(max);
+        }
+    }
+
     /// The largest window of any stream (for metrics).
     pub fn max_active_window(&self) -> u64 {
         self.heads.iter().map(|h| h.window).max().unwrap_or(0)
@@ -166,5 +176,35 @@ mod tests {
             }
         }
         assert!(got.iter().all(|g| *g >= 4 << 20), "{got:?}");
+    }
+
+    #[test]
+    fn the_bound_follows_the_workload_class() {
+        let mut ra = Readahead::new(8 << 20);
+        let mut off = 0;
+        let mut read = |ra: &mut Readahead| {
+            let r = ra.on_read(off, 128 << 10);
+            off += 128 << 10;
+            r
+        };
+        for _ in 0..20 {
+            read(&mut ra);
+        }
+        assert_eq!(ra.max_active_window(), 8 << 20);
+        // Classified random: the stream keeps its place but reads nothing ahead.
+        ra.set_max_window(0);
+        assert_eq!(ra.max_active_window(), 0);
+        for _ in 0..20 {
+            assert_eq!(read(&mut ra), None);
+        }
+        // Mixed: a quarter; the window grows again up to it (asking again
+        // once the stream passes what was asked for before the pause).
+        ra.set_max_window(2 << 20);
+        let asked: u64 = (0..80)
+            .filter_map(|_| read(&mut ra))
+            .map(|r| r.end - r.start)
+            .sum();
+        assert!(asked > 0);
+        assert_eq!(ra.max_active_window(), 2 << 20);
     }
 }
