@@ -138,7 +138,8 @@ struct FileState {
     readahead: Readahead,
     classifier: Classifier,
     reads: u64,
-    class: Class,
+    /// None until [`CLASSIFY_EVERY`] reads were seen.
+    class: Option<Class>,
     /// Index into the snapshot's windows.
     window: usize,
     /// group → start of its current episode
@@ -163,7 +164,8 @@ impl FileState {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileStatus {
-    pub class: Class,
+    /// None until the first classification.
+    pub class: Option<Class>,
     pub window_ms: u32,
     pub readahead_window: u64,
 }
@@ -193,7 +195,7 @@ impl Prefetcher {
         let status = snapshots
             .iter()
             .map(|s| FileStatus {
-                class: Class::Random,
+                class: None,
                 window_ms: s.index().windows_ms.first().copied().unwrap_or(0),
                 readahead_window: 0,
             })
@@ -253,7 +255,7 @@ impl Prefetcher {
                 readahead: Readahead::new(max_ra),
                 classifier: Classifier::default(),
                 reads: 0,
-                class: Class::Random,
+                class: None,
                 window: 0,
                 episodes: HashMap::new(),
                 planned: Default::default(),
@@ -436,7 +438,7 @@ impl Prefetcher {
                 &self.cfg.windows,
                 self.cfg.max_readahead.as_u64(),
             );
-            f.class = c.class;
+            f.class = Some(c.class);
             f.readahead.set_max_window(c.readahead_bytes);
             f.window = f
                 .snapshot
