@@ -72,6 +72,30 @@ fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
     ))
 }
 
+/// Learns hints from `sessions` into the snapshot's index, then opens it as
+/// a new host would: the new index, an empty cache, a running prefetcher.
+async fn learn_and_mount(
+    s: &Setup,
+    sessions: &[Session],
+    windows: &[u32],
+) -> (Arc<Snapshot>, Arc<Fetcher>, Arc<Prefetcher>) {
+    let stored = predict::stored_blocks(&s.snap).await.unwrap();
+    let learned = predict::learn(s.snap.index(), &stored, sessions, windows);
+    predict::commit(&s.store, &learned).await.unwrap();
+    let snap = Arc::new(
+        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
+            .await
+            .unwrap(),
+    );
+    let fetcher = fresh_fetcher(&s.store, s._dir.path());
+    let p = Prefetcher::start(
+        vec![snap.clone()],
+        fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    (snap, fetcher, p)
+}
+
 fn lookups(m: &Metrics) -> (u64, u64) {
     (
         m.memory_hits.load(Relaxed) + m.disk_hits.load(Relaxed),
@@ -180,23 +204,9 @@ async fn a_replay_after_learning_one_session_mostly_hits() {
             .map(|(i, b)| (i as u64 * 5_000_000, *b))
             .collect(),
     };
-    let stored = predict::stored_blocks(&s.snap).await.unwrap();
-    let learned = predict::learn(s.snap.index(), &stored, &[session], &[2000, 10_000]);
-    predict::commit(&s.store, &learned).await.unwrap();
-    let snap = Arc::new(
-        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
-            .await
-            .unwrap(),
-    );
-    assert!(!snap.index().warmup.is_empty());
-
     // A fresh host: empty cache; the application starts shortly after mount.
-    let fetcher = fresh_fetcher(&s.store, s._dir.path());
-    let p = Prefetcher::start(
-        vec![snap.clone()],
-        fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let (snap, fetcher, p) = learn_and_mount(&s, &[session], &[2000, 10_000]).await;
+    assert!(!snap.index().warmup.is_empty());
     tokio::time::sleep(Duration::from_millis(150)).await;
     for b in &blocks {
         let off = b * bs + 100;
@@ -234,21 +244,9 @@ async fn a_hint_counts_blocks_the_warm_up_already_queued() {
     let session = || Session {
         events: (0..10u64).map(|b| (b * 1_000_000, b)).collect(),
     };
-    let stored = predict::stored_blocks(&s.snap).await.unwrap();
-    let learned = predict::learn(s.snap.index(), &stored, &[session(), session()], &[2000]);
-    assert!(learned.groups[0].hints[0] >= 0.6, "{:?}", learned.groups[0]);
-    predict::commit(&s.store, &learned).await.unwrap();
-    let snap = Arc::new(
-        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
-            .await
-            .unwrap(),
-    );
-    let fetcher = fresh_fetcher(&s.store, s._dir.path());
-    let p = Prefetcher::start(
-        vec![snap.clone()],
-        fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let (snap, fetcher, p) = learn_and_mount(&s, &[session(), session()], &[2000]).await;
+    let g0 = &snap.index().groups[0];
+    assert!(g0.hints[0] >= 0.6, "{g0:?}");
     // The first read comes at once, before the warm-up's GETs (20 ms) end;
     // the daemon hears of each read before it is served, as from FUSE.
     for b in 0..10u64 {
@@ -281,23 +279,10 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     // coalesced GETs), a storm that lasts through the measurement.
     let s = setup(&vol, bs as u32, 1).await;
     // Warm-up naming every block: a storm of 2048 queued prefetches.
-    let stored = predict::stored_blocks(&s.snap).await.unwrap();
     let session = Session {
         events: (0..n).map(|b| (b, b)).collect(),
     };
-    let learned = predict::learn(s.snap.index(), &stored, &[session], &[2000]);
-    predict::commit(&s.store, &learned).await.unwrap();
-    let snap = Arc::new(
-        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
-            .await
-            .unwrap(),
-    );
-    let fetcher = fresh_fetcher(&s.store, s._dir.path());
-    let _p = Prefetcher::start(
-        vec![snap.clone()],
-        fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let (snap, fetcher, _p) = learn_and_mount(&s, &[session], &[2000]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Demand reads far from where the warm-up is, while it runs (their
     // manifest page loaded first: the storm, not a cold page, is measured).
