@@ -5,6 +5,8 @@
 # binary, so two builds can be compared side by side:
 #   for b in old new old new; do SNAPAHEAD_BIN=/tmp/snap-$b bench/hot_probe.sh; done
 # Prints MB/s of each and the FUSE requests per GiB (kernel read size).
+# PERF=1 records a profile of the mount during the hot dds to $WORK/hot-perf.data
+# (`perf report -i ... --no-children --sort symbol`).
 source "$(dirname "$0")/lib.sh"
 S=${SNAPAHEAD_BIN:-$S}
 SIZE_MB=${SIZE_MB:-1024}; RUNS=${RUNS:-3}
@@ -26,10 +28,13 @@ bindfs -r --multithreaded "$D/src" "$BIND"
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 reads() { "$S" stats "$MNT" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["reads"])'; }
 r0=$(reads)
+PP=""
+[ -n "${PERF:-}" ] && { perf record -F 1999 -g -p "$PID" -o "$WORK/hot-perf.data" 2>/dev/null & PP=$!; sleep 0.3; }
 for _ in $(seq 1 "$RUNS"); do
   drop; a=$(timeit dd if="$MNT/vol.img" of=/dev/null bs=1M status=none)
   drop; b=$(timeit dd if="$BIND/vol.img" of=/dev/null bs=1M status=none)
   printf 'snapahead %4.0f MB/s   bindfs %4.0f MB/s   ratio %.2f\n' \
     "$(echo "$SIZE_MB / $a" | bc -l)" "$(echo "$SIZE_MB / $b" | bc -l)" "$(echo "$b / $a" | bc -l)"
 done
+[ -n "$PP" ] && { kill -INT "$PP"; wait "$PP" || true; }
 echo "FUSE reads per GiB: $(( ($(reads) - r0) * 1024 / (RUNS * SIZE_MB) ))"

@@ -100,7 +100,7 @@ How the hot path gets there, and what limits it:
   file began with a synchronous disk read, since the kernel's readahead starts afresh in every file:
   side by side with \`bench/hot_probe.sh\` (old and new build alternating twice, 3 runs each, 2026-11-26):
   747–935 MB/s before, 1104–1250 MB/s after. Random reads (a few KiB) never trigger it.
-- Remaining cost (perf, hot dd): BLAKE3 of every byte served ≈ 16% of the mount's CPU, zeroing and
+- Remaining cost (\`PERF=1 bench/hot_probe.sh\`, perf of the mount during hot dd): BLAKE3 of every byte served ≈ 16–21% of the mount's CPU, zeroing and
   copying buffers ≈ 10%, the kernel's FUSE copies most of the rest. bindfs checks nothing.
 - Noise: on this shared 2-core machine bindfs's hot sequential rate ranged from 600 to 1700 MB/s
   between consecutive runs of \`bench/hot_probe.sh\`, snapahead's from 730 to 1300 MB/s; compare the
