@@ -854,8 +854,12 @@ fn print_stats(mountpoint: &std::path::Path, json: bool) -> anyhow::Result<ExitC
         );
         for s in p["snapshots"].as_array().into_iter().flatten() {
             out!(
-                "               {} workload, window {} ms, read-ahead {}",
-                s["class"].as_str().unwrap_or("not yet classified"),
+                "               {}, window {} ms, read-ahead {}",
+                s["class"]
+                    .as_str()
+                    .map_or("workload not yet classified".to_string(), |c| format!(
+                        "{c} workload"
+                    )),
                 s["window_ms"],
                 ByteSize(s["readahead_window"].as_u64().unwrap_or(0))
             );
