@@ -92,6 +92,7 @@ counters! {
     hole_blocks: "block reads answered with zeros (holes), no fetch",
     memory_hits: "block reads served from the memory tier",
     disk_hits: "block reads served from the disk cache",
+    disk_readahead_blocks: "disk-cache blocks read into the page cache ahead of a sequential reader",
     misses: "block reads that needed the store",
     fetches: "GET requests for data (one per run of adjacent blocks)",
     blocks_fetched: "blocks fetched from the store",

@@ -243,6 +243,12 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
     let s = m.stats();
     assert_eq!(s["metrics"]["fetches"], 0, "{s}");
     assert!(s["metrics"]["disk_hits"].as_u64().unwrap() > 0);
+    // The sequential reader had its next blocks' cache files read ahead
+    // into the page cache.
+    assert!(
+        s["metrics"]["disk_readahead_blocks"].as_u64().unwrap() > 0,
+        "{s}"
+    );
     assert!(m.stop().success());
 
     // Corrupt one cached block: it is dropped, refetched, and served right.

@@ -238,21 +238,23 @@ impl DiskCache {
     /// finds its next blocks in memory instead of waiting for the disk one
     /// block file at a time (the kernel's own readahead starts afresh in
     /// every file). Best effort: a missing or bad file is left to `get`.
-    pub fn advise(&self, key: &BlockKey, len: usize) {
+    /// True when the block was found and advised.
+    pub fn advise(&self, key: &BlockKey, len: usize) -> bool {
         if !self.lock().lru.contains(key) {
-            return;
+            return false;
         }
-        if let Ok(Some(b)) = self.open_block(key, len) {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain syscall on a descriptor this process owns.
-            unsafe {
-                libc::posix_fadvise(
-                    b.file.as_raw_fd(),
+        match self.open_block(key, len) {
+            Ok(Some(b)) => {
+                // Advice only: a failure costs the speed-up, nothing else.
+                let _ = nix::fcntl::posix_fadvise(
+                    &b.file,
                     b.data_at as libc::off_t,
                     b.len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
                 );
+                true
             }
+            _ => false,
         }
     }
 
@@ -567,10 +569,10 @@ mod tests {
         let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
         let key = *blake3::hash(&data).as_bytes();
         // Not cached: nothing is opened.
-        c.advise(&key, len);
+        assert!(!c.advise(&key, len));
         assert_eq!(c.open.lock().unwrap().len(), 0);
         put(&c, &key, &data);
-        c.advise(&key, len);
+        assert!(c.advise(&key, len));
         assert!(
             c.open.lock().unwrap().contains(&key),
             "advised file kept open"
@@ -585,7 +587,7 @@ mod tests {
         let mut file = fs::read(&path).unwrap();
         file[HEADER_FIXED + 3] ^= 1;
         fs::write(&path, &file).unwrap();
-        c.advise(&key, len);
+        assert!(!c.advise(&key, len));
         assert!(!c.open.lock().unwrap().contains(&key));
         assert!(matches!(c.get(&key, len, 0..10), Lookup::Corrupt));
     }

@@ -114,10 +114,11 @@ impl BlockCache {
     /// its file is read into the page cache in the background
     /// ([`DiskCache::advise`]).
     pub fn advise(&self, key: &BlockKey, len: usize) {
-        if !self.memory.contains(key) {
-            if let Some(d) = &self.disk {
-                d.advise(key, len);
-            }
+        if self.memory.contains(key) {
+            return;
+        }
+        if self.disk.as_ref().is_some_and(|d| d.advise(key, len)) {
+            Metrics::inc(&self.metrics.disk_readahead_blocks);
         }
     }
 

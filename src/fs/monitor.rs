@@ -175,17 +175,13 @@ impl Filesystem for MonitorFs {
             .last_read_end
             .swap(end, std::sync::atomic::Ordering::Relaxed);
         if last == offset && size >= SEQUENTIAL_READ {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain syscall on a descriptor this process owns;
-            // advice only, its result does not matter.
-            unsafe {
-                libc::posix_fadvise(
-                    self.image.as_raw_fd(),
-                    end as libc::off_t,
-                    READ_AHEAD as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
+            // Advice only: a failure costs the speed-up, nothing else.
+            let _ = nix::fcntl::posix_fadvise(
+                &self.image,
+                end as libc::off_t,
+                READ_AHEAD as libc::off_t,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
         }
         reply.data(&buf[..n]);
     }

@@ -71,7 +71,7 @@ pub fn read_range_local(
         let at = (bstart + from as u64 - offset) as usize;
         out[at..at + data.len()].copy_from_slice(&data);
     }
-    if disk > 0 && end % bs == 0 && len >= SEQUENTIAL_READ {
+    if end % bs == 0 && len >= SEQUENTIAL_READ {
         advise_next_blocks(snap, fetcher, end / bs);
     }
     let m = fetcher.metrics();
