@@ -26,8 +26,7 @@ for _ in $(seq 1 100); do [ -e "$MNT/vol.img" ] && break; sleep 0.1; done
 dd if="$MNT/vol.img" of=/dev/null bs=1M status=none; sleep 2   # fill the cache
 bindfs -r --multithreaded "$D/src" "$BIND"
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-reads() { "$S" stats "$MNT" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["reads"])'; }
-r0=$(reads)
+r0=$(stat_of reads)
 PP=""
 [ -n "${PERF:-}" ] && { perf record -F 1999 -g -p "$PID" -o "$WORK/hot-perf.data" 2>/dev/null & PP=$!; sleep 0.3; }
 for _ in $(seq 1 "$RUNS"); do
@@ -37,4 +36,4 @@ for _ in $(seq 1 "$RUNS"); do
     "$(echo "$SIZE_MB / $a" | bc -l)" "$(echo "$SIZE_MB / $b" | bc -l)" "$(echo "$b / $a" | bc -l)"
 done
 [ -n "$PP" ] && { kill -INT "$PP"; wait "$PP" || true; }
-echo "FUSE reads per GiB: $(( ($(reads) - r0) * 1024 / (RUNS * SIZE_MB) ))"
+echo "FUSE reads per GiB: $(( ($(stat_of reads) - r0) * 1024 / (RUNS * SIZE_MB) ))"

@@ -59,3 +59,6 @@ import json, email.parser, email.mime.multipart, http.client, xml.dom.minidom, a
 import urllib.request, logging.handlers, unittest, html.parser, importlib.metadata
 print('imported', len(sys.modules))" > /dev/null
 }
+
+# One counter of a running mount's `stats --json`. usage: stat_of NAME (uses $S and $MNT)
+stat_of() { "$S" stats "$MNT" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['metrics']['$1'])"; }

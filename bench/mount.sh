@@ -47,8 +47,7 @@ sleep 1   # background cache writes
 start_mount
 dd if="$MNT/vol.img" of=/dev/null bs=1M status=none   # everything cached (memory + disk tiers)
 sleep 1   # background cache writes
-fetches_stat() { "$S" stats "$MNT" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["fetches"])'; }
-fetches0=$(fetches_stat)
+fetches0=$(stat_of fetches)
 bindfs -r --multithreaded "$D/src" "$BIND"
 
 hot=(); bind=()
@@ -56,7 +55,7 @@ for r in $(seq 1 $HOT_RUNS); do
   drop; hot+=("$(timeit dd if="$MNT/vol.img" of=/dev/null bs=1M status=none)")
   drop; bind+=("$(timeit dd if="$BIND/vol.img" of=/dev/null bs=1M status=none)")
 done
-fetches=$(( $(fetches_stat) - fetches0 ))
+fetches=$(( $(stat_of fetches) - fetches0 ))
 
 fio_iops() {
   fio --name=rr --filename="$1" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \

@@ -31,7 +31,6 @@ start_mount() { # store cache [flags...]
 }
 stop_mount() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
 f2() { printf %.2f "$1"; }
-stat_of() { "$S" stats "$MNT" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['metrics']['$1'])"; }
 
 # (a) cold sequential
 prng 6 $((SIZE_MB * 1048576)) > "$D/seq.img"
