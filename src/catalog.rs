@@ -132,19 +132,7 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
             }
         })
         .collect();
-    let logical_stored_bytes = if h.stored_blocks == 0 {
-        0
-    } else {
-        // Every stored block is full-size except possibly the volume's last.
-        let last = h.block_count() - 1;
-        let last_stored = ix.groups.last().is_some_and(|g| g.last_block == last);
-        h.stored_blocks * h.block_size as u64
-            - if last_stored {
-                h.block_count() * h.block_size as u64 - h.volume_size
-            } else {
-                0
-            }
-    };
+    let logical_stored_bytes = ix.logical_stored_bytes();
     InspectReport {
         name: h.name.to_string(),
         id: h.id.to_string(),

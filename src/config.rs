@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use bytesize::ByteSize;
@@ -21,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::format::{validate_block_size, MAX_GROUP_SIZE};
 use crate::name::SnapshotName;
+pub use crate::store::S3Config;
 
 /// The default config file, looked up in the working directory.
 pub const DEFAULT_CONFIG: &str = "snapshots.yaml";
@@ -29,38 +29,6 @@ pub const DEFAULT_STORE: &str = "file://./.snapahead/store";
 pub const DEFAULT_CACHE_DIR: &str = "./.snapahead/cache";
 /// 8 GiB: room for the working set of a typical boot or database warm-up.
 pub const DEFAULT_CACHE_SIZE: u64 = 8 << 30;
-
-/// How S3 requests are bounded. Defaults suit an in-region S3 or a local
-/// server: a request that has not answered in 30 s is dead; retries stop
-/// after 60 s in all, so a read fails with EIO instead of hanging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct S3Config {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub allow_http: bool,
-    #[serde(deserialize_with = "duration")]
-    pub request_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub connect_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub retry_timeout: Duration,
-    pub max_retries: usize,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config {
-            endpoint: None,
-            region: None,
-            allow_http: false,
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            retry_timeout: Duration::from_secs(60),
-            max_retries: 5,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,12 +144,6 @@ pub struct Config {
     pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
-/// A duration like `2s`, `500ms`, `1m` (humantime).
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| de::Error::custom(format!("duration {s:?}: {e}")))
-}
-
 impl Config {
     /// Loads `path`. When the file is missing and `required` is false
     /// (the default path was used), the defaults apply.
@@ -205,7 +167,7 @@ impl Config {
             cache: CacheConfig {
                 dir: base_dir.join(DEFAULT_CACHE_DIR),
                 size: DEFAULT_CACHE_SIZE,
-                memory: crate::fs::mount::DEFAULT_MEMORY_CACHE,
+                memory: crate::cache::DEFAULT_MEMORY_BYTES,
             },
             base_dir,
             snapshots: Vec::new(),
@@ -300,6 +262,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(t: &str) -> anyhow::Result<Config> {
         Config::parse(t, Path::new("/etc/snap/snapshots.yaml"))

@@ -1,20 +1,35 @@
 //! snapahead: snapshot block volumes into object storage and mount them
 //! lazily, with prefetch learned from access traces.
 //!
-//! Modules follow the data flow of DESIGN.md:
-//! - [`format`]: the on-store format (data objects, manifest pages, index);
-//! - [`store`]: the object store (file://, s3://, memory://);
-//! - [`create`]: volume → blocks → compressed data objects → manifest → index;
-//! - [`snapshot`]: an opened snapshot: block lookup, fetch, verify, read;
-//! - [`catalog`]: list, inspect, delete and garbage-collect snapshots;
-//! - [`cache`]: the mount's block cache (memory tier + disk tier);
-//! - [`fetch`]: cache-or-store block fetches, shared and coalesced;
-//! - [`fs`]: the FUSE filesystem and the mount's lifecycle;
-//! - [`metrics`]: counters and histograms, Prometheus and JSON;
-//! - [`config`], [`name`], [`progress`]: the user-facing edges.
+//! Modules follow the data flow of DESIGN.md, in layers. A module uses
+//! modules of its own layer or of lower ones, never of a higher one, and
+//! the import graph has no cycle (`tests/layers.rs` checks both):
+//!
+//! 1. [`name`] (validated snapshot names), [`units`] (durations in config
+//!    files), [`progress`] (bars and log lines): leaves.
+//! 2. [`format`] (the on-store format: data objects, manifest pages, index,
+//!    block arithmetic) and [`store`] (file://, s3://, memory://, with its
+//!    own options).
+//! 3. [`cache`] (memory tier + disk tier, verified reads), [`trace`] (the
+//!    trace format, recording, import, classification), [`snapshot`] (an
+//!    opened snapshot: lookup, decode, verify), [`metrics`] (counters,
+//!    histograms, the mount's stats as one type, Prometheus text, the HTTP
+//!    endpoint).
+//! 4. [`predict`] (the hint model and learning it from traces), [`fetch`]
+//!    (cache-or-store block fetches, shared and coalesced), [`create`]
+//!    (volume → blocks → objects → manifest → index), [`catalog`] (list,
+//!    inspect, delete, gc).
+//! 5. [`prefetch`]: the daemon (intake, decisions, scheduler, accounting,
+//!    control loop).
+//! 6. [`fs`]: the FUSE filesystems (snapshot mount, monitor) and the mount's
+//!    lifecycle.
+//! 7. [`config`]: `snapshots.yaml`, composing the options each module owns.
+//! 8. [`cli`]: one file per command, each a thin map from arguments to one
+//!    library call and its printed result.
 
 pub mod cache;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod create;
 pub mod fetch;
@@ -28,3 +43,4 @@ pub mod progress;
 pub mod snapshot;
 pub mod store;
 pub mod trace;
+pub mod units;

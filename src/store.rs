@@ -29,7 +29,39 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use crate::config::S3Config;
+use serde::Deserialize;
+
+/// How S3 requests are bounded. Defaults suit an in-region S3 or a local
+/// server: a request that has not answered in 30 s is dead; retries stop
+/// after 60 s in all, so a read fails with EIO instead of hanging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: bool,
+    #[serde(deserialize_with = "crate::units::duration")]
+    pub request_timeout: Duration,
+    #[serde(deserialize_with = "crate::units::duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "crate::units::duration")]
+    pub retry_timeout: Duration,
+    pub max_retries: usize,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            retry_timeout: Duration::from_secs(60),
+            max_retries: 5,
+        }
+    }
+}
 
 /// A store operation failed. Its message names the operation, the key and
 /// the store, then the root cause once (object_store's own errors repeat

@@ -9,12 +9,12 @@ use std::time::Duration;
 use object_store::memory::InMemory;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
 use snapahead::catalog;
-use snapahead::config::S3Config;
 use snapahead::create::{create, CreateOptions};
 use snapahead::format::keys;
 use snapahead::name::SnapshotName;
 use snapahead::progress::Progress;
 use snapahead::snapshot::Snapshot;
+use snapahead::store::S3Config;
 use snapahead::store::Store;
 
 const BS: usize = 64 * 1024;

@@ -135,11 +135,8 @@ async fn sequential_read_grows_the_window_and_then_hits() {
         misses * 10 <= hits + misses,
         "after the first 8 MiB: {hits} hits, {misses} misses"
     );
-    let st = p.status_json();
-    assert!(
-        st["snapshots"][0]["readahead_window"].as_u64().unwrap() >= 8 << 20,
-        "{st}"
-    );
+    let st = p.status();
+    assert!(st.snapshots[0].readahead_window >= 8 << 20, "{st:?}");
     let m = s.fetcher.metrics();
     assert!(m.prefetch_completed.load(Relaxed) > 64);
     // No hints were learned: every prefetch was read-ahead.

@@ -8,11 +8,11 @@ mod common;
 use std::time::Duration;
 
 use snapahead::catalog;
-use snapahead::config::S3Config;
 use snapahead::create::{create, CreateOptions};
 use snapahead::name::SnapshotName;
 use snapahead::progress::Progress;
 use snapahead::snapshot::Snapshot;
+use snapahead::store::S3Config;
 use snapahead::store::Store;
 
 fn s3_env() -> Option<(String, S3Config)> {

@@ -43,6 +43,8 @@ pub enum Tier {
 /// in the memory tier and will be cached on a later fetch — so a burst of
 /// fetches never grows memory without bound or queues up blocking work.
 pub const WRITE_QUEUE: usize = 128;
+/// Memory tier bound by default: the hottest blocks (512 at 512 KiB).
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 
 pub struct BlockCache {
     memory: MemoryCache,

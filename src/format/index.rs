@@ -127,6 +127,24 @@ impl WarmUp {
 }
 
 impl ManifestIndex {
+    /// Uncompressed bytes of the stored (non-hole) blocks: what a sparse
+    /// local copy of the volume occupies.
+    pub fn logical_stored_bytes(&self) -> u64 {
+        let h = &self.header;
+        if h.stored_blocks == 0 {
+            return 0;
+        }
+        // Every stored block is full-size except possibly the volume's last.
+        let last = h.block_count() - 1;
+        let last_stored = self.groups.last().is_some_and(|g| g.last_block == last);
+        let short = if last_stored {
+            h.block_count() * h.block_size as u64 - h.volume_size
+        } else {
+            0
+        };
+        h.stored_blocks * h.block_size as u64 - short
+    }
+
     /// The index entry of the group holding `block`, or `None` when the
     /// whole group is holes.
     pub fn group_of_block(&self, block: u64) -> Option<&GroupEntry> {

@@ -28,6 +28,7 @@ use fuser::{
 };
 
 use crate::fetch::Fetcher;
+use crate::metrics::stats::{MountStats, PrefetchStats, SnapshotStats};
 use crate::snapshot::Snapshot;
 
 pub const ROOT_INO: u64 = 1;
@@ -81,58 +82,38 @@ impl MountState {
             .store(pages, Ordering::Relaxed);
     }
 
-    pub fn prometheus(&self) -> String {
+    /// Everything the mount reports, now.
+    pub fn stats(&self) -> MountStats {
         self.sync_page_counter();
-        let mut text = self
-            .fetcher
-            .metrics()
-            .prometheus(&self.fetcher.cache().gauges());
-        if let Some(p) = &self.prefetcher {
-            let st = p.status_json();
-            text += "# HELP snapahead_prefetch_threshold current prefetch threshold\n";
-            text += "# TYPE snapahead_prefetch_threshold gauge\n";
-            text += &format!("snapahead_prefetch_threshold {}\n", p.threshold());
-            text += "# HELP snapahead_prefetch_queue_depth queued prefetch jobs\n";
-            text += "# TYPE snapahead_prefetch_queue_depth gauge\n";
-            text += &format!("snapahead_prefetch_queue_depth {}\n", st["queue_depth"]);
-            text += "# HELP snapahead_snapshot_window_ms prefetch window in use, by snapshot and workload class\n";
-            text += "# TYPE snapahead_snapshot_window_ms gauge\n";
-            for (f, s) in self
+        MountStats {
+            mountpoint: self.mountpoint.clone(),
+            store: self.store.clone(),
+            uptime_seconds: self
+                .started
+                .elapsed()
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            snapshots: self
                 .files
                 .iter()
-                .zip(st["snapshots"].as_array().into_iter().flatten())
-            {
-                text += &format!(
-                    "snapahead_snapshot_window_ms{{snapshot=\"{}\",class=\"{}\"}} {}\n",
-                    f.snapshot.header().name,
-                    s["class"].as_str().unwrap_or("unknown"),
-                    s["window_ms"]
-                );
-            }
-        }
-        text
-    }
-
-    pub fn stats_json(&self) -> serde_json::Value {
-        self.sync_page_counter();
-        serde_json::json!({
-            "mountpoint": self.mountpoint,
-            "store": self.store,
-            "uptime_seconds": self.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
-            "snapshots": self.files.iter().map(|f| {
-                let h = f.snapshot.header();
-                serde_json::json!({
-                    "name": h.name.as_str(),
-                    "file": f.file_name,
-                    "volume_size": h.volume_size,
-                    "block_size": h.block_size,
-                    "pages_fetched": f.snapshot.pages_fetched(),
-                    "pages": h.page_count,
+                .map(|f| {
+                    let h = f.snapshot.header();
+                    SnapshotStats {
+                        name: h.name.to_string(),
+                        file: f.file_name.clone(),
+                        volume_size: h.volume_size,
+                        block_size: h.block_size,
+                        pages_fetched: f.snapshot.pages_fetched(),
+                        pages: h.page_count,
+                    }
                 })
-            }).collect::<Vec<_>>(),
-            "metrics": self.fetcher.metrics().json(&self.fetcher.cache().gauges()),
-            "prefetch": self.prefetcher.as_ref().map_or(serde_json::json!({"enabled": false}), |p| p.status_json()),
-        })
+                .collect(),
+            metrics: self.fetcher.metrics().report(self.fetcher.cache().gauges()),
+            prefetch: self
+                .prefetcher
+                .as_ref()
+                .map_or_else(PrefetchStats::default, |p| p.status()),
+        }
     }
 }
 
@@ -202,7 +183,7 @@ impl SnapFs {
                 let h = snapshot.header();
                 let mtime = UNIX_EPOCH + Duration::from_millis(h.created_ms.max(0) as u64);
                 // st_blocks: the bytes a sparse local copy would occupy (512-byte units).
-                let stored = crate::catalog::inspect(snapshot.index(), 0).logical_stored_bytes;
+                let stored = snapshot.index().logical_stored_bytes();
                 let attr = owner.attr(
                     FIRST_FILE_INO + i as u64,
                     h.volume_size,
@@ -329,8 +310,7 @@ impl Filesystem for SnapFs {
         }
         if ino.0 == STATS_INO {
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            let mut text =
-                serde_json::to_string_pretty(&self.state.stats_json()).unwrap_or_default();
+            let mut text = serde_json::to_string_pretty(&self.state.stats()).unwrap_or_default();
             text.push('\n');
             self.stats_handles.insert(fh, Bytes::from(text));
             // Direct I/O: the size is not known to the kernel (it reports 0).

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use fuser::{Config as FuseConfig, MountOption, SessionACL};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{MountState, SnapFs};
+use super::SnapFs;
 use crate::cache::BlockCache;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
@@ -55,9 +54,6 @@ fn raise_read_ahead(mountpoint: &Path) {
         Err(e) => log::debug!("cannot raise readahead ({path}: {e}); the kernel's default applies"),
     }
 }
-
-/// Memory tier of the cache: the hottest blocks (512 at 512 KiB).
-pub const DEFAULT_MEMORY_CACHE: u64 = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -216,7 +212,11 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
     );
 
     if let Some(listener) = metrics_listener {
-        tokio::spawn(serve_metrics(listener, state.clone()));
+        let state = state.clone();
+        tokio::spawn(crate::metrics::server::serve(
+            listener,
+            Arc::new(move || state.stats()),
+        ));
     }
 
     let uploader = opts.record_traces.then(|| {
@@ -298,43 +298,5 @@ pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
-    }
-}
-
-/// A minimal HTTP/1.1 responder for `GET /metrics` (Prometheus text) and
-/// `GET /stats` (JSON): one request per connection, then close.
-async fn serve_metrics(listener: tokio::net::TcpListener, state: Arc<MountState>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            // Read the request head (up to 8 KiB, 5 s): it may arrive in pieces.
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(k)) => n += k,
-                }
-            }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", state.prometheus()),
-                "/stats" => ("200 OK", "application/json", state.stats_json().to_string()),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /stats\n".to_string(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
     }
 }

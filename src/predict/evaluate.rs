@@ -186,7 +186,7 @@ pub fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::index;
+    use super::super::model::tests::index;
     use super::super::{learn, Session};
     use super::*;
 

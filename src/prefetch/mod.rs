@@ -41,6 +41,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::BlockKey;
 use crate::fetch::{Fetcher, Want};
+use crate::metrics::stats::{PrefetchSnapshotStats, PrefetchStats};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::{Class, ClassWindows, Classifier};
@@ -162,14 +163,6 @@ impl FileState {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FileStatus {
-    /// None until the first classification.
-    pub class: Option<Class>,
-    pub window_ms: u32,
-    pub readahead_window: u64,
-}
-
 pub struct Prefetcher {
     fetcher: Arc<Fetcher>,
     cfg: PrefetchConfig,
@@ -182,7 +175,7 @@ pub struct Prefetcher {
     queue_depth: AtomicU64,
     /// Prefetched, not yet read: key → bytes.
     unread: Mutex<HashMap<BlockKey, u64>>,
-    status: Mutex<Vec<FileStatus>>,
+    status: Mutex<Vec<PrefetchSnapshotStats>>,
 }
 
 impl Prefetcher {
@@ -194,7 +187,7 @@ impl Prefetcher {
     ) -> Arc<Prefetcher> {
         let status = snapshots
             .iter()
-            .map(|s| FileStatus {
+            .map(|s| PrefetchSnapshotStats {
                 class: None,
                 window_ms: s.index().windows_ms.first().copied().unwrap_or(0),
                 readahead_window: 0,
@@ -234,16 +227,17 @@ impl Prefetcher {
         self.threshold_milli.load(Relaxed) as f32 / 1000.0
     }
 
-    pub fn status_json(&self) -> serde_json::Value {
-        let files = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+    /// The daemon's state as the mount reports it.
+    pub fn status(&self) -> PrefetchStats {
+        let snapshots = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         let unread: u64 = self.unread.lock().map(|u| u.values().sum()).unwrap_or(0);
-        serde_json::json!({
-            "enabled": true,
-            "threshold": self.threshold(),
-            "queue_depth": self.queue_depth.load(Relaxed),
-            "unread_prefetched_bytes": unread,
-            "snapshots": files,
-        })
+        PrefetchStats {
+            enabled: true,
+            threshold: self.threshold(),
+            queue_depth: self.queue_depth.load(Relaxed),
+            unread_prefetched_bytes: unread,
+            snapshots,
+        }
     }
 
     async fn run(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>) {
@@ -385,7 +379,7 @@ impl Prefetcher {
         }
     }
 
-    /// Copies what the daemon knows per snapshot to what `status_json` shows.
+    /// Copies what the daemon knows per snapshot to what `status` reports.
     fn publish_status(&self, files: &[FileState]) {
         if let Ok(mut st) = self.status.lock() {
             for (x, f) in st.iter_mut().zip(files) {

@@ -29,7 +29,7 @@ pub const SEQUENTIAL_AT: f64 = 0.6;
 /// ... and at or below which it is random.
 pub const RANDOM_AT: f64 = 0.25;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     Sequential,
@@ -122,11 +122,11 @@ pub struct Classification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClassWindows {
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::units::duration")]
     pub random: std::time::Duration,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::units::duration")]
     pub mixed: std::time::Duration,
-    #[serde(deserialize_with = "crate::config::duration")]
+    #[serde(deserialize_with = "crate::units::duration")]
     pub sequential: std::time::Duration,
 }
 

@@ -342,3 +342,66 @@ mod tests {
             .contains("badnum.log:2"));
     }
 }
+
+/// What [`import_to_file`] wrote.
+#[derive(Debug)]
+pub struct ImportReport {
+    pub records: usize,
+    pub detail: String,
+}
+
+/// Imports `input` (a log in `format`) into the snapahead trace `out`.
+/// `volume`: the volume name recorded (default: the input's file stem);
+/// `volume_size`: its size (default: the end of the furthest access; an
+/// access beyond a given size is an error).
+pub fn import_to_file(
+    format: Format,
+    input: &Path,
+    out: &Path,
+    volume: Option<&str>,
+    volume_size: Option<u64>,
+) -> anyhow::Result<ImportReport> {
+    let im = match format {
+        Format::Blkparse => import_blkparse(input)?,
+        Format::Fio => import_fio(input)?,
+    };
+    let size = volume_size.unwrap_or(im.extent);
+    if im.extent > size {
+        bail!(
+            "{}: accesses reach byte {}, beyond --volume-size {size}",
+            input.display(),
+            im.extent
+        );
+    }
+    let header = super::TraceHeader {
+        volume: volume.map(str::to_string).unwrap_or_else(|| {
+            input
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default()
+        }),
+        volume_size: size,
+        start_ms: std::fs::metadata(input)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        host: super::host_name(),
+        source: match format {
+            Format::Blkparse => "blkparse".into(),
+            Format::Fio => "fio".into(),
+        },
+    };
+    let f =
+        std::fs::File::create(out).map_err(|e| anyhow!("cannot create {}: {e}", out.display()))?;
+    let mut w = super::TraceWriter::new(std::io::BufWriter::new(f), &header)?;
+    for r in &im.records {
+        w.push(r)?;
+    }
+    w.finish()?;
+    Ok(ImportReport {
+        records: im.records.len(),
+        detail: im.detail,
+    })
+}

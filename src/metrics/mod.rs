@@ -1,12 +1,23 @@
-//! Counters and histograms of a mount, rendered as Prometheus text
-//! (`--metrics ADDR`, `GET /metrics`) and as JSON (the mount's
-//! `.snapahead-stats` file, read by `snapahead stats`).
+//! Counters and histograms of a mount, and the one type that reports them.
 //!
 //! Plain atomics, no registry: the hot path does one relaxed `fetch_add` per
-//! event, and the set of metrics is fixed.
+//! event, and the set of metrics is fixed. [`Metrics`] is what the code
+//! counts into; [`Counters`] is a plain copy of it. What a mount reports —
+//! counters, cache gauges, latency histograms, the snapshots shown, the
+//! prefetch daemon's state — is one serde type, [`stats::MountStats`],
+//! produced by the mount and consumed by `snapahead stats` (JSON, the
+//! mount's `.snapahead-stats` file), by [`prometheus::render`] (text for
+//! `GET /metrics`) and by [`server`] (the small HTTP endpoint). Producer and
+//! consumers share the type, not string keys.
+
+pub mod prometheus;
+pub mod server;
+pub mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Latency buckets (seconds): from a memory hit (~µs) to a slow S3 GET.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -25,6 +36,17 @@ impl Default for Histogram {
             sum_ns: AtomicU64::new(0),
         }
     }
+}
+
+/// A histogram as reported: cumulative buckets, count, sum, two quantiles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistogramStats {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    /// (upper bound in seconds, cumulative count), ascending.
+    pub buckets: Vec<(f64, u64)>,
 }
 
 impl Histogram {
@@ -64,6 +86,17 @@ impl Histogram {
                 .map_or(f64::INFINITY, |(b, _)| *b),
         )
     }
+
+    pub fn stats(&self) -> HistogramStats {
+        let (buckets, count, sum_seconds) = self.snapshot();
+        HistogramStats {
+            count,
+            sum_seconds,
+            p50_seconds: self.quantile(0.5),
+            p99_seconds: self.quantile(0.99),
+            buckets,
+        }
+    }
 }
 
 macro_rules! counters {
@@ -77,9 +110,23 @@ macro_rules! counters {
             pub read_latency: Histogram,
         }
 
+        /// The counters of [`Metrics`] at one moment.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct Counters {
+            $(#[doc = $help] pub $name: u64,)*
+        }
+
         impl Metrics {
-            fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
-                vec![$((stringify!($name), $help, self.$name.load(Relaxed)),)*]
+            pub fn counters(&self) -> Counters {
+                Counters { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl Counters {
+            /// (name, help, value) of every counter, for rendering.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $help, self.$name),)*]
             }
         }
     };
@@ -92,13 +139,14 @@ counters! {
     hole_blocks: "block reads answered with zeros (holes), no fetch",
     memory_hits: "block reads served from the memory tier",
     disk_hits: "block reads served from the disk cache",
+    disk_promotions: "whole blocks read from the disk cache and kept in the memory tier",
     disk_readahead_blocks: "disk-cache blocks read into the page cache ahead of a sequential reader",
     misses: "block reads that needed the store",
     fetches: "GET requests for data (one per run of adjacent blocks)",
     blocks_fetched: "blocks fetched from the store",
     bytes_fetched: "bytes fetched from the store (compressed)",
     fetch_errors: "GETs that failed after retries",
-    checksum_errors: "fetched blocks whose checksum did not match",
+    checksum_errors: "fetched blocks that failed to decode or whose checksum did not match",
     cache_corrupt: "disk cache files found corrupt and dropped",
     cache_write_errors: "blocks that could not be written to the disk cache",
     cache_writes_skipped: "blocks not written to the disk cache because its writer was behind",
@@ -116,8 +164,9 @@ counters! {
     prefetch_dropped: "queued prefetches dropped (already cached or no longer useful)",
 }
 
-/// Gauges owned by the cache, sampled when rendering.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+/// Gauges owned by the cache, sampled when reporting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CacheGauges {
     pub disk_bytes: u64,
     pub disk_entries: u64,
@@ -135,86 +184,14 @@ impl Metrics {
         c.fetch_add(n, Relaxed);
     }
 
-    pub fn prometheus(&self, g: &CacheGauges) -> String {
-        let mut s = String::new();
-        for (name, help, v) in self.counters() {
-            s += &format!("# HELP snapahead_{name}_total {help}\n# TYPE snapahead_{name}_total counter\nsnapahead_{name}_total {v}\n");
+    /// Everything counted, with the cache's gauges, as reported.
+    pub fn report(&self, cache: CacheGauges) -> stats::MetricsStats {
+        stats::MetricsStats {
+            counters: self.counters(),
+            cache,
+            fetch_latency: self.fetch_latency.stats(),
+            read_latency: self.read_latency.stats(),
         }
-        for (name, help, v) in [
-            ("cache_disk_bytes", "bytes in the disk cache", g.disk_bytes),
-            (
-                "cache_disk_entries",
-                "blocks in the disk cache",
-                g.disk_entries,
-            ),
-            (
-                "cache_disk_capacity_bytes",
-                "disk cache bound",
-                g.disk_capacity,
-            ),
-            (
-                "cache_memory_bytes",
-                "bytes in the memory tier",
-                g.memory_bytes,
-            ),
-            (
-                "cache_memory_entries",
-                "blocks in the memory tier",
-                g.memory_entries,
-            ),
-            (
-                "cache_memory_capacity_bytes",
-                "memory tier bound",
-                g.memory_capacity,
-            ),
-        ] {
-            s += &format!("# HELP snapahead_{name} {help}\n# TYPE snapahead_{name} gauge\nsnapahead_{name} {v}\n");
-        }
-        for (name, help, h) in [
-            (
-                "fetch_latency_seconds",
-                "time to fetch a run of blocks from the store",
-                &self.fetch_latency,
-            ),
-            (
-                "read_latency_seconds",
-                "time to serve a FUSE read",
-                &self.read_latency,
-            ),
-        ] {
-            let (buckets, count, sum) = h.snapshot();
-            s += &format!("# HELP snapahead_{name} {help}\n# TYPE snapahead_{name} histogram\n");
-            for (b, c) in buckets {
-                s += &format!("snapahead_{name}_bucket{{le=\"{b}\"}} {c}\n");
-            }
-            s += &format!("snapahead_{name}_bucket{{le=\"+Inf\"}} {count}\nsnapahead_{name}_sum {sum}\nsnapahead_{name}_count {count}\n");
-        }
-        s
-    }
-
-    pub fn json(&self, g: &CacheGauges) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        for (name, _, v) in self.counters() {
-            m.insert(name.into(), v.into());
-        }
-        m.insert("cache".into(), serde_json::to_value(g).unwrap_or_default());
-        for (name, h) in [
-            ("fetch_latency", &self.fetch_latency),
-            ("read_latency", &self.read_latency),
-        ] {
-            let (buckets, count, sum) = h.snapshot();
-            m.insert(
-                name.into(),
-                serde_json::json!({
-                    "count": count,
-                    "sum_seconds": sum,
-                    "p50_seconds": h.quantile(0.5),
-                    "p99_seconds": h.quantile(0.99),
-                    "buckets": buckets.iter().map(|(b, c)| serde_json::json!([b, c])).collect::<Vec<_>>(),
-                }),
-            );
-        }
-        serde_json::Value::Object(m)
     }
 }
 
@@ -223,19 +200,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_and_rendering() {
+    fn histogram_quantiles_and_counter_copy() {
         let m = Metrics::default();
         Metrics::inc(&m.reads);
         Metrics::add(&m.bytes_served, 4096);
         m.fetch_latency.observe(Duration::from_millis(3));
         m.fetch_latency.observe(Duration::from_millis(30));
-        let text = m.prometheus(&CacheGauges::default());
-        assert!(text.contains("snapahead_reads_total 1\n"));
-        assert!(text.contains("snapahead_bytes_served_total 4096\n"));
-        assert!(text.contains("snapahead_fetch_latency_seconds_bucket{le=\"0.005\"} 1\n"));
-        assert!(text.contains("snapahead_fetch_latency_seconds_count 2\n"));
         assert_eq!(m.fetch_latency.quantile(0.5), Some(0.005));
-        let j = m.json(&CacheGauges::default());
-        assert_eq!(j["reads"], 1);
+        let r = m.report(CacheGauges::default());
+        assert_eq!(r.counters.reads, 1);
+        assert_eq!(r.counters.bytes_served, 4096);
+        assert_eq!(r.fetch_latency.count, 2);
+        assert_eq!(r.fetch_latency.buckets[4], (0.005, 1));
     }
 }

@@ -1,0 +1,111 @@
+//! `snapahead hints NAME`: [`crate::predict::learn_from`] (learn and
+//! commit), or with `--evaluate` [`crate::predict::evaluate_trace`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytesize::ByteSize;
+
+use super::Ctx;
+use crate::name::SnapshotName;
+use crate::predict::LearnReport;
+
+#[derive(clap::Args)]
+pub struct Args {
+    name: SnapshotName,
+    /// Trace files to learn from (repeatable)
+    #[arg(long = "trace")]
+    traces: Vec<PathBuf>,
+    /// Also learn from every trace stored under traces/<name>/ (and its parents'): all hosts' sessions
+    #[arg(long)]
+    from_store: bool,
+    /// Prefetch windows, e.g. 2s,10s [default: the index's]
+    #[arg(long)]
+    window: Option<String>,
+    /// Replay this held-out trace against the current index instead of learning
+    #[arg(long)]
+    evaluate: Option<PathBuf>,
+    /// Threshold for --evaluate: prefetch when hint or successor probability >= T
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// For --evaluate: replay without the warm-up list, to see what hints and successors
+    /// alone predict (a session longer than the warm-up window relies on them)
+    #[arg(long, requires = "evaluate")]
+    no_warmup: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let Some(held_out) = a.evaluate else {
+        let r = crate::predict::learn_from(
+            &store,
+            &a.name,
+            &a.traces,
+            a.from_store,
+            a.window.as_deref(),
+        )
+        .await?;
+        print_learned(&a.name, &r)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let evals =
+        crate::predict::evaluate_trace(&store, &a.name, &held_out, a.threshold, !a.no_warmup)
+            .await?;
+    if a.json {
+        out!("{}", serde_json::to_string_pretty(&evals)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &evals {
+        out!(
+            "window {} ms, threshold {}: {} read",
+            e.window_ms,
+            e.threshold,
+            ByteSize(e.read_bytes)
+        );
+        for (m, s) in [
+            ("warm-up", &e.warmup),
+            ("hint", &e.hint),
+            ("successor", &e.successor),
+            ("overall", &e.overall),
+        ] {
+            out!(
+                "  {m:<10} prefetched {:>10}  precision {:.3}  recall {:.3}",
+                ByteSize(s.prefetched_bytes).to_string(),
+                s.precision,
+                s.recall
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a learning run produced, per window (shared with `create --trace`).
+pub(super) fn print_learned(name: &SnapshotName, r: &LearnReport) -> anyhow::Result<()> {
+    out!(
+        "{name}: learned from {} session(s), {} block reads",
+        r.sessions,
+        r.block_reads
+    );
+    let ins = crate::catalog::inspect(&r.index, 0);
+    for w in &ins.windows {
+        out!(
+            "  window {:>6} ms: {} of {} groups with hint >= 0.5, {} successors in {} groups",
+            w.window_ms,
+            w.groups_at_or_above
+                .iter()
+                .find(|(t, _)| *t == 0.5)
+                .map_or(0, |x| x.1),
+            ins.groups,
+            w.successors_total,
+            w.groups_with_successors
+        );
+    }
+    out!(
+        "  warm-up: {} groups, {}",
+        ins.warmup_groups,
+        ByteSize(ins.warmup_bytes)
+    );
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `snapahead inspect NAME [--json]`: [`crate::catalog::inspect`] of the
+//! snapshot's index.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+
+use super::{fmt_time, pct, Ctx};
+use crate::catalog::InspectReport;
+use crate::name::SnapshotName;
+use crate::snapshot::Snapshot;
+
+#[derive(clap::Args)]
+pub struct Args {
+    name: SnapshotName,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let snap = Snapshot::open(&ctx.store()?, &a.name).await?;
+    let r = crate::catalog::inspect(snap.index(), snap.index().encode().len() as u64);
+    if a.json {
+        out!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print(&r)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(r: &InspectReport) -> anyhow::Result<()> {
+    out!("snapshot       {} (id {})", r.name, r.id);
+    out!("format         version {}", r.format_version);
+    out!("created        {}", fmt_time(r.created_ms));
+    out!("parent         {}", r.parent.as_deref().unwrap_or("-"));
+    out!(
+        "volume size    {} ({} bytes)",
+        ByteSize(r.volume_size),
+        r.volume_size
+    );
+    out!(
+        "block size     {}, {} blocks per group",
+        ByteSize(r.block_size as u64),
+        r.group_size
+    );
+    out!(
+        "blocks         {} total, {} stored, {} zero ({:.1}% holes)",
+        r.blocks,
+        r.stored_blocks,
+        r.zero_blocks,
+        pct(r.zero_blocks, r.blocks)
+    );
+    out!(
+        "stored         {} compressed for {} of data ({:.1}%); {} uploaded by its create",
+        ByteSize(r.stored_bytes),
+        ByteSize(r.logical_stored_bytes),
+        pct(r.stored_bytes, r.logical_stored_bytes),
+        ByteSize(r.uploaded_bytes)
+    );
+    out!(
+        "index          {} groups, {} pages, {} bytes",
+        r.groups,
+        r.pages,
+        r.index_bytes
+    );
+    for w in &r.windows {
+        out!(
+            "hints, window {}:",
+            humantime::format_duration(Duration::from_millis(w.window_ms as u64))
+        );
+        let hist: Vec<String> = w
+            .hint_histogram
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "[{:.1},{:.1}{}:{n}",
+                    i as f32 / 10.0,
+                    (i + 1) as f32 / 10.0,
+                    if i == 9 { "]" } else { ")" }
+                )
+            })
+            .collect();
+        out!("  histogram    {}", hist.join(" "));
+        let above: Vec<String> = w
+            .groups_at_or_above
+            .iter()
+            .map(|(t, n)| format!(">={t}: {n}"))
+            .collect();
+        out!("  groups       {}", above.join(", "));
+        out!(
+            "  successors   {} groups have {} in all",
+            w.groups_with_successors,
+            w.successors_total
+        );
+    }
+    out!(
+        "warm-up        {} groups, {}",
+        r.warmup_groups,
+        ByteSize(r.warmup_bytes)
+    );
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! [`MountStats`]: everything a running mount reports, as one serde type.
+//! The mount fills it (`fs::MountState::stats`); `snapahead stats` reads it
+//! back from the mount's `.snapahead-stats` file; [`super::prometheus`]
+//! renders it as text. A field added here reaches every consumer, and a
+//! consumer cannot ask for a key that no producer writes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CacheGauges, Counters, HistogramStats};
+use crate::trace::classify::Class;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MountStats {
+    pub mountpoint: String,
+    pub store: String,
+    pub uptime_seconds: f64,
+    pub snapshots: Vec<SnapshotStats>,
+    pub metrics: MetricsStats,
+    pub prefetch: PrefetchStats,
+}
+
+/// One mounted snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub name: String,
+    /// `<name>.img`
+    pub file: String,
+    pub volume_size: u64,
+    pub block_size: u32,
+    pub pages_fetched: u64,
+    pub pages: u32,
+}
+
+/// The counters (flattened: `metrics.reads`, `metrics.misses`, ...), the
+/// cache's gauges and the latency histograms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetricsStats {
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub cache: CacheGauges,
+    pub fetch_latency: HistogramStats,
+    pub read_latency: HistogramStats,
+}
+
+/// The prefetch daemon's state; `enabled: false` and nothing else when the
+/// mount runs without it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrefetchStats {
+    pub enabled: bool,
+    pub threshold: f32,
+    pub queue_depth: u64,
+    pub unread_prefetched_bytes: u64,
+    /// Per mounted snapshot, in mount order.
+    pub snapshots: Vec<PrefetchSnapshotStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PrefetchSnapshotStats {
+    /// None until the classifier has seen enough reads.
+    pub class: Option<Class>,
+    /// The hint window in use.
+    pub window_ms: u32,
+    /// The largest read-ahead window of its streams.
+    pub readahead_window: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Histogram, Metrics};
+
+    #[test]
+    fn json_round_trip_keeps_the_flat_counter_keys() {
+        let m = Metrics::default();
+        Metrics::add(&m.misses, 7);
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_millis(2));
+        let mut s = MountStats {
+            mountpoint: "/mnt".into(),
+            metrics: m.report(CacheGauges {
+                disk_bytes: 5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        s.metrics.read_latency = h.stats();
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["metrics"]["misses"], 7);
+        assert_eq!(v["metrics"]["cache"]["disk_bytes"], 5);
+        assert_eq!(v["prefetch"]["enabled"], false);
+        let back: MountStats = serde_json::from_value(v).unwrap();
+        assert_eq!(back.metrics.counters.misses, 7);
+        assert_eq!(back.metrics.read_latency.count, 1);
+        assert_eq!(back.mountpoint, "/mnt");
+    }
+}
