@@ -80,6 +80,34 @@ pub struct Fetcher {
     next_run: std::sync::atomic::AtomicU64,
     /// Demand reads waiting on a fetch right now (prefetch yields to them).
     demand_waiting: std::sync::atomic::AtomicUsize,
+    /// Time demand GETs waited for a fetch slot, in all, and how many
+    /// waited: the prefetch controller's "demand wait" signal.
+    slot_wait: Arc<SlotWait>,
+}
+
+/// Demand GETs' waits for a fetch slot (cumulative; the controller takes
+/// differences per tick).
+#[derive(Default)]
+pub struct SlotWait {
+    nanos: std::sync::atomic::AtomicU64,
+    count: std::sync::atomic::AtomicU64,
+}
+
+impl SlotWait {
+    fn record(&self, waited: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.nanos.fetch_add(waited.as_nanos() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// (demand GETs that took a slot, total time they waited for it).
+    pub fn totals(&self) -> (u64, std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.count.load(Relaxed),
+            std::time::Duration::from_nanos(self.nanos.load(Relaxed)),
+        )
+    }
 }
 
 impl Fetcher {
@@ -95,7 +123,13 @@ impl Fetcher {
             slot_count,
             next_run: 0.into(),
             demand_waiting: 0.into(),
+            slot_wait: Arc::default(),
         }
+    }
+
+    /// How long demand GETs waited for a fetch slot (cumulative).
+    pub fn demand_slot_wait(&self) -> (u64, std::time::Duration) {
+        self.slot_wait.totals()
     }
 
     pub fn cache(&self) -> &Arc<BlockCache> {
@@ -176,7 +210,7 @@ impl Fetcher {
             }
         }
         for run in runs(wants, &to_fetch) {
-            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect());
+            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect(), demand);
             for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
                 // Our run fetches the block, or someone else's claimed it first.
                 match owner {
@@ -220,7 +254,7 @@ impl Fetcher {
     /// Claims the run's blocks in the in-flight map (atomically per block)
     /// and starts one GET for the run unless every block was claimed by a
     /// fetch already under way. Returns, per block, the future to wait on.
-    fn start_run(&self, run: Vec<Want>) -> Vec<Claim> {
+    fn start_run(&self, run: Vec<Want>, demand: bool) -> Vec<Claim> {
         let id = self
             .next_run
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -229,20 +263,22 @@ impl Fetcher {
         let metrics = self.metrics.clone();
         let slots = self.slots.clone();
         let inflight = self.inflight.clone();
+        let slot_wait = demand.then(|| self.slot_wait.clone());
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
         let fut = async move {
-            let results: Vec<Result<Bytes, String>> = fetch_run(&store, &run, &metrics, &slots)
-                .await
-                .into_iter()
-                .zip(&run)
-                .map(|(r, w)| {
-                    r.map(|(b, cvs)| {
-                        cache.put(w.block.checksum, b.clone(), cvs);
-                        b
+            let results: Vec<Result<Bytes, String>> =
+                fetch_run(&store, &run, &metrics, &slots, slot_wait.as_deref())
+                    .await
+                    .into_iter()
+                    .zip(&run)
+                    .map(|(r, w)| {
+                        r.map(|(b, cvs)| {
+                            cache.put(w.block.checksum, b.clone(), cvs);
+                            b
+                        })
                     })
-                })
-                .collect();
+                    .collect();
             for k in &keys {
                 inflight.remove_if(k, |_, v| v.0 == id);
             }
@@ -333,13 +369,18 @@ async fn fetch_run(
     run: &[Want],
     metrics: &Metrics,
     slots: &Semaphore,
+    slot_wait: Option<&SlotWait>,
 ) -> Vec<Result<(Bytes, Vec<ChainingValue>), String>> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Vec::new();
     };
     let key = first.block.object.clone();
     let range = first.block.offset..last.block.offset + last.block.length as u64;
+    let asked = Instant::now();
     let _slot = slots.acquire().await;
+    if let Some(w) = slot_wait {
+        w.record(asked.elapsed());
+    }
     let started = Instant::now();
     let got = store.get_range(&key, range.clone()).await;
     metrics.fetch_latency.observe(started.elapsed());

@@ -309,3 +309,53 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
         "only {during} prefetches completed during the measurement"
     );
 }
+
+/// The controller's "demand wait" is measured: demand GETs that queue for
+/// a fetch slot record how long; prefetch GETs do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_waits_for_fetch_slots_are_measured() {
+    let _serial = SERIAL.lock().await;
+    let vol = common::random_bytes(7, 16 << 20);
+    let s = setup(&vol, 64 * 1024, 16).await;
+    let metrics = Arc::new(Metrics::default());
+    let cache = Arc::new(
+        BlockCache::open(
+            &s._dir.path().join("one-slot"),
+            1 << 30,
+            256 << 20,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let fetcher = Fetcher::new(s.store.clone(), cache, metrics, 1);
+    let want = |b: u64| {
+        let snap = s.snap.clone();
+        async move {
+            let block = snap.locate(b).await.unwrap().unwrap();
+            let len = snap.block_len(b);
+            snapahead::fetch::Want {
+                block,
+                len,
+                range: 0..len,
+            }
+        }
+    };
+    // Two blocks far apart: two GETs, one slot, so the second waits for
+    // the first (at least one store latency).
+    let wants = vec![want(0).await, want(100).await];
+    for r in fetcher.get_blocks(&wants).await {
+        r.unwrap();
+    }
+    let (n, waited) = fetcher.demand_slot_wait();
+    assert_eq!(n, 2);
+    assert!(waited >= LATENCY * 3 / 4, "waited {waited:?}");
+    let wants = vec![want(200).await, want(240).await];
+    for r in fetcher.prefetch_blocks(&wants).await {
+        r.unwrap();
+    }
+    assert_eq!(
+        fetcher.demand_slot_wait().0,
+        2,
+        "prefetch GETs are not demand waits"
+    );
+}

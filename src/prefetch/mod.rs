@@ -26,42 +26,39 @@
 //!
 //! Accounting: every prefetched block is remembered until it is read (used)
 //! or leaves the cache unread (wasted); both feed the control loop.
+//!
+//! Layout: [`intake`] carries demand reads from FUSE threads to the daemon;
+//! `decide` turns one read into jobs, with [`readahead`] (per-stream
+//! windows) and `hints` (hints and successors per episode);
+//! `scheduler` holds the priority queue and the prefetch slots;
+//! `accounting` tracks used and wasted prefetches and samples the
+//! [`controller`]'s signals; this file runs the loop that ties them.
 
+mod accounting;
 pub mod controller;
+mod decide;
+mod hints;
+pub mod intake;
 pub mod readahead;
+mod scheduler;
 
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
-use crate::cache::BlockKey;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::stats::{PrefetchSnapshotStats, PrefetchStats};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::trace::classify::{Class, ClassWindows, Classifier};
-use controller::{Controller, RealClock, Signals, ThresholdConfig};
-use readahead::Readahead;
-
-/// Demand reads waiting for the daemon at most; beyond, they are dropped
-/// (prefetch is best effort; the FUSE thread never waits).
-const EVENT_QUEUE: usize = 4096;
-/// While demand reads wait on the store, prefetch keeps 1/this of its slots.
-const DEMAND_BACKOFF: usize = 4;
-/// How often a busy daemon looks at new demand reads: small against a
-/// store's latency (tens of ms), large against a read (µs).
-const POLL: Duration = Duration::from_millis(2);
-/// Queued prefetch jobs at most; beyond, the lowest priority are dropped.
-const MAX_QUEUED_JOBS: usize = 10_000;
-/// Prefetched-but-unread blocks remembered for accounting at most.
-const MAX_TRACKED: usize = 1 << 20;
-/// The classifier looks at this many recent reads per snapshot.
-const CLASSIFY_EVERY: u64 = 256;
+use crate::trace::classify::ClassWindows;
+use accounting::{Accounting, Sampler};
+use controller::{Controller, RealClock, ThresholdConfig};
+use decide::FileState;
+use intake::{Intake, ReadEvent};
+pub use scheduler::Priority;
+use scheduler::{Job, Scheduler};
 
 /// `prefetch:` in snapshots.yaml.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,76 +102,13 @@ impl Default for PrefetchConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    Hint = 1,
-    Readahead = 2,
-    Warmup = 3,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Job {
-    priority: Priority,
-    /// Older first within a priority.
-    seq: std::cmp::Reverse<u64>,
-    file: usize,
-    blocks: Vec<u64>,
-}
-
-impl Ord for Job {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.priority, self.seq).cmp(&(o.priority, o.seq))
-    }
-}
-impl PartialOrd for Job {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-/// Per mounted snapshot.
-struct FileState {
-    snapshot: Arc<Snapshot>,
-    readahead: Readahead,
-    classifier: Classifier,
-    reads: u64,
-    /// None until [`CLASSIFY_EVERY`] reads were seen.
-    class: Option<Class>,
-    /// Index into the snapshot's windows.
-    window: usize,
-    /// group → start of its current episode
-    episodes: HashMap<u64, Instant>,
-    /// Blocks some job was queued for (warm-up, read-ahead, hints): they
-    /// count as covered when a hint's remaining precision is judged, as in
-    /// `hints --evaluate`. Without this a group touched while the warm-up
-    /// is still fetching looked uncovered and was fetched whole.
-    planned: std::collections::HashSet<u64>,
-}
-
-impl FileState {
-    /// Remembers `blocks` as queued for prefetch (forgetting everything
-    /// past [`MAX_TRACKED`]: then hints are judged on the cache alone).
-    fn plan(&mut self, blocks: &[u64]) {
-        if self.planned.len() + blocks.len() > MAX_TRACKED {
-            self.planned.clear();
-        }
-        self.planned.extend(blocks.iter().copied());
-    }
-}
-
 pub struct Prefetcher {
     fetcher: Arc<Fetcher>,
     cfg: PrefetchConfig,
-    /// Demand reads not yet seen by the daemon (filled by FUSE threads).
-    pending: Mutex<Vec<(usize, u64, u32)>>,
-    /// The daemon found nothing to do and waits to be woken.
-    idle: std::sync::atomic::AtomicBool,
-    wake: tokio::sync::Notify,
+    intake: Intake,
     threshold_milli: AtomicU64,
     queue_depth: AtomicU64,
-    /// Prefetched, not yet read: key → bytes.
-    unread: Mutex<HashMap<BlockKey, u64>>,
+    accounting: Accounting,
     status: Mutex<Vec<PrefetchSnapshotStats>>,
 }
 
@@ -197,11 +131,9 @@ impl Prefetcher {
             fetcher,
             threshold_milli: AtomicU64::new((cfg.threshold.initial * 1000.0) as u64),
             cfg,
-            pending: Mutex::new(Vec::new()),
-            idle: std::sync::atomic::AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
+            intake: Intake::default(),
             queue_depth: AtomicU64::new(0),
-            unread: Mutex::new(HashMap::new()),
+            accounting: Accounting::default(),
             status: Mutex::new(status),
         });
         tokio::spawn(p.clone().run(snapshots));
@@ -209,18 +141,9 @@ impl Prefetcher {
     }
 
     /// Called by the FUSE thread for every demand read; never blocks for
-    /// long and wakes the daemon only when it was idle: under load the daemon
-    /// polls every [`POLL`], so a read costs a short uncontended lock, not a
-    /// task wake-up (which at 100k reads/s cost ~17% of the IOPS).
+    /// long (see [`intake`]).
     pub fn on_read(&self, file: usize, offset: u64, len: u32) {
-        if let Ok(mut p) = self.pending.lock() {
-            if p.len() < EVENT_QUEUE {
-                p.push((file, offset, len));
-            }
-        }
-        if self.idle.swap(false, Relaxed) {
-            self.wake.notify_one();
-        }
+        self.intake.push(ReadEvent { file, offset, len });
     }
 
     pub fn threshold(&self) -> f32 {
@@ -229,14 +152,12 @@ impl Prefetcher {
 
     /// The daemon's state as the mount reports it.
     pub fn status(&self) -> PrefetchStats {
-        let snapshots = self.status.lock().map(|s| s.clone()).unwrap_or_default();
-        let unread: u64 = self.unread.lock().map(|u| u.values().sum()).unwrap_or(0);
         PrefetchStats {
             enabled: true,
             threshold: self.threshold(),
             queue_depth: self.queue_depth.load(Relaxed),
-            unread_prefetched_bytes: unread,
-            snapshots,
+            unread_prefetched_bytes: self.accounting.unread_bytes(),
+            snapshots: self.status.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
 
@@ -244,64 +165,29 @@ impl Prefetcher {
         let max_ra = self.cfg.max_readahead.as_u64();
         let mut files: Vec<FileState> = snapshots
             .into_iter()
-            .map(|snapshot| FileState {
-                snapshot,
-                readahead: Readahead::new(max_ra),
-                classifier: Classifier::default(),
-                reads: 0,
-                class: None,
-                window: 0,
-                episodes: HashMap::new(),
-                planned: Default::default(),
-            })
+            .map(|s| FileState::new(s, max_ra))
             .collect();
-        let mut queue: BinaryHeap<Job> = BinaryHeap::new();
-        let mut seq = 0u64;
+        let mut sched = Scheduler::new(self.cfg.concurrency);
         // Warm-up lists first, in order.
         for (i, f) in files.iter_mut().enumerate() {
             let snap = f.snapshot.clone();
             let gs = snap.header().group_size;
             for w in &snap.index().warmup {
-                seq += 1;
                 let blocks: Vec<u64> = w.blocks(gs).collect();
-                f.plan(&blocks);
-                queue.push(Job {
-                    priority: Priority::Warmup,
-                    seq: std::cmp::Reverse(seq),
-                    file: i,
-                    blocks,
-                });
+                f.hints.plan(&blocks);
+                sched.push(Priority::Warmup, i, blocks);
             }
         }
-        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
-        // A finished job wakes the dispatcher: its slot is free again.
-        let job_done = Arc::new(tokio::sync::Notify::new());
+        let job_done = sched.done();
         let mut controller = Controller::new(self.cfg.threshold, RealClock::default());
+        let mut sampler = Sampler::default();
         let mut tick = tokio::time::interval(controller::TICK);
         let m = self.fetcher.metrics().clone();
-        let mut last = (0u64, 0u64, 0u64);
-        let mut accuracy_window: std::collections::VecDeque<(u64, u64)> = Default::default();
-        let mut last_pf = (0u64, 0u64);
-        let mut batch: Vec<(usize, u64, u32)> = Vec::new();
-        let mut poll = tokio::time::interval(POLL);
+        let mut batch: Vec<ReadEvent> = Vec::new();
+        let mut poll = tokio::time::interval(intake::POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Dispatch while there are free prefetch slots. While a demand
-            // read waits on the store, prefetch backs off to a quarter of its
-            // slots: it yields to demand without starving (a warm-up must
-            // still finish beside a reader that keeps missing).
-            let concurrency = self.cfg.concurrency.max(1);
-            let limit = if self.fetcher.demand_waiting() > 0 {
-                (concurrency / DEMAND_BACKOFF).max(1)
-            } else {
-                concurrency
-            };
-            while let Some(permit) = (!queue.is_empty()
-                && concurrency - slots.available_permits() < limit)
-                .then(|| slots.clone().try_acquire_owned().ok())
-                .flatten()
-            {
-                let Some(job) = queue.pop() else { break };
+            for (job, permit) in sched.dispatch(self.fetcher.demand_waiting() > 0) {
                 let snap = files[job.file].snapshot.clone();
                 let me = self.clone();
                 let done = job_done.clone();
@@ -311,67 +197,43 @@ impl Prefetcher {
                     done.notify_one();
                 });
             }
-            self.queue_depth.store(queue.len() as u64, Relaxed);
+            self.queue_depth.store(sched.len() as u64, Relaxed);
             tokio::select! {
                 _ = job_done.notified() => {}
                 // Demand reads, polled under load, woken for when idle.
                 _ = poll.tick() => {
-                    std::mem::swap(&mut batch, &mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+                    self.intake.take(&mut batch);
                     if batch.is_empty() {
                         // Nothing came in a whole poll: sleep until woken.
-                        self.idle.store(true, Relaxed);
-                        if self.pending.lock().map(|p| p.is_empty()).unwrap_or(true) {
+                        if self.intake.go_idle() {
                             tokio::select! {
-                                _ = self.wake.notified() => {}
+                                _ = self.intake.woken() => {}
                                 _ = job_done.notified() => {}
                                 _ = tick.tick() => {}
                             }
                         }
-                        self.idle.store(false, Relaxed);
+                        self.intake.busy();
                         continue;
                     }
                     let threshold = self.threshold();
-                    for (file, offset, len) in batch.drain(..) {
-                        let Some(f) = files.get_mut(file) else { continue };
-                        for job in self.decide(f, file, offset, len, threshold).await {
-                            seq += 1;
-                            queue.push(Job { seq: std::cmp::Reverse(seq), ..job });
+                    let cache = self.fetcher.cache();
+                    for ev in batch.drain(..) {
+                        let Some(f) = files.get_mut(ev.file) else { continue };
+                        let jobs = f
+                            .decide(ev.offset, ev.len, threshold, &self.cfg, cache, &m, &self.accounting)
+                            .await;
+                        for (priority, blocks) in jobs {
+                            sched.push(priority, ev.file, blocks);
                         }
                     }
                     // Published per batch, not per tick: a tick can fall in an
                     // idle wait and a short burst of reads would never show.
                     self.publish_status(&files);
-                    if queue.len() > MAX_QUEUED_JOBS {
-                        // Keep the most valuable; the rest is dropped.
-                        let mut v = queue.into_sorted_vec();
-                        let drop_n = v.len() - MAX_QUEUED_JOBS;
-                        Metrics::add(&m.prefetch_dropped, v.drain(..drop_n).map(|j| j.blocks.len() as u64).sum());
-                        queue = v.into_iter().collect();
-                    }
+                    Metrics::add(&m.prefetch_dropped, sched.trim());
                 }
                 _ = tick.tick() => {
-                    self.account_wasted();
-                    let hits = m.memory_hits.load(Relaxed) + m.disk_hits.load(Relaxed);
-                    let misses = m.misses.load(Relaxed);
-                    let (dh, dm) = (hits - last.0, misses - last.1);
-                    last = (hits, misses, 0);
-                    let (done, used) = (m.prefetch_completed.load(Relaxed), m.prefetch_used.load(Relaxed));
-                    accuracy_window.push_back((done - last_pf.0, used - last_pf.1));
-                    last_pf = (done, used);
-                    if accuracy_window.len() > 20 {
-                        accuracy_window.pop_front();
-                    }
-                    let (wd, wu) = accuracy_window.iter().fold((0, 0), |a, x| (a.0 + x.0, a.1 + x.1));
-                    let unread: u64 = self.unread.lock().map(|u| u.values().sum()).unwrap_or(0);
-                    let s = Signals {
-                        hit_rate: (dh + dm > 0).then(|| dh as f64 / (dh + dm) as f64),
-                        accuracy: if wd == 0 { 1.0 } else { wu as f64 / wd as f64 },
-                        accuracy_samples: wd,
-                        slot_occupancy: self.fetcher.slot_occupancy(),
-                        demand_wait: Duration::ZERO,
-                        load_per_core: controller::load_per_core(),
-                        pressure: unread as f64 / self.fetcher.cache().capacity().max(1) as f64,
-                    };
+                    self.accounting.account_wasted(self.fetcher.cache(), &m);
+                    let s = sampler.sample(&self.fetcher, self.accounting.unread_bytes());
                     let t = controller.tick(&s);
                     self.threshold_milli.store((t * 1000.0) as u64, Relaxed);
                 }
@@ -384,155 +246,10 @@ impl Prefetcher {
         if let Ok(mut st) = self.status.lock() {
             for (x, f) in st.iter_mut().zip(files) {
                 x.class = f.class;
-                x.window_ms = f
-                    .snapshot
-                    .index()
-                    .windows_ms
-                    .get(f.window)
-                    .copied()
-                    .unwrap_or(0);
+                x.window_ms = f.window_ms();
                 x.readahead_window = f.readahead.max_active_window();
             }
         }
-    }
-
-    /// What one demand read asks the daemon to do.
-    async fn decide(
-        &self,
-        f: &mut FileState,
-        file: usize,
-        offset: u64,
-        len: u32,
-        threshold: f32,
-    ) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        // Borrowed through our own handle on the snapshot: nothing on this
-        // per-read path is cloned or allocated unless there is work to do.
-        let snap = f.snapshot.clone();
-        let h = snap.header();
-        let bs = h.block_size as u64;
-        let end = (offset + len as u64).min(h.volume_size);
-        if offset >= end {
-            return jobs;
-        }
-        // Accounting: prefetched blocks now read.
-        self.mark_used(&f.snapshot, offset / bs..end.div_ceil(bs));
-        // Adaptive window from the recent workload.
-        f.classifier.observe(&crate::trace::Record {
-            t_ns: 0,
-            op: crate::trace::Op::Read,
-            offset,
-            len,
-            stream: 0,
-        });
-        f.reads += 1;
-        if f.reads % CLASSIFY_EVERY == 0 {
-            let c = f.classifier.classification(
-                &f.snapshot.index().windows_ms,
-                &self.cfg.windows,
-                self.cfg.max_readahead.as_u64(),
-            );
-            f.class = Some(c.class);
-            f.readahead.set_max_window(c.readahead_bytes);
-            f.window = f
-                .snapshot
-                .index()
-                .windows_ms
-                .iter()
-                .position(|&w| w == c.window_ms)
-                .unwrap_or(0);
-            f.classifier = Classifier::default();
-        }
-        // Sequential read-ahead.
-        if let Some(r) = f.readahead.on_read(offset, len as u64) {
-            let last = (r.end.min(h.volume_size)).div_ceil(bs);
-            let blocks: Vec<u64> = (r.start / bs..last).collect();
-            if !blocks.is_empty() {
-                f.plan(&blocks);
-                jobs.push(Job {
-                    priority: Priority::Readahead,
-                    seq: std::cmp::Reverse(0),
-                    file,
-                    blocks,
-                });
-            }
-        }
-        // Hints and successors on the first touch of a group in an episode.
-        let window = Duration::from_millis(
-            f.snapshot
-                .index()
-                .windows_ms
-                .get(f.window)
-                .copied()
-                .unwrap_or(0) as u64,
-        );
-        let gs = h.group_size as u64;
-        let now = Instant::now();
-        for g in (offset / bs) / gs..=((end - 1) / bs) / gs {
-            if f.episodes
-                .get(&g)
-                .is_some_and(|t0| now.duration_since(*t0) <= window)
-            {
-                continue;
-            }
-            f.episodes.insert(g, now);
-            let Some(entry) = snap.index().group(g) else {
-                continue;
-            };
-            let w = f.window;
-            let hint = entry.hints.get(w).copied().unwrap_or(0.0);
-            let strong_successor = entry
-                .successors
-                .get(w)
-                .is_some_and(|v| v.iter().any(|s| s.probability >= threshold));
-            if hint < threshold && !strong_successor {
-                continue;
-            }
-            let mut candidates = vec![(g, hint)];
-            candidates.extend(
-                entry
-                    .successors
-                    .get(w)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| (s.group, s.probability)),
-            );
-            for (cg, strength) in candidates {
-                if strength < threshold {
-                    continue;
-                }
-                let Some(ce) = snap.index().group(cg) else {
-                    continue;
-                };
-                let Ok(blocks) = snap.group_blocks(ce).await else {
-                    continue;
-                };
-                let covered = blocks
-                    .iter()
-                    .filter(|b| {
-                        f.planned.contains(&b.block_id)
-                            || self.fetcher.cache().contains(&b.checksum)
-                    })
-                    .count();
-                if crate::predict::remaining_precision(strength, blocks.len(), covered) >= threshold
-                {
-                    let ids: Vec<u64> = blocks.iter().map(|b| b.block_id).collect();
-                    f.plan(&ids);
-                    jobs.push(Job {
-                        priority: Priority::Hint,
-                        seq: std::cmp::Reverse(0),
-                        file,
-                        blocks: ids,
-                    });
-                }
-            }
-        }
-        if f.episodes.len() > 100_000 {
-            f.episodes.retain(|_, t0| now.duration_since(*t0) <= window);
-        }
-        let n: u64 = jobs.iter().map(|j| j.blocks.len() as u64).sum();
-        Metrics::add(&self.fetcher.metrics().prefetch_issued, n);
-        jobs
     }
 
     /// Fetches a job's blocks that are stored and not cached yet.
@@ -561,54 +278,13 @@ impl Prefetcher {
             return;
         }
         let results = self.fetcher.prefetch_blocks(&wants).await;
-        let mut unread = self.unread.lock().ok();
         for (w, r) in wants.iter().zip(results) {
             if r.is_ok() {
                 Metrics::inc(&m.prefetch_completed);
                 Metrics::add(&m.prefetch_bytes, w.len as u64);
                 Metrics::inc(by_source);
-                if let Some(u) = unread.as_mut() {
-                    if u.len() < MAX_TRACKED {
-                        u.insert(w.block.checksum, w.len as u64);
-                    }
-                }
+                self.accounting.prefetched(w.block.checksum, w.len as u64);
             }
         }
-    }
-
-    /// Demand reads of prefetched blocks: used.
-    fn mark_used(&self, snap: &Snapshot, blocks: std::ops::Range<u64>) {
-        let m = self.fetcher.metrics();
-        let Ok(mut u) = self.unread.lock() else {
-            return;
-        };
-        if u.is_empty() {
-            return;
-        }
-        for b in blocks {
-            if let Some(Some(block)) = snap.locate_loaded(b) {
-                if let Some(bytes) = u.remove(&block.checksum) {
-                    Metrics::inc(&m.prefetch_used);
-                    Metrics::add(&m.prefetch_used_bytes, bytes);
-                }
-            }
-        }
-    }
-
-    /// Prefetched blocks that left the cache unread: wasted.
-    fn account_wasted(&self) {
-        let m = self.fetcher.metrics();
-        let cache = self.fetcher.cache();
-        let Ok(mut u) = self.unread.lock() else {
-            return;
-        };
-        u.retain(|k, bytes| {
-            let kept = cache.contains(k);
-            if !kept {
-                Metrics::inc(&m.prefetch_wasted);
-                Metrics::add(&m.prefetch_wasted_bytes, *bytes);
-            }
-            kept
-        });
     }
 }

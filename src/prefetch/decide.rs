@@ -1,0 +1,131 @@
+//! What one demand read asks the daemon to do, per mounted snapshot:
+//! account for the prefetched blocks it reads, feed the workload
+//! classifier (every [`CLASSIFY_EVERY`] reads it picks the hint window and
+//! bounds read-ahead: all of `max_readahead` for sequential work, a quarter
+//! for mixed, none for random), extend the stream's read-ahead, and ask
+//! [`super::hints`] for the groups it touches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::accounting::Accounting;
+use super::hints::HintState;
+use super::readahead::Readahead;
+use super::scheduler::Priority;
+use super::PrefetchConfig;
+use crate::cache::BlockCache;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::trace::classify::{Class, Classifier};
+
+/// The classifier looks at this many recent reads per snapshot.
+pub(super) const CLASSIFY_EVERY: u64 = 256;
+
+pub(super) struct FileState {
+    pub snapshot: Arc<Snapshot>,
+    pub readahead: Readahead,
+    classifier: Classifier,
+    reads: u64,
+    /// None until [`CLASSIFY_EVERY`] reads were seen.
+    pub class: Option<Class>,
+    /// Index into the snapshot's windows.
+    pub window: usize,
+    pub hints: HintState,
+}
+
+impl FileState {
+    pub fn new(snapshot: Arc<Snapshot>, max_readahead: u64) -> Self {
+        FileState {
+            snapshot,
+            readahead: Readahead::new(max_readahead),
+            classifier: Classifier::default(),
+            reads: 0,
+            class: None,
+            window: 0,
+            hints: HintState::default(),
+        }
+    }
+
+    /// The hint window in use, in ms.
+    pub fn window_ms(&self) -> u32 {
+        self.snapshot
+            .index()
+            .windows_ms
+            .get(self.window)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The prefetch jobs (priority, blocks) a demand read of `len` bytes at
+    /// `offset` calls for.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide(
+        &mut self,
+        offset: u64,
+        len: u32,
+        threshold: f32,
+        cfg: &PrefetchConfig,
+        cache: &BlockCache,
+        metrics: &Metrics,
+        accounting: &Accounting,
+    ) -> Vec<(Priority, Vec<u64>)> {
+        let mut jobs = Vec::new();
+        // Borrowed through our own handle on the snapshot: nothing on this
+        // per-read path is cloned or allocated unless there is work to do.
+        let snap = self.snapshot.clone();
+        let h = snap.header();
+        let bs = h.block_size as u64;
+        let end = (offset + len as u64).min(h.volume_size);
+        if offset >= end {
+            return jobs;
+        }
+        accounting.mark_used(&snap, offset / bs..end.div_ceil(bs), metrics);
+        self.classify(offset, len, cfg);
+        // Sequential read-ahead.
+        if let Some(r) = self.readahead.on_read(offset, len as u64) {
+            let last = (r.end.min(h.volume_size)).div_ceil(bs);
+            let blocks: Vec<u64> = (r.start / bs..last).collect();
+            if !blocks.is_empty() {
+                self.hints.plan(&blocks);
+                jobs.push((Priority::Readahead, blocks));
+            }
+        }
+        // Hints and successors on the first touch of a group in an episode.
+        let window = Duration::from_millis(self.window_ms() as u64);
+        let gs = h.group_size as u64;
+        let groups = (offset / bs) / gs..=((end - 1) / bs) / gs;
+        for blocks in self
+            .hints
+            .on_read(&snap, cache, groups, self.window, window, threshold)
+            .await
+        {
+            jobs.push((Priority::Hint, blocks));
+        }
+        let n: u64 = jobs.iter().map(|j| j.1.len() as u64).sum();
+        Metrics::add(&metrics.prefetch_issued, n);
+        jobs
+    }
+
+    /// Adaptive window and read-ahead bound from the recent workload.
+    fn classify(&mut self, offset: u64, len: u32, cfg: &PrefetchConfig) {
+        self.classifier.observe(&crate::trace::Record {
+            t_ns: 0,
+            op: crate::trace::Op::Read,
+            offset,
+            len,
+            stream: 0,
+        });
+        self.reads += 1;
+        if self.reads % CLASSIFY_EVERY != 0 {
+            return;
+        }
+        let windows = &self.snapshot.index().windows_ms;
+        let c = self
+            .classifier
+            .classification(windows, &cfg.windows, cfg.max_readahead.as_u64());
+        self.class = Some(c.class);
+        self.readahead.set_max_window(c.readahead_bytes);
+        self.window = windows.iter().position(|&w| w == c.window_ms).unwrap_or(0);
+        self.classifier = Classifier::default();
+    }
+}
