@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::anyhow;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -30,7 +29,8 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, Tier};
 use crate::metrics::Metrics;
-use crate::snapshot::{decode_block_cvs, BlockRef};
+use crate::ratelimit::LogLimit;
+use crate::snapshot::{decode_block_cvs, BlockError, BlockErrorKind, BlockRef};
 use crate::store::Store;
 use blake3::hazmat::ChainingValue;
 
@@ -43,7 +43,12 @@ pub const DEFAULT_FETCH_SLOTS: usize = 64;
 pub const MAX_RUN_BYTES: u64 = 8 << 20;
 
 /// The outcome of one run's fetch: per block of the run, its bytes or why not.
-type RunResult = Arc<Vec<Result<Bytes, String>>>;
+type RunResult = Arc<Vec<Result<Bytes, BlockError>>>;
+
+/// Failed GETs and bad blocks are logged where they happen, once each, and
+/// at most a few per period during an outage (every reader of the failed
+/// run shares the one error; the read path does not log it again).
+static FETCH_ERRORS: LogLimit = LogLimit::new();
 type RunFuture = Shared<BoxFuture<'static, RunResult>>;
 
 /// A block a read wants: its uncompressed length, and the bytes of it the
@@ -57,15 +62,16 @@ pub struct Want {
 
 impl Want {
     /// The wanted bytes of the whole block `b`.
-    fn slice(&self, b: &Bytes) -> anyhow::Result<Bytes> {
+    fn slice(&self, b: &Bytes) -> Result<Bytes, BlockError> {
         if self.range.end <= b.len() {
             Ok(b.slice(self.range.clone()))
         } else {
-            Err(anyhow!(
-                "internal: range beyond block {}",
-                self.block.block_id
-            ))
+            Err(self.internal("range beyond the block"))
         }
+    }
+
+    fn internal(&self, what: &'static str) -> BlockError {
+        BlockError::new(&self.block, BlockErrorKind::Internal(what))
     }
 }
 
@@ -142,13 +148,13 @@ impl Fetcher {
 
     /// The wanted bytes of every wanted block, in order; each fails alone.
     /// A demand read: counted in the hit/miss metrics.
-    pub async fn get_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
+    pub async fn get_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
         self.get(wants, true).await
     }
 
     /// Fetches blocks for the prefetcher: the same shared, coalesced path,
     /// not counted as demand hits or misses.
-    pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<anyhow::Result<Bytes>> {
+    pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
         self.get(wants, false).await
     }
 
@@ -163,8 +169,9 @@ impl Fetcher {
         1.0 - self.slots.available_permits() as f64 / self.slot_count as f64
     }
 
-    async fn get(&self, wants: &[Want], demand: bool) -> Vec<anyhow::Result<Bytes>> {
-        let mut out: Vec<Option<anyhow::Result<Bytes>>> = (0..wants.len()).map(|_| None).collect();
+    async fn get(&self, wants: &[Want], demand: bool) -> Vec<Result<Bytes, BlockError>> {
+        let mut out: Vec<Option<Result<Bytes, BlockError>>> =
+            (0..wants.len()).map(|_| None).collect();
         // 1. Cache.
         let mut missing: Vec<usize> = Vec::new();
         for (i, w) in wants.iter().enumerate() {
@@ -242,12 +249,13 @@ impl Fetcher {
             let r = fut.await;
             out[i] = Some(match r.get(pos) {
                 Some(Ok(b)) => wants[i].slice(b),
-                Some(Err(e)) => Err(anyhow!("{e}")),
-                None => Err(anyhow!("internal: run result too short")),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(wants[i].internal("run result too short")),
             });
         }
         out.into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(anyhow!("internal: block not resolved"))))
+            .zip(wants)
+            .map(|(o, w)| o.unwrap_or_else(|| Err(w.internal("block not resolved"))))
             .collect()
     }
 
@@ -267,7 +275,7 @@ impl Fetcher {
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
         let fut = async move {
-            let results: Vec<Result<Bytes, String>> =
+            let results: Vec<Result<Bytes, BlockError>> =
                 fetch_run(&store, &run, &metrics, &slots, slot_wait.as_deref())
                     .await
                     .into_iter()
@@ -363,14 +371,16 @@ fn runs(wants: &[Want], idx: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
-/// One GET for the run, then per-block decode and verify.
+/// One GET for the run, then per-block decode and verify on a blocking
+/// thread (zstd and BLAKE3 of up to [`MAX_RUN_BYTES`] would stall the
+/// async workers that serve other reads).
 async fn fetch_run(
     store: &Store,
     run: &[Want],
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     slots: &Semaphore,
     slot_wait: Option<&SlotWait>,
-) -> Vec<Result<(Bytes, Vec<ChainingValue>), String>> {
+) -> Vec<Result<(Bytes, Vec<ChainingValue>), BlockError>> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Vec::new();
     };
@@ -389,31 +399,48 @@ async fn fetch_run(
         Ok(d) => d,
         Err(e) => {
             Metrics::inc(&metrics.fetch_errors);
-            let msg = format!(
-                "fetching blocks {}..={}: {e}",
-                first.block.block_id, last.block.block_id
-            );
-            log::error!("{msg}");
-            return run.iter().map(|_| Err(msg.clone())).collect();
+            FETCH_ERRORS.error(|| {
+                format!(
+                    "fetching blocks {}..={}: {e}",
+                    first.block.block_id, last.block.block_id
+                )
+            });
+            let e = Arc::new(e);
+            return run
+                .iter()
+                .map(|w| Err(BlockError::new(&w.block, BlockErrorKind::Store(e.clone()))))
+                .collect();
         }
     };
     Metrics::add(&metrics.bytes_fetched, data.len() as u64);
-    run.iter()
-        .map(|w| {
-            let s = (w.block.offset - range.start) as usize;
-            let stored = &data[s..s + w.block.length as usize];
-            Metrics::inc(&metrics.blocks_fetched);
-            decode_block_cvs(stored, &w.block, w.len)
-                .map(|(data, cvs)| (Bytes::from(data), cvs))
-                .map_err(|e| {
-                    Metrics::inc(&metrics.checksum_errors);
-                    let msg = format!(
-                        "block {} in object {}: {e}",
-                        w.block.block_id, w.block.object
-                    );
-                    log::error!("{msg}");
-                    msg
+    let decode = {
+        let run = run.to_vec();
+        let metrics = metrics.clone();
+        move || {
+            run.iter()
+                .map(|w| {
+                    let s = (w.block.offset - range.start) as usize;
+                    Metrics::inc(&metrics.blocks_fetched);
+                    let stored = match data.get(s..s + w.block.length as usize) {
+                        Some(_) => data.slice(s..s + w.block.length as usize),
+                        None => Bytes::new(),
+                    };
+                    decode_block_cvs(stored, &w.block, w.len).inspect_err(|e| {
+                        Metrics::inc(match e.kind {
+                            BlockErrorKind::Checksum => &metrics.checksum_errors,
+                            _ => &metrics.decode_errors,
+                        });
+                        FETCH_ERRORS.error(|| e.to_string());
+                    })
                 })
-        })
-        .collect()
+                .collect::<Vec<_>>()
+        }
+    };
+    match tokio::task::spawn_blocking(decode).await {
+        Ok(r) => r,
+        Err(_) => run
+            .iter()
+            .map(|w| Err(w.internal("decode task failed")))
+            .collect(),
+    }
 }

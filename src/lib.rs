@@ -6,7 +6,8 @@
 //! the import graph has no cycle (`tests/layers.rs` checks both):
 //!
 //! 1. [`name`] (validated snapshot names), [`units`] (durations in config
-//!    files), [`progress`] (bars and log lines): leaves.
+//!    files), [`progress`] (bars and log lines), [`ratelimit`] (logging of
+//!    repeated failures): leaves.
 //! 2. [`format`] (the on-store format: data objects, manifest pages, index,
 //!    block arithmetic) and [`store`] (file://, s3://, memory://, with its
 //!    own options).
@@ -40,6 +41,7 @@ pub mod name;
 pub mod predict;
 pub mod prefetch;
 pub mod progress;
+pub mod ratelimit;
 pub mod snapshot;
 pub mod store;
 pub mod trace;

@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use blake3::hazmat::ChainingValue;
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use crate::cache::verified::check_block;
 use crate::format::{
     block_len, keys, Compression, GroupEntry, ManifestEntry, ManifestIndex, ManifestPage,
-    SnapshotHeader,
+    SnapshotHeader, Span, Spans,
 };
 use crate::name::SnapshotName;
 use crate::store::Store;
@@ -43,41 +44,94 @@ impl BlockRef {
     }
 }
 
-/// Decodes a stored block and checks it; `expected_len` is its uncompressed
-/// length. The error says what is wrong (the caller adds block and object).
-pub fn decode_block(stored: &[u8], r: &BlockRef, expected_len: usize) -> Result<Vec<u8>, String> {
-    decode_block_cvs(stored, r, expected_len).map(|(data, _)| data)
+/// Why one block could not be served: where (block, object) and what
+/// went wrong, as a kind that metrics and callers can match on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("block {block} in object {object}: {kind}")]
+pub struct BlockError {
+    pub block: u64,
+    pub object: Arc<str>,
+    pub kind: BlockErrorKind,
 }
 
-/// [`decode_block`], also returning the block's segment chaining values
-/// for the disk cache (computed in the same BLAKE3 pass as the check).
-pub fn decode_block_cvs(
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BlockErrorKind {
+    /// The GET failed (after the store's retries).
+    #[error("{0}")]
+    Store(Arc<crate::store::StoreError>),
+    #[error("stored length {got} instead of {want}")]
+    StoredLength { got: usize, want: usize },
+    #[error("zstd: {0}")]
+    Decompress(String),
+    #[error("decoded {got} bytes instead of {want}")]
+    DecodedLength { got: usize, want: usize },
+    #[error("checksum mismatch")]
+    Checksum,
+    /// A broken invariant of our own (never expected).
+    #[error("internal: {0}")]
+    Internal(&'static str),
+}
+
+impl BlockError {
+    pub fn new(r: &BlockRef, kind: BlockErrorKind) -> Self {
+        BlockError {
+            block: r.block_id,
+            object: r.object.clone(),
+            kind,
+        }
+    }
+
+    /// Whether the stored bytes were wrong (as opposed to not fetched).
+    pub fn is_corrupt(&self) -> bool {
+        !matches!(
+            self.kind,
+            BlockErrorKind::Store(_) | BlockErrorKind::Internal(_)
+        )
+    }
+}
+
+/// Decodes a stored block and checks it; `expected_len` is its uncompressed
+/// length.
+pub fn decode_block(
     stored: &[u8],
     r: &BlockRef,
     expected_len: usize,
-) -> Result<(Vec<u8>, Vec<ChainingValue>), String> {
+) -> Result<Vec<u8>, BlockError> {
+    decode_block_cvs(Bytes::copy_from_slice(stored), r, expected_len).map(|(data, _)| data.into())
+}
+
+/// [`decode_block`] of a block held in `stored` (a slice of a GET's body:
+/// a raw block is returned as that slice, not copied), also returning the
+/// block's segment chaining values for the disk cache (computed in the
+/// same BLAKE3 pass as the check).
+pub fn decode_block_cvs(
+    stored: Bytes,
+    r: &BlockRef,
+    expected_len: usize,
+) -> Result<(Bytes, Vec<ChainingValue>), BlockError> {
+    let fail = |kind| Err(BlockError::new(r, kind));
     if stored.len() != r.length as usize {
-        return Err(format!(
-            "stored length {} instead of {}",
-            stored.len(),
-            r.length
-        ));
+        return fail(BlockErrorKind::StoredLength {
+            got: stored.len(),
+            want: r.length as usize,
+        });
     }
     let data = match r.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => {
-            zstd::bulk::decompress(stored, expected_len).map_err(|e| format!("zstd: {e}"))?
-        }
+        Compression::None => stored,
+        Compression::Zstd => match zstd::bulk::decompress(&stored, expected_len) {
+            Ok(d) => Bytes::from(d),
+            Err(e) => return fail(BlockErrorKind::Decompress(e.to_string())),
+        },
     };
     if data.len() != expected_len {
-        return Err(format!(
-            "decoded {} bytes instead of {expected_len}",
-            data.len()
-        ));
+        return fail(BlockErrorKind::DecodedLength {
+            got: data.len(),
+            want: expected_len,
+        });
     }
     match check_block(&data, &r.checksum) {
         Some(cvs) => Ok((data, cvs)),
-        None => Err("checksum mismatch".into()),
+        None => fail(BlockErrorKind::Checksum),
     }
 }
 
@@ -322,44 +376,35 @@ impl Snapshot {
     }
 
     /// Fetches, checks and decompresses one stored block.
-    pub async fn fetch_block(&self, r: &BlockRef) -> anyhow::Result<Vec<u8>> {
+    pub async fn fetch_block(&self, r: &BlockRef) -> anyhow::Result<Bytes> {
         let stored = self
             .store
             .get_range(&r.object, r.range())
             .await
             .with_context(|| format!("block {}", r.block_id))?;
-        decode_block(&stored, r, self.block_len(r.block_id))
-            .map_err(|e| anyhow!("block {} in object {}: {e}", r.block_id, r.object))
+        Ok(decode_block_cvs(stored, r, self.block_len(r.block_id))?.0)
     }
 
     /// Reads `len` bytes at `offset` of the volume (clamped to its end);
     /// holes read as zeros.
     pub async fn read_at(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
         let h = &self.index.header;
-        let end = (offset + len as u64).min(h.volume_size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let bs = h.block_size as u64;
-        let blocks = offset / bs..end.div_ceil(bs);
-        let mut out = vec![0u8; (end - offset) as usize];
-        let fetched: Vec<(u64, Option<Vec<u8>>)> = futures::stream::iter(blocks)
-            .map(|b| async move {
-                match self.locate(b).await? {
-                    None => Ok::<_, anyhow::Error>((b, None)),
-                    Some(r) => Ok((b, Some(self.fetch_block(&r).await?))),
+        let spans = Spans::new(h.volume_size, h.block_size, offset, len as u64);
+        let mut out = vec![0u8; spans.reply_len()];
+        let fetched: Vec<(Span, Option<Bytes>)> = futures::stream::iter(spans)
+            .map(|sp| async move {
+                match self.locate(sp.block).await? {
+                    None => Ok::<_, anyhow::Error>((sp, None)),
+                    Some(r) => Ok((sp, Some(self.fetch_block(&r).await?))),
                 }
             })
             .buffered(8)
             .try_collect()
             .await?;
-        for (b, data) in fetched {
-            let Some(data) = data else { continue };
-            let bstart = b * bs;
-            let from = offset.max(bstart);
-            let to = end.min(bstart + data.len() as u64);
-            out[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&data[(from - bstart) as usize..(to - bstart) as usize]);
+        for (sp, data) in fetched {
+            if let Some(data) = data {
+                out[sp.at..sp.at + sp.range.len()].copy_from_slice(&data[sp.range]);
+            }
         }
         Ok(out)
     }
@@ -394,7 +439,9 @@ impl Snapshot {
                                     "object is {} bytes, block needs bytes up to {end}",
                                     d.len()
                                 )),
-                                Some(s) => decode_block(s, b, self.block_len(b.block_id)).err(),
+                                Some(s) => decode_block(s, b, self.block_len(b.block_id))
+                                    .err()
+                                    .map(|e| e.kind.to_string()),
                             }
                         }
                     };

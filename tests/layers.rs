@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. A module may use modules of its own layer or below.
 const LAYERS: &[&[&str]] = &[
-    &["name", "units", "progress"],
+    &["name", "units", "progress", "ratelimit"],
     &["format", "store"],
     &["cache", "trace", "snapshot", "metrics"],
     &["predict", "fetch", "create", "catalog"],

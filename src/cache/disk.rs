@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
+use bytes::Bytes;
 use lru::LruCache;
 
 use super::verified::{cvs_match_root, segment_cv, SEGMENT};
@@ -94,7 +95,12 @@ struct State {
 }
 
 pub enum Lookup {
-    Hit(Vec<u8>),
+    /// The bytes asked for, and the whole block when the read had to read
+    /// and verify all of it anyway (then it may go to the memory tier).
+    Hit {
+        data: Bytes,
+        whole: Option<Bytes>,
+    },
     Miss,
     Corrupt,
 }
@@ -270,7 +276,7 @@ impl DiskCache {
             Err(e) => Err(e),
         };
         match data {
-            Ok(Some(data)) => Lookup::Hit(data),
+            Ok(Some((data, whole))) => Lookup::Hit { data, whole },
             Ok(None) | Err(_) => {
                 log::warn!(
                     "disk cache: {} is damaged or unreadable; dropped, the block will be refetched",
@@ -415,7 +421,12 @@ impl OpenBlock {
     /// Reads `range` of the block and checks it: the whole block against
     /// `key` when it is one segment or the range covers it, otherwise each
     /// touched segment against its CV. `Ok(None)`: a check failed.
-    fn read(&self, key: &BlockKey, range: Range<usize>) -> std::io::Result<Option<Vec<u8>>> {
+    /// With the bytes, the whole verified block when it was read whole.
+    fn read(
+        &self,
+        key: &BlockKey,
+        range: Range<usize>,
+    ) -> std::io::Result<Option<(Bytes, Option<Bytes>)>> {
         let len = self.len;
         if range.start > range.end || range.end > len {
             return Ok(None);
@@ -426,14 +437,11 @@ impl OpenBlock {
             if blake3::hash(&data).as_bytes() != key {
                 return Ok(None);
             }
-            return Ok(Some(if range.len() == len {
-                data
-            } else {
-                data[range].to_vec()
-            }));
+            let whole = Bytes::from(data);
+            return Ok(Some((whole.slice(range), Some(whole))));
         }
         if range.is_empty() {
-            return Ok(Some(Vec::new()));
+            return Ok(Some((Bytes::new(), None)));
         }
         let first = range.start / SEGMENT;
         let last = (range.end - 1) / SEGMENT;
@@ -448,12 +456,11 @@ impl OpenBlock {
                 return Ok(None);
             }
         }
-        if seg_start == range.start && seg_end == range.end {
-            return Ok(Some(data));
-        }
-        Ok(Some(
-            data[range.start - seg_start..range.end - seg_start].to_vec(),
-        ))
+        let data = Bytes::from(data);
+        Ok(Some((
+            data.slice(range.start - seg_start..range.end - seg_start),
+            None,
+        )))
     }
 }
 
@@ -493,7 +500,7 @@ mod tests {
             fs::metadata(c.path(&k1)).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert!(matches!(c.get(&k1, 1000, 0..1000), Lookup::Hit(d) if d == d1));
+        assert!(matches!(c.get(&k1, 1000, 0..1000), Lookup::Hit { data: d, .. } if d == d1));
         put(&c, &k3, &d3);
         let (k4, d4) = block(4, 1000);
         put(&c, &k4, &d4); // evicts k2, the least recently used
@@ -539,7 +546,11 @@ mod tests {
             100..100,
         ] {
             match c.get(&key, len, r.clone()) {
-                Lookup::Hit(d) => assert!(d == data[r.clone()], "{r:?}"),
+                Lookup::Hit { data: d, whole } => {
+                    assert!(d == data[r.clone()], "{r:?}");
+                    // Only a read of the whole block hands the block over.
+                    assert_eq!(whole.is_some(), r == (0..len), "{r:?}");
+                }
                 _ => panic!("{r:?} not a hit"),
             }
         }
@@ -550,7 +561,7 @@ mod tests {
         let data_at = HEADER_FIXED + 32 * len.div_ceil(SEGMENT);
         file[data_at + 3 * SEGMENT + 5] ^= 1;
         fs::write(&path, &file).unwrap();
-        assert!(matches!(c.get(&key, len, 0..4096), Lookup::Hit(_)));
+        assert!(matches!(c.get(&key, len, 0..4096), Lookup::Hit { .. }));
         assert!(matches!(
             c.get(&key, len, 3 * SEGMENT..3 * SEGMENT + 10),
             Lookup::Corrupt
@@ -578,7 +589,9 @@ mod tests {
             "advised file kept open"
         );
         match c.get(&key, len, 0..len) {
-            Lookup::Hit(d) => assert!(d == data),
+            Lookup::Hit { data: d, whole } => {
+                assert!(d == data && whole.is_some_and(|w| w == data))
+            }
             _ => panic!("not a hit after advise"),
         }
         // A damaged header: advise neither opens it nor panics; get drops it.

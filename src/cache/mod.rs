@@ -109,7 +109,7 @@ impl BlockCache {
             return Some((b.slice(range), Tier::Memory));
         }
         let found = self.disk.as_ref()?.get(key, len, range);
-        self.disk_outcome(found)
+        self.disk_outcome(key, found)
     }
 
     /// A block a sequential reader will want next: when it is on disk only,
@@ -124,10 +124,18 @@ impl BlockCache {
         }
     }
 
-    /// A disk lookup as a hit, or a miss (counting a corrupt file).
-    fn disk_outcome(&self, found: disk::Lookup) -> Option<(Bytes, Tier)> {
+    /// A disk lookup as a hit, or a miss (counting a corrupt file). A hit
+    /// that read and verified the whole block puts it in the memory tier:
+    /// the next read of it costs no disk read and no hash.
+    fn disk_outcome(&self, key: &BlockKey, found: disk::Lookup) -> Option<(Bytes, Tier)> {
         match found {
-            disk::Lookup::Hit(data) => Some((Bytes::from(data), Tier::Disk)),
+            disk::Lookup::Hit { data, whole } => {
+                if let Some(w) = whole {
+                    self.memory.put(*key, w);
+                    Metrics::inc(&self.metrics.disk_promotions);
+                }
+                Some((data, Tier::Disk))
+            }
             disk::Lookup::Corrupt => {
                 Metrics::inc(&self.metrics.cache_corrupt);
                 None
@@ -138,9 +146,10 @@ impl BlockCache {
 
     /// Bytes `range` of the block with content `key` and length `len`, if
     /// cached and intact. A disk hit reads and checks only the segments the
-    /// range touches; it is not promoted to memory (a partial read has not
-    /// read the whole block, and sequential readers cover a block in a few
-    /// partial reads costing no more than one whole read).
+    /// range touches; only a hit that read the whole block is promoted to
+    /// memory (a partial read has not read it all, and sequential readers
+    /// cover a block in a few partial reads costing no more than one whole
+    /// read).
     pub async fn get(
         &self,
         key: &BlockKey,
@@ -159,7 +168,7 @@ impl BlockCache {
         let found = tokio::task::spawn_blocking(move || disk.get(&k, len, range))
             .await
             .ok()?;
-        self.disk_outcome(found)
+        self.disk_outcome(key, found)
     }
 
     /// Caches a verified block: in memory at once, on disk in the background.

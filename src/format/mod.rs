@@ -21,10 +21,12 @@
 pub mod codec;
 pub mod index;
 pub mod page;
+pub mod span;
 
 pub use codec::FormatError;
 pub use index::{GroupEntry, ManifestIndex, SnapshotHeader, Successor, WarmUp};
 pub use page::{Compression, ManifestEntry, ManifestPage};
+pub use span::{Span, Spans};
 
 use std::fmt;
 

@@ -29,6 +29,7 @@ use fuser::{
 
 use crate::fetch::Fetcher;
 use crate::metrics::stats::{MountStats, PrefetchStats, SnapshotStats};
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
 pub const ROOT_INO: u64 = 1;
@@ -41,6 +42,9 @@ pub const STATS_NAME: &str = ".snapahead-stats";
 const TTL: Duration = Duration::from_secs(3600);
 /// What `stat` reports as the preferred I/O size: one default block.
 const BLKSIZE: u32 = 512 * 1024;
+/// Read failures not logged where they happened (manifest pages), at most
+/// a few per period.
+static READ_ERRORS: crate::ratelimit::LogLimit = crate::ratelimit::LogLimit::new();
 
 /// One snapshot, shown as `<name>.img`.
 pub struct MountedFile {
@@ -352,26 +356,34 @@ impl Filesystem for SnapFs {
         }
         let fetcher = self.state.fetcher.clone();
         let started = std::time::Instant::now();
-        if let Some(data) = read::read_range_local(&file.snapshot, &fetcher, offset, size as usize)
-        {
-            let metrics = fetcher.metrics();
-            crate::metrics::Metrics::inc(&metrics.reads);
-            crate::metrics::Metrics::add(&metrics.bytes_served, data.len() as u64);
+        let served = move |metrics: &Metrics, data: &[u8]| {
+            Metrics::inc(&metrics.reads);
+            Metrics::add(&metrics.bytes_served, data.len() as u64);
             metrics.read_latency.observe(started.elapsed());
-            return reply.data(&data);
-        }
+        };
+        let pending = match read::read_local(&file.snapshot, &fetcher, offset, size as usize) {
+            read::Local::Done(data) => {
+                served(fetcher.metrics(), &data);
+                return reply.data(&data);
+            }
+            read::Local::Pending(p) => p,
+        };
         self.rt.spawn(async move {
             let metrics = fetcher.metrics().clone();
-            match read::read_range(&file.snapshot, &fetcher, offset, size as usize).await {
+            match pending.finish(&file.snapshot, &fetcher).await {
                 Ok(data) => {
-                    crate::metrics::Metrics::inc(&metrics.reads);
-                    crate::metrics::Metrics::add(&metrics.bytes_served, data.len() as u64);
-                    metrics.read_latency.observe(started.elapsed());
+                    served(&metrics, &data);
                     reply.data(&data);
                 }
                 Err(e) => {
-                    crate::metrics::Metrics::inc(&metrics.read_errors);
-                    log::error!("read {} at {offset}+{size}: {e:#}", file.file_name);
+                    Metrics::inc(&metrics.read_errors);
+                    // A bad or unfetchable block was logged where it failed.
+                    if e.downcast_ref::<crate::snapshot::BlockError>().is_some() {
+                        log::debug!("read {} at {offset}+{size}: {e:#}", file.file_name);
+                    } else {
+                        READ_ERRORS
+                            .error(|| format!("read {} at {offset}+{size}: {e:#}", file.file_name));
+                    }
                     reply.error(Errno::EIO);
                 }
             }
