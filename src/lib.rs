@@ -1,7 +1,7 @@
 //! snapahead: snapshot block volumes into object storage and mount them
 //! lazily, with prefetch learned from access traces.
 //!
-//! Modules follow the data flow of DESIGN.md, in layers. A module uses
+//! Modules follow the data flow of docs/design.md, in layers. A module uses
 //! modules of its own layer or of lower ones, never of a higher one, and
 //! the import graph has no cycle (`tests/layers.rs` checks both):
 //!

@@ -184,3 +184,59 @@ fn crate_refs_finds_paths_and_ignores_lookalikes() {
         vec!["a".to_string(), "fs".into(), "store".into()]
     );
 }
+
+/// Every repository path the docs and the code's comments name
+/// (`docs/...`, `bench/...`, `src/...`, ...) exists, so a reader who
+/// follows one finds the file.
+#[test]
+fn paths_named_in_docs_and_comments_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs/ is readable") {
+        let p = e.expect("directory entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    rust_files(&root.join("src"), &mut files);
+    let tops = [
+        "docs/",
+        "bench/",
+        "scripts/",
+        "examples/",
+        "tests/",
+        "src/",
+        "fuzz/",
+    ];
+    let mut missing = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable");
+        for (i, _) in text.char_indices() {
+            let rest = &text[i..];
+            let Some(top) = tops.iter().find(|t| rest.starts_with(**t)) else {
+                continue;
+            };
+            // A path starts a word (not `foo/src/...`).
+            let before = text[..i].chars().last();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.')
+            {
+                continue;
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "_./-".contains(*c))
+                .collect();
+            let path = path.trim_end_matches(['.', ',']);
+            if path.len() > top.len() && !path.contains('*') && !root.join(path).exists() {
+                missing.push(format!("{}: {path}", f.display()));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "named but missing:\n{}",
+        missing.join("\n")
+    );
+}

@@ -8,7 +8,7 @@
 //! `g*group_size .. (g+1)*group_size`. Groups that are all holes have no
 //! entry. Per window (`windows_ms`), each group carries a prefetch hint (the
 //! expected fraction of its stored blocks read within the window once it is
-//! touched, see DESIGN.md) and its likely successor groups; both are zero /
+//! touched, see docs/design.md) and its likely successor groups; both are zero /
 //! empty until `hints` learns them from traces.
 
 use super::codec::{Reader, Writer};

@@ -1,7 +1,7 @@
 //! The predictive manifest index: prefetch hints, successors and the warm-up
 //! list, learned from recorded sessions (traces).
 //!
-//! Definitions (DESIGN.md, "Prefetch hints"), for a group g and a window W:
+//! Definitions (docs/design.md, "Prefetch hints"), for a group g and a window W:
 //! - an **episode** of g starts at a read that touches g when no episode of
 //!   g is open, and covers the W after it; a read of g after that window
 //!   starts the next episode;
