@@ -15,6 +15,10 @@
 //!   checked lazily, on first read.
 //! - The directory is created 0700 and files 0600: cached blocks are the
 //!   volume's data.
+//!
+//! Over 500 lines with its tests, on purpose: the file format, the
+//! rebuilt index, eviction and the verified partial read are one mechanism
+//! whose tests damage files written by the same code.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

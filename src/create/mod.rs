@@ -16,29 +16,39 @@
 //! Queues between stages are bounded, so memory stays at a few batches and
 //! objects whatever the volume's size.
 //!
+//! Layout: [`reader`] (the reader thread), [`pack`] (hash, dedup,
+//! compress, pack into objects), [`pages`] (manifest pages and groups);
+//! this file composes them and commits.
+//!
 //! Nothing is visible until the index is written, last: an interrupted create
 //! leaves only unreferenced data objects and pages, which `gc` removes once
 //! they are older than its grace period.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use rayon::prelude::*;
 use tokio::task::JoinSet;
 
+mod pack;
+mod pages;
+mod reader;
+
+use pack::{loc_of, pack, Loc, Sealed};
+use pages::build_pages;
+use reader::volume_size;
+
 use crate::format::{
-    block_count, keys, Compression, GroupEntry, Id, ManifestEntry, ManifestIndex, ManifestPage,
-    SnapshotHeader, DEFAULT_BLOCK_SIZE, DEFAULT_GROUP_SIZE, DEFAULT_WINDOWS_MS,
+    keys, Id, ManifestIndex, SnapshotHeader, DEFAULT_BLOCK_SIZE, DEFAULT_GROUP_SIZE,
+    DEFAULT_WINDOWS_MS,
 };
 use crate::name::SnapshotName;
 use crate::progress::Progress;
-use crate::snapshot::{BlockRef, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::store::Store;
 
 /// 32 MiB read per batch: enough blocks (64 at 512 KiB) to keep every core
@@ -102,39 +112,6 @@ pub struct CreateSummary {
     pub uploaded_bytes: u64,
     pub objects_uploaded: u64,
     pub seconds: f64,
-}
-
-/// Where a known block lives.
-#[derive(Clone)]
-struct Loc {
-    object: Arc<str>,
-    offset: u64,
-    length: u32,
-    compression: Compression,
-}
-
-/// A sealed data object on its way to the store.
-struct Sealed {
-    key: String,
-    data: Bytes,
-}
-
-/// What the packer hands back: one entry per stored block, in block order.
-struct Packed {
-    entries: Vec<(u64, [u8; 32], Loc)>,
-    zero_blocks: u64,
-    zero_bytes: u64,
-    new_bytes: u64,
-    reused_bytes: u64,
-    bytes_read: u64,
-}
-
-/// Size of a file or block device (seeking to the end works for both,
-/// without an ioctl).
-fn volume_size(f: &mut File) -> std::io::Result<u64> {
-    let n = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
-    Ok(n)
 }
 
 pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<CreateSummary> {
@@ -342,262 +319,4 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
         objects_uploaded: objects,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn loc_of(b: &BlockRef) -> Loc {
-    Loc {
-        object: b.object.clone(),
-        offset: b.offset,
-        length: b.length,
-        compression: b.compression,
-    }
-}
-
-/// A batch read from the volume: its first block and its bytes. The buffer
-/// goes back to the reader through `recycle` once packed, so the reader
-/// reuses [`READ_AHEAD_BATCHES`] + 1 buffers instead of faulting in fresh
-/// memory for every batch (that cost more than hashing and compressing).
-type Batch = (u64, Vec<u8>);
-
-/// Reads batches of the volume on its own thread.
-fn spawn_reader(
-    mut file: File,
-    source: PathBuf,
-    size: u64,
-    block_size: u32,
-) -> (
-    std::sync::mpsc::Receiver<anyhow::Result<Batch>>,
-    std::sync::mpsc::Sender<Vec<u8>>,
-) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
-    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let batch_blocks = (BATCH_BYTES / block_size as usize).max(1) as u64;
-    std::thread::spawn(move || {
-        let mut block = 0u64;
-        let total = block_count(size, block_size);
-        while block < total {
-            let n = batch_blocks.min(total - block);
-            let start = block * block_size as u64;
-            let len = (n * block_size as u64).min(size - start) as usize;
-            let mut buf = recycle_rx.try_recv().unwrap_or_default();
-            buf.resize(len, 0);
-            let r = file
-                .read_exact(&mut buf)
-                .with_context(|| format!("reading source {} at offset {start}", source.display()));
-            let failed = r.is_err();
-            if tx.send(r.map(|_| (block, buf))).is_err() || failed {
-                return;
-            }
-            block += n;
-        }
-    });
-    (rx, recycle_tx)
-}
-
-/// The packer: hash, dedup, compress, pack; returns the manifest entries.
-fn pack(
-    file: File,
-    source: PathBuf,
-    size: u64,
-    block_size: u32,
-    mut known: HashMap<[u8; 32], Loc>,
-    out: tokio::sync::mpsc::Sender<Sealed>,
-    progress: &Progress,
-) -> anyhow::Result<Packed> {
-    let (batches, recycle) = spawn_reader(file, source, size, block_size);
-    let bs = block_size as usize;
-    let mut packed = Packed {
-        entries: Vec::new(),
-        zero_blocks: 0,
-        zero_bytes: 0,
-        new_bytes: 0,
-        reused_bytes: 0,
-        bytes_read: 0,
-    };
-    let mut obj_key: Arc<str> = Arc::from(keys::data(Id::random()));
-    let mut obj_buf: Vec<u8> = Vec::with_capacity(OBJECT_TARGET + bs);
-    let seal = |key: &Arc<str>, buf: &mut Vec<u8>| -> anyhow::Result<()> {
-        let data = Bytes::from(std::mem::replace(
-            buf,
-            Vec::with_capacity(OBJECT_TARGET + bs),
-        ));
-        out.blocking_send(Sealed {
-            key: key.to_string(),
-            data,
-        })
-        .map_err(|_| anyhow!("upload stopped"))
-    };
-
-    for batch in batches {
-        let (first_block, buf) = batch?;
-        packed.bytes_read += buf.len() as u64;
-        // Stage 1, parallel: zero test and hash.
-        let hashed: Vec<Option<[u8; 32]>> = buf
-            .par_chunks(bs)
-            .map(|b| (!is_zero(b)).then(|| *blake3::hash(b).as_bytes()))
-            .collect();
-        // Stage 2, parallel: compress the blocks not known yet.
-        let to_compress: Vec<(usize, &[u8])> = buf
-            .chunks(bs)
-            .enumerate()
-            .filter(|(i, _)| hashed[*i].is_some_and(|h| !known.contains_key(&h)))
-            .collect();
-        let mut compressed: HashMap<usize, Option<Vec<u8>>> = to_compress
-            .par_iter()
-            .map(|(i, b)| Ok((*i, compress(b)?)))
-            .collect::<anyhow::Result<_>>()?;
-        // Stage 3, in order: pack.
-        for (i, block) in buf.chunks(bs).enumerate() {
-            let block_id = first_block + i as u64;
-            let Some(sum) = hashed[i] else {
-                packed.zero_blocks += 1;
-                packed.zero_bytes += block.len() as u64;
-                continue;
-            };
-            if let Some(loc) = known.get(&sum) {
-                packed.reused_bytes += block.len() as u64;
-                packed.entries.push((block_id, sum, loc.clone()));
-                continue;
-            }
-            // Not known when the batch was hashed, nor since (a repeat within
-            // the batch is found in `known` above): it was compressed.
-            let Some(encoded) = compressed.remove(&i) else {
-                bail!("internal error: block {block_id} was neither known nor compressed");
-            };
-            let (compression, data) = match &encoded {
-                Some(z) => (Compression::Zstd, z.as_slice()),
-                None => (Compression::None, block),
-            };
-            if obj_buf.len() + data.len() > OBJECT_TARGET && !obj_buf.is_empty() {
-                seal(&obj_key, &mut obj_buf)?;
-                obj_key = Arc::from(keys::data(Id::random()));
-            }
-            let loc = Loc {
-                object: obj_key.clone(),
-                offset: obj_buf.len() as u64,
-                length: data.len() as u32,
-                compression,
-            };
-            obj_buf.extend_from_slice(data);
-            packed.new_bytes += block.len() as u64;
-            known.insert(sum, loc.clone());
-            packed.entries.push((block_id, sum, loc));
-        }
-        progress.inc(buf.len() as u64);
-        // The reader may have finished already; then the buffer is dropped.
-        let _ = recycle.send(buf);
-    }
-    if !obj_buf.is_empty() {
-        seal(&obj_key, &mut obj_buf)?;
-    }
-    Ok(packed)
-}
-
-/// Whether a block is all zeros. OR-folding 64-byte chunks vectorises well;
-/// the early exit happens per chunk, so data blocks are rejected at once.
-fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(64);
-    chunks.all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
-        && chunks.remainder().iter().all(|&x| x == 0)
-}
-
-thread_local! {
-    /// Per-thread zstd context and output buffer, reused for every block:
-    /// a fresh context and a fresh 512 KiB output buffer per block cost more
-    /// (in page faults and memset) than the compression of random data.
-    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// The zstd encoding of `b`, or `None` when that is not smaller (the block
-/// is then stored raw, copied straight from the read buffer).
-fn compress(b: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-    ZSTD.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some((
-                zstd::bulk::Compressor::new(ZSTD_LEVEL).context("zstd context")?,
-                Vec::new(),
-            ));
-        }
-        let Some((ctx, out)) = slot.as_mut() else {
-            bail!("zstd context missing");
-        };
-        out.clear();
-        out.reserve(zstd::zstd_safe::compress_bound(b.len()));
-        let n = ctx.compress_to_buffer(b, out).context("zstd compression")?;
-        Ok((n < b.len()).then(|| out[..n].to_vec()))
-    })
-}
-
-/// Splits the entries into groups and pages.
-fn build_pages(
-    id: Id,
-    entries: &[(u64, [u8; 32], Loc)],
-    group_size: u32,
-) -> (Vec<ManifestPage>, Vec<GroupEntry>) {
-    let mut pages: Vec<ManifestPage> = Vec::new();
-    let mut groups: Vec<GroupEntry> = Vec::new();
-    let mut current: Option<(ManifestPage, HashMap<Arc<str>, u32>)> = None;
-    let mut i = 0;
-    while i < entries.len() {
-        let g = entries[i].0 / group_size as u64;
-        let mut j = i;
-        while j < entries.len() && entries[j].0 / group_size as u64 == g {
-            j += 1;
-        }
-        let group_entries = &entries[i..j];
-        if current.as_ref().is_some_and(|(p, _)| {
-            p.entries.len() + group_entries.len() > PAGE_TARGET_ENTRIES && !p.entries.is_empty()
-        }) {
-            if let Some((p, _)) = current.take() {
-                pages.push(p);
-            }
-        }
-        let (page, objects) = current.get_or_insert_with(|| {
-            (
-                ManifestPage {
-                    snapshot_id: id,
-                    page_no: pages.len() as u32,
-                    objects: Vec::new(),
-                    entries: Vec::new(),
-                },
-                HashMap::new(),
-            )
-        });
-        let entry_start = page.entries.len() as u32;
-        let mut stored_bytes = 0;
-        for (block_id, sum, loc) in group_entries {
-            let obj = *objects.entry(loc.object.clone()).or_insert_with(|| {
-                page.objects.push(loc.object.to_string());
-                page.objects.len() as u32 - 1
-            });
-            stored_bytes += loc.length as u64;
-            page.entries.push(ManifestEntry {
-                block_id: *block_id,
-                object: obj,
-                offset: loc.offset,
-                length: loc.length,
-                compression: loc.compression,
-                checksum: *sum,
-            });
-        }
-        groups.push(GroupEntry {
-            group: g,
-            first_block: group_entries[0].0,
-            last_block: group_entries[group_entries.len() - 1].0,
-            stored_blocks: group_entries.len() as u32,
-            stored_bytes,
-            page: page.page_no,
-            entry_start,
-            entry_count: group_entries.len() as u32,
-            hints: Vec::new(),
-            successors: Vec::new(),
-        });
-        i = j;
-    }
-    if let Some((p, _)) = current {
-        pages.push(p);
-    }
-    (pages, groups)
 }
