@@ -62,3 +62,16 @@ print('imported', len(sys.modules))" > /dev/null
 
 # One counter of a running mount's `stats --json`. usage: stat_of NAME (uses $S and $MNT)
 stat_of() { "$S" stats "$MNT" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['metrics']['$1'])"; }
+
+# fio 4 KiB random reads, QD16, O_DIRECT, for FIO_SECS on the first SIZE_MB
+# of FILE. usage: fio_iops FILE   — prints "IOPS p99_ms"
+fio_iops() {
+  fio --name=rr --filename="$1" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
+      --time_based --runtime="$FIO_SECS" --size="${SIZE_MB}M" --output-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; print(round(j["iops"]), j["clat_ns"]["percentile"]["99.000000"]/1e6)'
+}
+
+# CPU seconds (user + system, all threads) a process has used. usage: cpu_seconds PID
+cpu_seconds() {
+  awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
+}

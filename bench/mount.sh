@@ -57,11 +57,6 @@ for r in $(seq 1 $HOT_RUNS); do
 done
 fetches=$(( $(stat_of fetches) - fetches0 ))
 
-fio_iops() {
-  fio --name=rr --filename="$1" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
-      --time_based --runtime="$FIO_SECS" --size="${SIZE_MB}M" --output-format=json 2>/dev/null \
-    | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]["read"]; print(round(j["iops"]), j["clat_ns"]["percentile"]["99.000000"]/1e6)'
-}
 fs=(); fb=(); fs99=(); fb99=()
 for r in $(seq 1 $RUNS); do
   read -r i p <<<"$(fio_iops "$MNT/vol.img")"; fs+=("$i"); fs99+=("$p")

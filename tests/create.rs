@@ -251,9 +251,10 @@ async fn gc_refuses_when_an_index_is_unreadable() {
 async fn interrupted_create_leaves_no_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("v.img");
-    let vol = common::random_bytes(5, 24 << 20);
+    let vol = common::random_bytes(5, 48 << 20);
     common::write(&src, &vol);
-    // Every PUT takes 100 ms: the create is still uploading when cut off.
+    // Every PUT takes 100 ms: 12 data objects two at a time take ~600 ms,
+    // so the create is still uploading when the first object has landed.
     let slow = ThrottledStore::new(
         InMemory::new(),
         ThrottleConfig {
@@ -264,14 +265,26 @@ async fn interrupted_create_leaves_no_snapshot() {
     let store = Store::from_object_store(Arc::new(slow), "throttled memory");
     let mut o = opts("cut", &src);
     o.upload_concurrency = 2;
-    let r = tokio::time::timeout(Duration::from_millis(350), create(&store, &o)).await;
-    assert!(r.is_err(), "create finished before it could be interrupted");
-    // Let any PUT still in flight land: they must not make a snapshot.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !store.list(keys::DATA_PREFIX).await.unwrap().is_empty(),
-        "nothing was uploaded"
-    );
+    {
+        // Cut the create off as soon as something was uploaded (polled
+        // under a deadline, whatever the machine's speed).
+        let run = create(&store, &o);
+        tokio::pin!(run);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("create finished before it could be interrupted"),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if !store.list(keys::DATA_PREFIX).await.unwrap().is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing was uploaded in 60 s"
+            );
+        }
+    }
     assert!(catalog::list(&store).await.unwrap().is_empty());
     assert!(Snapshot::open(&store, &name("cut")).await.is_err());
 
