@@ -8,7 +8,7 @@
 # PERF=1 records a profile of the mount during the hot dds to $WORK/hot-perf.data
 # (`perf report -i ... --no-children --sort symbol`).
 source "$(dirname "$0")/lib.sh"
-S=${SNAPAHEAD_BIN:-$S}
+
 SIZE_MB=${SIZE_MB:-1024}; RUNS=${RUNS:-3}
 D="$WORK/hot"; MNT="$D/mnt"; BIND="$D/bind"; PID=""
 cleanup() {

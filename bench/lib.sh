@@ -1,7 +1,8 @@
 # Helpers for the benchmark scripts (sourced).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-S="$ROOT/target/release/snapahead"
+# SNAPAHEAD_BIN runs the benchmarks with another build (side-by-side A/B).
+S=${SNAPAHEAD_BIN:-$ROOT/target/release/snapahead}
 WORK=${SNAPAHEAD_BENCH_DIR:-/tmp/snapahead-bench}
 RESULTS="$ROOT/bench/results"
 mkdir -p "$WORK" "$RESULTS"

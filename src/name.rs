@@ -4,9 +4,10 @@
 //! of file names in a mount (`<name>.img`), so it is validated once, here, and
 //! the rest of the code only ever sees a [`SnapshotName`]. The rules are
 //! deliberately narrow: `[A-Za-z0-9._-]`, 1 to [`MAX_NAME_LEN`] characters,
-//! not starting with `.` (which also refuses `.` and `..`). That excludes `/`,
-//! control characters, spaces and anything an object store or a shell would
-//! treat specially.
+//! starting with a letter or a digit (which refuses `.`, `..`, hidden names,
+//! and `-rf`, which a later command line would read as flags). That
+//! excludes `/`, control characters, spaces and anything an object store or
+//! a shell would treat specially.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,8 +34,10 @@ impl SnapshotName {
                 s.len()
             ));
         }
-        if s.starts_with('.') {
-            return Err(format!("snapshot name {s:?} starts with '.'"));
+        if let Some(c) = s.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "snapshot name {s:?} starts with {c:?}; a name starts with a letter or a digit"
+            ));
         }
         if let Some(c) = s
             .chars()
@@ -78,7 +81,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for n in ["demo", "db-prod_2026.11.24", "A", "x.img"] {
+        for n in ["demo", "db-prod_2026.11.24", "A", "x.img", "0day", "a-rf"] {
             assert!(SnapshotName::parse(n).is_ok(), "{n}");
         }
     }
@@ -97,6 +100,9 @@ mod tests {
             "nl\n",
             "é",
             "a\0b",
+            "-rf",
+            "--help",
+            "_x",
         ] {
             assert!(SnapshotName::parse(n).is_err(), "{n:?} accepted");
         }

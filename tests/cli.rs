@@ -104,6 +104,11 @@ fn bad_input_gets_one_clear_message() {
         ),
         (
             "store: file://./s\n",
+            &["create", "--source", "x", "--", "-rf"],
+            "starts with '-'; a name starts with a letter or a digit",
+        ),
+        (
+            "store: file://./s\n",
             &["inspect", "ghost"],
             "no snapshot named \"ghost\"",
         ),

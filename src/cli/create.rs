@@ -14,7 +14,7 @@ use crate::name::SnapshotName;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Name of the new snapshot ([A-Za-z0-9._-], not starting with '.')
+    /// Name of the new snapshot ([A-Za-z0-9._-], starting with a letter or digit)
     name: SnapshotName,
     /// Volume to read (image file or block device) [default: the config entry's source]
     #[arg(long)]

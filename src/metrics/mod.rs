@@ -19,13 +19,46 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Latency buckets (seconds): from a memory hit (~µs) to a slow S3 GET.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-];
+/// Latency histogram buckets: upper bounds 0.1 ms × 2^(k/4), k = 0 ..
+/// [`BUCKETS`]: four buckets per doubling, from 0.1 ms (a memory hit is
+/// below it) to ~53 s (past any retry budget). Each bucket is 19% wider
+/// than the one before, so 20 ms and 40 ms fall four buckets apart and a
+/// quantile interpolated within its bucket is off by less than that; a
+/// decade-spaced set (100 ms, 250 ms, 1 s) would report every fetch on a
+/// 20 ms link as "100 ms".
+pub const BUCKETS: usize = 77;
+const FIRST_BOUND: f64 = 1e-4;
+const PER_DOUBLING: f64 = 4.0;
+
+/// Upper bound of bucket `k`, seconds.
+pub fn bucket_bound(k: usize) -> f64 {
+    FIRST_BOUND * (k as f64 / PER_DOUBLING).exp2()
+}
+
+#[cfg(test)]
+pub(crate) fn bucket_of_for_tests(s: f64) -> usize {
+    bucket_of(s)
+}
+
+/// The bucket a duration falls in (`BUCKETS`: above the last bound).
+fn bucket_of(s: f64) -> usize {
+    if s <= FIRST_BOUND {
+        return 0;
+    }
+    let k = (PER_DOUBLING * (s / FIRST_BOUND).log2()).ceil() as usize;
+    // Rounding can put a value exactly on a bound one bucket high or low.
+    let k = k.min(BUCKETS);
+    if k > 0 && s <= bucket_bound(k - 1) {
+        k - 1
+    } else if k < BUCKETS && s > bucket_bound(k) {
+        k + 1
+    } else {
+        k
+    }
+}
 
 pub struct Histogram {
-    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    counts: [AtomicU64; BUCKETS + 1],
     sum_ns: AtomicU64,
 }
 
@@ -51,40 +84,27 @@ pub struct HistogramStats {
 
 impl Histogram {
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| s <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[i].fetch_add(1, Relaxed);
+        self.counts[bucket_of(d.as_secs_f64())].fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
 
     /// (upper bound, cumulative count) pairs, then the total count and sum.
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
         let mut cum = 0;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += self.counts[i].load(Relaxed);
-            buckets.push((*b, cum));
+        let mut buckets = Vec::with_capacity(BUCKETS);
+        for (k, c) in self.counts.iter().take(BUCKETS).enumerate() {
+            cum += c.load(Relaxed);
+            buckets.push((bucket_bound(k), cum));
         }
-        cum += self.counts[LATENCY_BUCKETS.len()].load(Relaxed);
+        cum += self.counts[BUCKETS].load(Relaxed);
         (buckets, cum, self.sum_ns.load(Relaxed) as f64 / 1e9)
     }
 
-    /// An estimate of quantile `q` (upper bound of its bucket), seconds.
+    /// An estimate of quantile `q`, seconds: linear within the bucket that
+    /// holds it (the last bound when it lies above every bucket).
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let (buckets, total, _) = self.snapshot();
-        if total == 0 {
-            return None;
-        }
-        let want = (q * total as f64).ceil() as u64;
-        Some(
-            buckets
-                .iter()
-                .find(|(_, c)| *c >= want)
-                .map_or(f64::INFINITY, |(b, _)| *b),
-        )
+        quantile_of(&buckets, total, q)
     }
 
     pub fn stats(&self) -> HistogramStats {
@@ -92,11 +112,34 @@ impl Histogram {
         HistogramStats {
             count,
             sum_seconds,
-            p50_seconds: self.quantile(0.5),
-            p99_seconds: self.quantile(0.99),
+            p50_seconds: quantile_of(&buckets, count, 0.5),
+            p99_seconds: quantile_of(&buckets, count, 0.99),
             buckets,
         }
     }
+}
+
+/// Quantile `q` of cumulative `buckets` holding `total` observations.
+fn quantile_of(buckets: &[(f64, u64)], total: u64, q: f64) -> Option<f64> {
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).max(1.0);
+    let (mut lower, mut below) = (0.0, 0u64);
+    for &(bound, cum) in buckets {
+        if cum as f64 >= want {
+            let inside = (cum - below) as f64;
+            let frac = if inside > 0.0 {
+                (want - below as f64) / inside
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * frac.clamp(0.0, 1.0));
+        }
+        lower = bound;
+        below = cum;
+    }
+    Some(lower)
 }
 
 macro_rules! counters {
@@ -207,11 +250,41 @@ mod tests {
         Metrics::add(&m.bytes_served, 4096);
         m.fetch_latency.observe(Duration::from_millis(3));
         m.fetch_latency.observe(Duration::from_millis(30));
-        assert_eq!(m.fetch_latency.quantile(0.5), Some(0.005));
         let r = m.report(CacheGauges::default());
         assert_eq!(r.counters.reads, 1);
         assert_eq!(r.counters.bytes_served, 4096);
         assert_eq!(r.fetch_latency.count, 2);
-        assert_eq!(r.fetch_latency.buckets[4], (0.005, 1));
+        assert_eq!(r.fetch_latency.buckets.len(), BUCKETS);
+    }
+
+    #[test]
+    fn buckets_tell_20_ms_from_40_ms_and_quantiles_interpolate() {
+        for k in 1..BUCKETS {
+            let b = bucket_bound(k);
+            assert_eq!(bucket_of(b), k, "a bound is in its own bucket");
+            assert_eq!(bucket_of(b * 1.000001), k + 1);
+            assert!((b / bucket_bound(k - 1) - 2f64.powf(0.25)).abs() < 1e-9);
+        }
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(1e9), BUCKETS);
+        assert!(bucket_bound(BUCKETS - 1) > 50.0);
+        assert!(bucket_of(0.040) >= bucket_of(0.020) + 4);
+        // 100 fetches at 20 ms, one at 40 ms: p50 within a bucket of 20 ms,
+        // p99 no longer "the bucket's bound of 100 ms".
+        let h = Histogram::default();
+        for _ in 0..100 {
+            h.observe(Duration::from_millis(20));
+        }
+        h.observe(Duration::from_millis(40));
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((0.0168..=0.0201).contains(&p50), "p50 {p50}");
+        let p99 = h.quantile(0.99).unwrap();
+        assert!(p99 < 0.0216, "p99 {p99} is in the 20 ms bucket");
+        assert!((h.quantile(1.0).unwrap() - 0.040).abs() < 0.008);
+        // Empty: no quantile; all above the last bound: that bound.
+        assert_eq!(Histogram::default().quantile(0.5), None);
+        let slow = Histogram::default();
+        slow.observe(Duration::from_secs(3600));
+        assert_eq!(slow.quantile(0.5), Some(bucket_bound(BUCKETS - 1)));
     }
 }
