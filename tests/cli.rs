@@ -376,7 +376,10 @@ fn the_secret_never_appears_in_trace_logs() {
         return;
     };
     let Ok(secret) = std::env::var("AWS_SECRET_ACCESS_KEY") else {
-        eprintln!("SKIPPED {test}: no AWS_SECRET_ACCESS_KEY (source `scripts/garage.sh env`)");
+        common::skip(
+            test,
+            "no AWS_SECRET_ACCESS_KEY (source `scripts/garage.sh env`)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -549,8 +549,11 @@ fn kill_9_during_heavy_prefetch_never_serves_a_torn_cache_block() {
 
 #[test]
 fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
-    if !common::fuse_available("tiny_and_full_cache") || !common::is_root() {
-        eprintln!("SKIPPED tiny_and_full_cache: needs /dev/fuse and root (tmpfs)");
+    if !common::fuse_available("tiny_and_full_cache") {
+        return;
+    }
+    if !common::is_root() {
+        common::skip("tiny_and_full_cache", "needs root (tmpfs)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,10 @@ macro_rules! s3_or_skip {
         match s3_env() {
             Some(v) => v,
             None => {
-                eprintln!("SKIPPED: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+                common::skip(
+                    "s3",
+                    "no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)",
+                );
                 return;
             }
         }

@@ -50,9 +50,19 @@ pub fn bin() -> &'static str {
 pub fn fuse_available(test: &str) -> bool {
     let ok = Path::new("/dev/fuse").exists() && which("fusermount3");
     if !ok {
-        eprintln!("SKIPPED {test}: /dev/fuse or fusermount3 missing");
+        skip(test, "/dev/fuse or fusermount3 missing");
     }
     ok
+}
+
+/// A test that cannot run here says so and passes, on a developer's
+/// machine. In CI (`CI` set to anything but `false`/`0`) the device or
+/// server is part of the job: a missing one fails the run instead of
+/// letting every test that needs it pass without running.
+pub fn skip(test: &str, why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "{test}: {why}, and CI is set: CI must provide it");
+    eprintln!("SKIPPED {test}: {why}");
 }
 
 /// The S3 server `make test` starts (Garage), as (endpoint, bucket) from
@@ -65,7 +75,10 @@ pub fn s3_server(test: &str) -> Option<(String, String)> {
     ) {
         (Ok(endpoint), Ok(bucket)) => Some((endpoint, bucket)),
         _ => {
-            eprintln!("SKIPPED {test}: no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)");
+            skip(
+                test,
+                "no S3 server (run `scripts/garage.sh start` and source `scripts/garage.sh env`)",
+            );
             None
         }
     }
@@ -75,7 +88,7 @@ pub fn s3_server(test: &str) -> Option<(String, String)> {
 pub fn loop_available(test: &str) -> bool {
     let ok = is_root() && Path::new("/dev/loop-control").exists();
     if !ok {
-        eprintln!("SKIPPED {test}: loop mounts need root and /dev/loop-control");
+        skip(test, "loop mounts need root and /dev/loop-control");
     }
     ok
 }
