@@ -233,8 +233,12 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
     let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
     read_all(&m);
     assert!(m.stats()["metrics"]["fetches"].as_u64().unwrap() > 0);
-    // Let background cache writes land, then stop.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Background cache writes land (the writer has handled every fetched
+    // block), then stop.
+    m.wait_for("the disk cache writer drains", |s| {
+        let n = |k: &str| s["metrics"][k].as_u64().unwrap();
+        n("cache_writes_done") + n("cache_writes_skipped") >= n("blocks_fetched")
+    });
     assert!(m.stop().success());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -611,11 +615,8 @@ fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
         "v.img",
     );
     read_twice(&m);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let s = m.stats();
+    let s = m.wait_for("the tmpfs fills (cache write errors)", |s| {
+        s["metrics"]["cache_write_errors"].as_u64().unwrap() > 0
+    });
     assert_eq!(s["metrics"]["read_errors"], 0, "{s}");
-    assert!(
-        s["metrics"]["cache_write_errors"].as_u64().unwrap() > 0,
-        "the tmpfs never filled: {s}"
-    );
 }

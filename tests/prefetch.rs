@@ -59,6 +59,24 @@ async fn setup(vol: &[u8], bs: u32, gs: u32) -> Setup {
     }
 }
 
+/// Waits (at most 30 s) until the daemon has nothing queued and nothing
+/// running, seen on several polls in a row (a read it was told of may
+/// still be in its intake for one poll of 2 ms).
+async fn quiesce(p: &Prefetcher) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet = 0;
+    while quiet < 5 {
+        let st = p.status();
+        if st.queue_depth == 0 && st.jobs_running == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        assert!(Instant::now() < deadline, "prefetch still busy: {st:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
     let metrics = Arc::new(Metrics::default());
     let cache_dir = dir.join(format!("cache-{}", rand::random::<u32>()));
@@ -166,7 +184,7 @@ async fn random_reads_trigger_no_readahead_and_few_prefetches() {
         read_range(&s.snap, &s.fetcher, off, 4096).await.unwrap();
         p.on_read(0, off, 4096);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    quiesce(&p).await;
     let m = s.fetcher.metrics();
     let prefetched = m.prefetch_bytes.load(Relaxed);
     // A random read may land just after an earlier one by chance (200 reads
@@ -252,7 +270,7 @@ async fn a_hint_counts_blocks_the_warm_up_already_queued() {
         let data = read_range(&snap, &fetcher, off, 4096).await.unwrap();
         assert!(data == vol[off as usize..off as usize + 4096]);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    quiesce(&p).await;
     let m = fetcher.metrics();
     // (Demand reads may win the race for some of the 10: the warm-up then
     // drops them, so its count is at most 10.)

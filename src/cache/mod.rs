@@ -81,6 +81,7 @@ impl BlockCache {
                             Metrics::inc(&m.cache_write_errors);
                             log::warn!("disk cache: cannot store a block: {e} (serving continues from the store)");
                         }
+                        Metrics::inc(&m.cache_writes_done);
                     }
                 })?;
                 Some(tx)

@@ -194,6 +194,7 @@ counters! {
     cache_corrupt: "disk cache files found corrupt and dropped",
     cache_write_errors: "blocks that could not be written to the disk cache",
     cache_writes_skipped: "blocks not written to the disk cache because its writer was behind",
+    cache_writes_done: "blocks the disk cache writer has handled (stored, already there, or failed)",
     page_fetches: "manifest pages fetched",
     prefetch_issued: "blocks queued for prefetch",
     prefetch_completed: "blocks prefetched into the cache",

@@ -50,6 +50,8 @@ pub struct PrefetchStats {
     pub enabled: bool,
     pub threshold: f32,
     pub queue_depth: u64,
+    /// Jobs fetching right now.
+    pub jobs_running: u64,
     pub unread_prefetched_bytes: u64,
     /// Per mounted snapshot, in mount order.
     pub snapshots: Vec<PrefetchSnapshotStats>,

@@ -108,6 +108,7 @@ pub struct Prefetcher {
     intake: Intake,
     threshold_milli: AtomicU64,
     queue_depth: AtomicU64,
+    jobs_running: Arc<AtomicU64>,
     accounting: Accounting,
     status: Mutex<Vec<PrefetchSnapshotStats>>,
 }
@@ -133,6 +134,7 @@ impl Prefetcher {
             cfg,
             intake: Intake::default(),
             queue_depth: AtomicU64::new(0),
+            jobs_running: Arc::default(),
             accounting: Accounting::default(),
             status: Mutex::new(status),
         });
@@ -156,6 +158,7 @@ impl Prefetcher {
             enabled: true,
             threshold: self.threshold(),
             queue_depth: self.queue_depth.load(Relaxed),
+            jobs_running: self.jobs_running.load(Relaxed),
             unread_prefetched_bytes: self.accounting.unread_bytes(),
             snapshots: self.status.lock().map(|s| s.clone()).unwrap_or_default(),
         }
@@ -191,8 +194,11 @@ impl Prefetcher {
                 let snap = files[job.file].snapshot.clone();
                 let me = self.clone();
                 let done = job_done.clone();
+                let running = self.jobs_running.clone();
+                running.fetch_add(1, Relaxed);
                 tokio::spawn(async move {
                     me.run_job(&snap, job).await;
+                    running.fetch_sub(1, Relaxed);
                     drop(permit);
                     done.notify_one();
                 });

@@ -208,6 +208,25 @@ impl Mount {
         self.loops.retain(|l| l != target);
     }
 
+    /// Polls the mount's stats until `cond` holds (at most 30 s) and
+    /// returns them: background work (cache writes, prefetch) is waited
+    /// for by what it does, never by a fixed sleep.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within 30 s: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `snapahead stats MNT --json`.
     pub fn stats(&self) -> serde_json::Value {
         let out = run(Command::new(bin())
