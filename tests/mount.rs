@@ -412,20 +412,20 @@ fn metrics_endpoint_serves_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
     let vol = common::random_bytes(4, 1 << 20);
     let store = snapshot_v(dir.path(), &vol, "64KiB");
-    // A free port: bind, read it, release.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    // Port 0: the mount binds a free port and reports it (no pick-and-
+    // release race with other tests).
     let m = Mount::start(
         dir.path(),
         &store,
         &dir.path().join("cache"),
-        &["--metrics", &addr],
+        &["--metrics", "127.0.0.1:0"],
         "v.img",
     );
+    let addr = m.stats()["metrics_addr"]
+        .as_str()
+        .expect("the mount reports where its metrics listen")
+        .to_string();
+    assert!(!addr.ends_with(":0"), "{addr}");
     // Starting the mount read only the index: no manifest page yet.
     assert_eq!(m.stats()["snapshots"][0]["pages_fetched"], 0);
     let mut data = Vec::new();

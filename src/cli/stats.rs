@@ -42,6 +42,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let m = &st.metrics.counters;
     out!("mount          {} (store {})", st.mountpoint, st.store);
+    if let Some(a) = &st.metrics_addr {
+        out!("metrics        http://{a}/metrics");
+    }
     for s in &st.snapshots {
         out!(
             "  {:<24} {:>12}  pages {}/{}",

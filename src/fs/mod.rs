@@ -145,6 +145,7 @@ impl SnapFs {
                 started: SystemTime::now(),
                 mountpoint,
                 store,
+                metrics_addr: Default::default(),
             }),
             owner,
             stats_handles: DashMap::new(),

@@ -142,8 +142,10 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            log::info!("metrics at http://{addr}/metrics");
-            Some(l)
+            // The address it got: port 0 asks the kernel for a free one.
+            let bound = l.local_addr().map_or(addr, |a| a);
+            log::info!("metrics at http://{bound}/metrics");
+            Some((l, bound))
         }
         None => None,
     };
@@ -178,6 +180,10 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         prefetcher,
     )?;
     let state = fs.state();
+    // Known before the mount appears, so whoever sees the mount sees it too.
+    if let Some((_, bound)) = &metrics_listener {
+        let _ = state.metrics_addr.set(bound.to_string());
+    }
 
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
@@ -211,7 +217,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
             .join(", ")
     );
 
-    if let Some(listener) = metrics_listener {
+    if let Some((listener, _)) = metrics_listener {
         let state = state.clone();
         tokio::spawn(crate::metrics::server::serve(
             listener,

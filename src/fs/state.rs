@@ -29,6 +29,8 @@ pub struct MountState {
     pub started: SystemTime,
     pub mountpoint: String,
     pub store: String,
+    /// Where the metrics endpoint listens, once bound.
+    pub metrics_addr: std::sync::OnceLock<String>,
 }
 
 impl MountState {
@@ -58,6 +60,7 @@ impl MountState {
         MountStats {
             mountpoint: self.mountpoint.clone(),
             store: self.store.clone(),
+            metrics_addr: self.metrics_addr.get().cloned(),
             uptime_seconds: self
                 .started
                 .elapsed()

@@ -13,6 +13,10 @@ use crate::trace::classify::Class;
 pub struct MountStats {
     pub mountpoint: String,
     pub store: String,
+    /// Where the metrics endpoint listens (the port it got when asked for
+    /// port 0), if it runs.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     pub uptime_seconds: f64,
     pub snapshots: Vec<SnapshotStats>,
     pub metrics: MetricsStats,
