@@ -91,10 +91,12 @@ ho=$(m "${hot[old]}"); hn=$(m "${hot[new]}"); hb=$(median "${bind[@]}")
   echo
   echo "| | old | new | new / old | target |"
   echo "| --- | --- | --- | --- | --- |"
-  printf '| (a) cold \`dd\`: mount CPU seconds per GiB | %.2f | %.2f | %.2f× | ≤ 0.70× |\n' "$co" "$cn" "$(echo "$cn / $co" | bc -l)"
-  printf '| (a) cold \`dd\` MB/s | %.0f | %.0f | %.2f× | |\n' "$(m "${mbs[old]}")" "$(m "${mbs[new]}")" "$(echo "$(m "${mbs[new]}") / $(m "${mbs[old]}")" | bc -l)"
-  printf '| (b) hot \`fio randread\` 4 KiB QD16 IOPS (p99 ms) | %.0f (%.2f) | %.0f (%.2f) | %.2f× | ≥ 1.20× |\n' "$io" "$(m "${p99[old]}")" "$in" "$(m "${p99[new]}")" "$(echo "$in / $io" | bc -l)"
-  printf '| (c) hot \`dd\` MB/s (bindfs %.0f) | %.0f (%.2f× bindfs) | %.0f (%.2f× bindfs) | %.2f× | new ≥ 0.95× bindfs |\n' "$hb" "$ho" "$(echo "$ho / $hb" | bc -l)" "$hn" "$(echo "$hn / $hb" | bc -l)" "$(echo "$hn / $ho" | bc -l)"
+  printf '| (a) cold `dd`: mount CPU seconds per GiB | %.2f | %.2f | %.2f× | ≤ 0.70× |\n' "$co" "$cn" "$(echo "$cn / $co" | bc -l)"
+  printf '| (a) cold `dd` MB/s | %.0f | %.0f | %.2f× | |\n' "$(m "${mbs[old]}")" "$(m "${mbs[new]}")" "$(echo "$(m "${mbs[new]}") / $(m "${mbs[old]}")" | bc -l)"
+  printf '| (b) hot `fio randread` 4 KiB QD16 IOPS (p99 ms) | %.0f (%.2f) | %.0f (%.2f) | %.2f× | ≥ 1.20× |\n' "$io" "$(m "${p99[old]}")" "$in" "$(m "${p99[new]}")" "$(echo "$in / $io" | bc -l)"
+  printf '| (c) hot `dd` MB/s (bindfs %.0f) | %.0f (%.2f× bindfs) | %.0f (%.2f× bindfs) | %.2f× | new ≥ 0.95× bindfs |\n' "$hb" "$ho" "$(echo "$ho / $hb" | bc -l)" "$hn" "$(echo "$hn / $hb" | bc -l)" "$(echo "$hn / $ho" | bc -l)"
   echo
-  echo "Per run (old | new): CPU s/GiB ${cpu[old]}| ${cpu[new]}; IOPS ${iops[old]}| ${iops[new]}; hot MB/s ${hot[old]}| ${hot[new]}."
+  r2() { for x in $1; do printf '%.2f ' "$x"; done; }
+  r0() { for x in $1; do printf '%.0f ' "$x"; done; }
+  echo "Per run (old | new): CPU s/GiB $(r2 "${cpu[old]}")| $(r2 "${cpu[new]}"); IOPS $(r0 "${iops[old]}")| $(r0 "${iops[new]}"); hot MB/s $(r0 "${hot[old]}")| $(r0 "${hot[new]}")."
 } | tee "$RESULTS/readpath.md"

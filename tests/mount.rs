@@ -620,3 +620,173 @@ fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
     });
     assert_eq!(s["metrics"]["read_errors"], 0, "{s}");
 }
+
+/// Two mounts on one cache directory: the second is refused with a message
+/// naming the directory, the first keeps serving, and once it is gone the
+/// directory can be used again.
+#[test]
+fn a_second_mount_on_the_same_cache_directory_is_refused() {
+    if !common::fuse_available("same_cache_dir") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::random_bytes(12, 1 << 20);
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
+    let cache = dir.path().join("cache");
+    let m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    let other = dir.path().join("mnt2");
+    std::fs::create_dir_all(&other).unwrap();
+    let o = Command::new(common::bin())
+        .current_dir(dir.path())
+        .args(["--store", &store, "mount"])
+        .arg(&other)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "second mount started: {err}");
+    assert!(
+        err.contains("in use by another snapahead process") && err.contains("cache"),
+        "{err}"
+    );
+    assert!(
+        !common::is_mounted(&other),
+        "nothing mounted at the second mountpoint"
+    );
+    assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
+    let mut m = m;
+    assert!(m.stop().success());
+    let m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
+}
+
+/// `kill -9` of a mount leaves a dead FUSE mount ("Transport endpoint is
+/// not connected"); starting the mount again detaches it and serves at
+/// once, mounted once, with the disk cache it had (no block fetched again).
+#[test]
+fn a_restart_after_kill_9_detaches_the_dead_mount_and_keeps_the_cache() {
+    if !common::fuse_available("restart_after_kill_9") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::mixed_volume(64 * 1024, 48, 0, 21);
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
+    let cache = dir.path().join("cache");
+    let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    let entry = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == m.mountpoint.to_str())
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    assert!(
+        entry.starts_with("snapahead ")
+            && (entry.ends_with(" fuse") || entry.ends_with(" fuse.snapahead")),
+        "how a snapahead mount shows in /proc/mounts: {entry:?}"
+    );
+    assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
+    m.wait_for("the disk cache writer drains", |s| {
+        let n = |k: &str| s["metrics"][k].as_u64().unwrap();
+        n("cache_writes_done") + n("cache_writes_skipped") >= n("blocks_fetched")
+    });
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL: no unmount, no flush
+    child.wait().unwrap();
+    // Dead: a listing (which the kernel cannot answer from its caches)
+    // fails with ENOTCONN.
+    let dead = std::fs::read_dir(&m.mountpoint)
+        .and_then(|mut d| d.next().transpose())
+        .unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
+    // Not dropped: its drop would detach the dead mount, and the restart
+    // must do that itself (the second Mount cleans up the same mountpoint).
+    std::mem::forget(m);
+    let started = std::time::Instant::now();
+    // The kernel still has v.img's entry cached from the dead mount, so
+    // Mount::start's "the file is there" proves nothing: wait until the
+    // mountpoint answers a listing, which only a live server does.
+    let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&m.mountpoint)
+        .and_then(|mut d| d.next().transpose())
+        .is_err()
+    {
+        if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
+            panic!("the restarted mount exited ({st}): {}", m.log_text());
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", m.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
+    let ready = started.elapsed();
+    assert!(
+        m.log_text().contains("dead snapahead mount"),
+        "{}",
+        m.log_text()
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let here = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == m.mountpoint.to_str())
+        .count();
+    assert_eq!(here, 1, "mounted once: {mounts}");
+    let s = m.stats();
+    assert_eq!(
+        s["metrics"]["fetches"], 0,
+        "cached blocks fetched again: {s}"
+    );
+    eprintln!("restart after kill -9: serving in {ready:?}");
+}
+
+/// A snapshot whose index is damaged in the store: a mount of every
+/// snapshot serves the healthy ones and counts the bad one; naming the bad
+/// one, or having no healthy one, fails without mounting.
+#[test]
+fn a_damaged_index_costs_only_its_own_snapshot() {
+    if !common::fuse_available("damaged_index") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::random_bytes(31, 1 << 20);
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
+    create(
+        dir.path(),
+        &store,
+        "bad",
+        &dir.path().join("v.img"),
+        "64KiB",
+    );
+    let index = dir.path().join("store/snapshots/bad/index");
+    assert!(index.exists(), "index layout changed: {}", index.display());
+    std::fs::write(&index, b"not an index").unwrap();
+    let mut m = Mount::start(dir.path(), &store, &dir.path().join("cache"), &[], "v.img");
+    assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
+    assert!(!m.mountpoint.join("bad.img").exists());
+    let s = m.stats();
+    assert_eq!(s["metrics"]["snapshots_unreadable"], 1, "{s}");
+    assert!(
+        m.log_text().contains("\"bad\" is not served"),
+        "{}",
+        m.log_text()
+    );
+    assert!(m.stop().success());
+    let mount_fails = |extra: &[&str], want: &str| {
+        let o = Command::new(common::bin())
+            .current_dir(dir.path())
+            .args(["--store", &store, "mount"])
+            .arg(dir.path().join("mnt"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} mounted: {err}");
+        assert!(err.contains(want), "{extra:?}: want {want:?} in {err}");
+        assert!(!common::is_mounted(&dir.path().join("mnt")));
+    };
+    mount_fails(&["--snapshot", "bad"], "bad");
+    std::fs::write(dir.path().join("store/snapshots/v/index"), b"junk").unwrap();
+    mount_fails(&[], "no snapshot in");
+}

@@ -15,6 +15,14 @@
 //!   checked lazily, on first read.
 //! - The directory is created 0700 and files 0600: cached blocks are the
 //!   volume's data.
+//! - One mount per directory: `open` takes an exclusive `flock` on
+//!   `<dir>/lock` (holding the owner's pid) for as long as the cache is
+//!   open, and refuses a directory another process holds. Two mounts on
+//!   one directory would each keep their own LRU of the same files, evict
+//!   each other's blocks and overshoot the bound; sharing safely would
+//!   need one index across processes. The kernel drops the lock when its
+//!   holder dies, even by `kill -9`, so a restarted mount never finds a
+//!   stale one.
 //!
 //! Over 500 lines with its tests, on purpose: the file format, the
 //! rebuilt index, eviction and the verified partial read are one mechanism
@@ -78,6 +86,8 @@ fn open_file_budget() -> usize {
 }
 
 pub struct DiskCache {
+    /// Held while the cache is open (see the module doc).
+    _lock: nix::fcntl::Flock<File>,
     root: PathBuf,
     capacity: u64,
     state: Mutex<State>,
@@ -138,9 +148,42 @@ fn mkdir_private(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set permissions of {}", p.display()))
 }
 
+/// Takes `<dir>/lock` for this process, or says who holds it.
+fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(mut held) => {
+            // Who holds it, for the message another process will give.
+            held.set_len(0)?;
+            held.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+            Ok(held)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "cache directory {} is in use by another snapahead process (pid {}): \
+                 give each mount its own cache.dir (or --cache-dir)",
+                dir.display(),
+                pid.trim()
+            )
+        }
+        Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 impl DiskCache {
     pub fn open(dir: &Path, capacity: u64) -> anyhow::Result<Self> {
         mkdir_private(dir)?;
+        let lock = lock_dir(dir)?;
         mkdir_private(&dir.join("blocks"))?;
         let tmp = dir.join("tmp");
         if tmp.exists() {
@@ -171,6 +214,7 @@ impl DiskCache {
         }
         found.sort_by_key(|(t, _, _)| *t);
         let cache = DiskCache {
+            _lock: lock,
             root: dir.to_path_buf(),
             capacity,
             state: Mutex::new(State {
@@ -531,6 +575,23 @@ mod tests {
         drop(c);
         DiskCache::open(&root, 3100).unwrap();
         assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_is_used_by_one_cache_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let e = DiskCache::open(dir.path(), 1 << 20)
+            .err()
+            .expect("refused while held");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("in use by another snapahead process"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(c);
+        DiskCache::open(dir.path(), 1 << 20).expect("free again once closed");
     }
 
     #[test]

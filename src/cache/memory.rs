@@ -59,6 +59,22 @@ impl MemoryCache {
         }
     }
 
+    /// Caches `data` only if it fits without evicting anything: for blocks
+    /// that are merely convenient to keep (a whole-block disk hit), never
+    /// worth displacing a block that was fetched or read before.
+    pub fn put_if_room(&self, key: BlockKey, data: Bytes) -> bool {
+        let len = data.len() as u64;
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.used + len > self.capacity || s.lru.contains(&key) {
+            return false;
+        }
+        s.used += len;
+        s.lru.put(key, data);
+        true
+    }
+
     /// (bytes, entries)
     pub fn usage(&self) -> (u64, u64) {
         self.state
@@ -83,5 +99,10 @@ mod tests {
         assert_eq!(c.usage(), (8, 2));
         c.put([4; 32], Bytes::from(vec![0; 11]));
         assert!(c.get(&[4; 32]).is_none());
+        // Only into free room: no eviction for a convenience copy.
+        assert!(!c.put_if_room([5; 32], Bytes::from_static(b"eeee")));
+        assert!(c.get(&[1; 32]).is_some() && c.get(&[3; 32]).is_some());
+        assert!(c.put_if_room([6; 32], Bytes::from_static(b"ff")));
+        assert_eq!(c.usage(), (10, 3));
     }
 }

@@ -126,14 +126,19 @@ impl BlockCache {
     }
 
     /// A disk lookup as a hit, or a miss (counting a corrupt file). A hit
-    /// that read and verified the whole block puts it in the memory tier:
-    /// the next read of it costs no disk read and no hash.
+    /// that read and verified the whole block puts it in the memory tier
+    /// when there is room (the next read of it then costs no disk read and
+    /// no hash), never by evicting: a sequential scan larger than the tier
+    /// would otherwise churn it, evicting and freeing a block per read
+    /// (measured: hot `dd` of 1 GiB through 256 MiB, 0.83× the build that
+    /// never promoted).
     fn disk_outcome(&self, key: &BlockKey, found: disk::Lookup) -> Option<(Bytes, Tier)> {
         match found {
             disk::Lookup::Hit { data, whole } => {
                 if let Some(w) = whole {
-                    self.memory.put(*key, w);
-                    Metrics::inc(&self.metrics.disk_promotions);
+                    if self.memory.put_if_room(*key, w) {
+                        Metrics::inc(&self.metrics.disk_promotions);
+                    }
                 }
                 Some((data, Tier::Disk))
             }

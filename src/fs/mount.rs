@@ -70,9 +70,77 @@ pub struct MountOptions {
     pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
-/// Refuses a mountpoint that is missing, not a directory, already a mount
-/// point, or a dead FUSE mount, with a message that says what to do.
+/// What a snapahead mount shows in `/proc/mounts`: its source (the FUSE
+/// `fsname`) and, depending on how it was mounted, the type `fuse` or
+/// `fuse.snapahead` (`fuse.` + subtype; fusermount3 adds the subtype, a
+/// mount(2) by root may not).
+pub const FS_NAME: &str = "snapahead";
+const FS_TYPES: [&str; 2] = ["fuse", "fuse.snapahead"];
+
+/// Whether `/proc/mounts` lists `p` as a snapahead FUSE mount.
+fn is_snapahead_mount(p: &Path) -> bool {
+    // A dead mount may not canonicalize itself; its parent can.
+    let full = match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            match parent.canonicalize() {
+                Ok(pp) => pp.join(name),
+                Err(_) => return false,
+            }
+        }
+        _ => return false,
+    };
+    // Mount points in /proc/mounts escape space, tab, newline and '\\'.
+    let want = full
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split(' ');
+            let (source, at, kind) = (f.next(), f.next(), f.next());
+            source == Some(FS_NAME)
+                && at == Some(want.as_str())
+                && kind.is_some_and(|k| FS_TYPES.contains(&k))
+        })
+    })
+}
+
+/// Refuses a mountpoint that is missing, not a directory, or already a
+/// mount point, with a message that says what to do. A dead snapahead
+/// mount (its process was killed: the mountpoint answers ENOTCONN) is
+/// detached first, so a restart (systemd's `Restart=on-failure`) needs no
+/// one to run `fusermount3 -u`; a dead mount of anything else is refused.
 pub fn check_mountpoint(p: &Path) -> anyhow::Result<()> {
+    if is_snapahead_mount(p) && is_dead_fuse_mount(p) {
+        log::warn!(
+            "{} is a dead snapahead mount (its process ended without unmounting): detaching it",
+            p.display()
+        );
+        unmount(p, true)
+            .with_context(|| format!("cannot detach the dead mount at {}", p.display()))?;
+    }
+    check_live_mountpoint(p)
+}
+
+/// Whether `p`'s FUSE server is gone. Its attributes may still answer from
+/// the kernel's cache (they have long TTLs), so ask for something the
+/// kernel must send to the server: a directory listing.
+fn is_dead_fuse_mount(p: &Path) -> bool {
+    let dead = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    match std::fs::read_dir(p) {
+        Err(e) => dead(&e),
+        Ok(mut d) => matches!(d.next(), Some(Err(e)) if dead(&e)),
+    }
+}
+
+fn check_live_mountpoint(p: &Path) -> anyhow::Result<()> {
     let md = match std::fs::metadata(p) {
         Ok(m) => m,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -104,30 +172,57 @@ pub fn check_mountpoint(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the snapshots to show: only their indexes are read.
+/// Opens the snapshots to show: only their indexes are read. Named
+/// snapshots must all open; with no names (every snapshot in the store) a
+/// snapshot whose index cannot be read is logged and counted in
+/// `unreadable`, and the others are served; that fails only when there
+/// were snapshots and none could be opened.
 pub async fn open_snapshots(
     store: &Store,
     names: &[SnapshotName],
+    unreadable: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Vec<Arc<Snapshot>>> {
-    let names: Vec<SnapshotName> = if names.is_empty() {
-        crate::catalog::list(store)
-            .await?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect()
-    } else {
-        names.to_vec()
-    };
     let mut out = Vec::new();
-    for n in names {
-        out.push(Arc::new(Snapshot::open(store, &n).await?));
+    if !names.is_empty() {
+        for n in names {
+            out.push(Arc::new(Snapshot::open(store, n).await?));
+        }
+        return Ok(out);
+    }
+    let mut bad = Vec::new();
+    for (name, ix) in crate::catalog::list(store).await? {
+        match ix.and_then(|ix| {
+            if ix.header.name != name {
+                bail!("its index names snapshot {:?}", ix.header.name.as_str());
+            }
+            Ok(ix)
+        }) {
+            Ok(ix) => out.push(Arc::new(Snapshot::from_index(store.clone(), ix))),
+            Err(e) => {
+                log::error!("snapshot {:?} is not served: {e:#}", name.as_str());
+                Metrics::inc(unreadable);
+                bad.push(name);
+            }
+        }
+    }
+    if out.is_empty() && !bad.is_empty() {
+        bail!(
+            "no snapshot in {} can be served: {} unreadable ({})",
+            store.url(),
+            bad.len(),
+            bad.iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(out)
 }
 
 pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
     check_mountpoint(&opts.mountpoint)?;
-    let snapshots = open_snapshots(&store, &opts.snapshots)
+    let metrics = Arc::new(Metrics::default());
+    let snapshots = open_snapshots(&store, &opts.snapshots, &metrics.snapshots_unreadable)
         .await
         .with_context(|| format!("cannot open the snapshots in {}", store.url()))?;
     if snapshots.is_empty() {
@@ -149,7 +244,6 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let metrics = Arc::new(Metrics::default());
     let cache = Arc::new(BlockCache::open(
         &opts.cache_dir,
         opts.cache_size,
@@ -188,7 +282,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
     let mut cfg = FuseConfig::default();
     cfg.mount_options = vec![
         MountOption::RO,
-        MountOption::FSName("snapahead".into()),
+        MountOption::FSName(FS_NAME.into()),
         MountOption::Subtype("snapahead".into()),
         MountOption::NoAtime,
         MountOption::NoDev,

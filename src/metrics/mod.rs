@@ -196,6 +196,7 @@ counters! {
     cache_writes_skipped: "blocks not written to the disk cache because its writer was behind",
     cache_writes_done: "blocks the disk cache writer has handled (stored, already there, or failed)",
     page_fetches: "manifest pages fetched",
+    snapshots_unreadable: "snapshots in the store not served because their index could not be read",
     prefetch_issued: "blocks queued for prefetch",
     prefetch_completed: "blocks prefetched into the cache",
     prefetch_bytes: "bytes prefetched (uncompressed)",
