@@ -6,6 +6,7 @@
 #   for b in old new old new; do SNAPAHEAD_BIN=/tmp/snap-$b bench/hot_probe.sh; done
 # Prints MB/s of each and the FUSE requests per GiB (kernel read size).
 # PERF=1 records a profile of the mount during the hot dds to $WORK/hot-perf.data
+# (build it with `cargo build --profile profiling` and set SNAPAHEAD_BIN=target/profiling/snapahead)
 # (`perf report -i ... --no-children --sort symbol`).
 source "$(dirname "$0")/lib.sh"
 

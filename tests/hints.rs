@@ -242,3 +242,107 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
         ManifestIndex::decode(&store.get(&keys::index(&name)).await.unwrap(), "new").unwrap();
     assert_eq!(done, new);
 }
+
+/// A fio iolog over part of a volume, imported without its size, still
+/// teaches hints; imported with `--snapshot` it carries the snapshot's
+/// size; one that reaches beyond the snapshot is refused with a hint on
+/// how to re-import.
+#[test]
+fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = format!("file://{}", d.join("store").display());
+    let vol = common::random_bytes(40, 64 * BS as usize);
+    common::write(&d.join("v.img"), &vol);
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "create",
+            "v",
+            "--source",
+            "v.img",
+            "--block-size",
+            "64KiB",
+            "--group-size",
+            "4",
+        ],
+    ));
+    // Reads of blocks 0-3 and 8-9: the furthest access ends at 10 blocks.
+    let mut log = String::from("fio version 3 iolog\n0 /dev/vdb add\n1 /dev/vdb open\n");
+    for (i, b) in [0u64, 1, 2, 3, 8, 9].iter().enumerate() {
+        log += &format!("{} /dev/vdb read {} {}\n", 10 + i * 1000, b * BS, BS);
+    }
+    std::fs::write(d.join("fio.log"), &log).unwrap();
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "trace", "import", "--format", "fio", "fio.log", "--out", "a.trace",
+        ],
+    ));
+    let t = ok(&cli(d, &store, &["hints", "v", "--trace", "a.trace"]));
+    assert!(
+        t.contains("learned from 1 session(s), 6 block reads"),
+        "{t}"
+    );
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "trace",
+            "import",
+            "--format",
+            "fio",
+            "fio.log",
+            "--out",
+            "b.trace",
+            "--snapshot",
+            "v",
+        ],
+    ));
+    let show = ok(&cli(d, &store, &["trace", "show", "b.trace", "--json"]));
+    let j: serde_json::Value = serde_json::from_str(show.trim()).unwrap();
+    assert_eq!(j["header"]["volume_size"], vol.len() as u64, "{j}");
+    assert_eq!(j["header"]["volume"], "v");
+    ok(&cli(d, &store, &["hints", "v", "--trace", "b.trace"]));
+    // Beyond the snapshot: refused, and the message says what to do.
+    log += &format!("9000 /dev/vdb read {} {}\n", 100 * BS, BS);
+    std::fs::write(d.join("far.log"), &log).unwrap();
+    ok(&cli(
+        d,
+        &store,
+        &[
+            "trace",
+            "import",
+            "--format",
+            "fio",
+            "far.log",
+            "--out",
+            "far.trace",
+        ],
+    ));
+    let o = cli(d, &store, &["hints", "v", "--trace", "far.trace"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--snapshot NAME"), "{e}");
+    let o = cli(
+        d,
+        &store,
+        &[
+            "trace",
+            "import",
+            "--format",
+            "fio",
+            "far.log",
+            "--out",
+            "x.trace",
+            "--snapshot",
+            "v",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("beyond the volume's"),
+        "{e}"
+    );
+}

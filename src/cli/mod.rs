@@ -116,7 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Mount(a) => mount::run(&ctx, a).await,
         Cmd::Monitor(a) => monitor::run(a).await,
         Cmd::Stats(a) => stats::run(a),
-        Cmd::Trace { cmd } => trace::run(cmd),
+        Cmd::Trace { cmd } => trace::run(&ctx, cmd).await,
         Cmd::Gc(a) => gc::run(&ctx, a).await,
     }
 }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use bytesize::ByteSize;
 
-use super::{fmt_time, pct};
+use super::{fmt_time, pct, Ctx};
+use crate::name::SnapshotName;
+use crate::snapshot::Snapshot;
 use crate::trace::{self, import, summary};
 
 #[derive(clap::Subcommand)]
@@ -20,12 +22,15 @@ pub enum Cmd {
         /// The trace to write
         #[arg(long)]
         out: PathBuf,
-        /// Volume name recorded in the trace [default: the input's file name]
+        /// Volume name recorded in the trace [default: the snapshot's name, or the input's file name]
         #[arg(long)]
         volume: Option<String>,
-        /// Volume size [default: the end of the furthest access]
-        #[arg(long)]
+        /// Volume size [default: the snapshot's, or the end of the furthest access]
+        #[arg(long, conflicts_with = "snapshot")]
         volume_size: Option<bytesize::ByteSize>,
+        /// The snapshot the log was recorded on: the trace takes its volume size (and name)
+        #[arg(long)]
+        snapshot: Option<SnapshotName>,
     },
     /// Summarize a trace: duration, ops, bytes, mix, distinct blocks, classification, streams, timeline
     Show {
@@ -38,7 +43,7 @@ pub enum Cmd {
     },
 }
 
-pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Import {
             format,
@@ -46,14 +51,19 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             out,
             volume,
             volume_size,
+            snapshot,
         } => {
-            let r = import::import_to_file(
-                format,
-                &input,
-                &out,
-                volume.as_deref(),
-                volume_size.map(|s| s.as_u64()),
-            )?;
+            let (volume, volume_size) = match snapshot {
+                Some(name) => {
+                    let snap = Snapshot::open(&ctx.store()?, &name).await?;
+                    (
+                        Some(volume.unwrap_or_else(|| name.to_string())),
+                        Some(snap.header().volume_size),
+                    )
+                }
+                None => (volume, volume_size.map(|s| s.as_u64())),
+            };
+            let r = import::import_to_file(format, &input, &out, volume.as_deref(), volume_size)?;
             out!(
                 "imported {} records ({}) from {} into {}",
                 r.records,

@@ -28,8 +28,16 @@ pub struct Session {
     pub events: Vec<(u64, u64)>,
 }
 
+/// Sources of imported traces (`trace import`): they know the volume only
+/// up to its furthest access, so their size may be smaller than the
+/// snapshot's.
+const IMPORTED: [&str; 2] = ["blkparse", "fio"];
+
 /// Reads a trace into a session: reads only, mapped to the stored blocks
-/// they touch. Refuses a trace of a volume of another size.
+/// they touch. Refuses a recorded trace of a volume of another size and an
+/// imported one larger than the snapshot (the message says how to
+/// re-import); an imported trace's accesses all lie within its header's
+/// size, so a smaller one is a trace of this volume that never read its end.
 pub fn load_session<R: std::io::Read>(
     mut reader: TraceReader<R>,
     what: &str,
@@ -37,10 +45,17 @@ pub fn load_session<R: std::io::Read>(
     block_size: u64,
     stored: &StoredBlocks,
 ) -> anyhow::Result<Session> {
-    if reader.header.volume_size != volume_size {
+    let h = &reader.header;
+    let imported = IMPORTED.contains(&h.source.as_str());
+    if h.volume_size != volume_size && !(imported && h.volume_size < volume_size) {
         bail!(
-            "trace {what} is of a volume of {} bytes, the snapshot's is {volume_size}: it does not describe this volume",
-            reader.header.volume_size
+            "trace {what} is of a volume of {} bytes, the snapshot's is {volume_size}: it does not describe this volume{}",
+            h.volume_size,
+            if imported {
+                format!(" (if it does, import it again with `trace import --snapshot NAME` or `--volume-size {volume_size}`)")
+            } else {
+                String::new()
+            }
         );
     }
     let mut events = Vec::new();
@@ -49,7 +64,10 @@ pub fn load_session<R: std::io::Read>(
         if r.op != Op::Read || r.len == 0 {
             continue;
         }
-        let end = (r.offset + r.len as u64).min(volume_size);
+        // Clamped: a reader may ask past the end (the kernel's readahead
+        // of the last page); an imported trace ends within its header's
+        // size, at most the snapshot's.
+        let end = r.offset.saturating_add(r.len as u64).min(volume_size);
         if r.offset >= end {
             continue;
         }

@@ -368,7 +368,7 @@ pub fn import_to_file(
     let size = volume_size.unwrap_or(im.extent);
     if im.extent > size {
         bail!(
-            "{}: accesses reach byte {}, beyond --volume-size {size}",
+            "{}: accesses reach byte {}, beyond the volume's {size} bytes (--volume-size or the snapshot's size)",
             input.display(),
             im.extent
         );
