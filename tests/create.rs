@@ -340,3 +340,55 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A sparse image is read by its data only (SEEK_DATA), and the snapshot
+/// is the same, block for block, as the one a full read of the same bytes
+/// makes.
+#[tokio::test]
+async fn a_sparse_file_is_read_by_its_data_and_snapshots_the_same() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sparse = dir.path().join("sparse.img");
+    let size: u64 = 300 << 20;
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(size).unwrap();
+    // Data at the start, in the middle (not block-aligned), and a partial
+    // block at the very end; zeros written as data inside one extent too.
+    f.write_all_at(&common::random_bytes(61, 3 << 20), 0)
+        .unwrap();
+    f.write_all_at(&common::random_bytes(62, 1_000_001), (150 << 20) + 12_345)
+        .unwrap();
+    f.write_all_at(&vec![0u8; 1 << 20], 200 << 20).unwrap();
+    f.write_all_at(b"the end", size - 7).unwrap();
+    drop(f);
+    let full = dir.path().join("full.img");
+    let bytes = std::fs::read(&sparse).unwrap();
+    common::write(&full, &bytes);
+    let store = Store::open("file://store", &S3Config::default(), dir.path()).unwrap();
+    let a = create(&store, &opts("sparse", &sparse)).await.unwrap();
+    let b = create(&store, &opts("full", &full)).await.unwrap();
+    assert!(
+        a.bytes_read < size / 4,
+        "read {} of a {size}-byte file with ~5 MiB of data",
+        a.bytes_read
+    );
+    assert_eq!(b.bytes_read, size, "a non-sparse file is read whole");
+    assert_eq!(a.zero_bytes + a.new_bytes + a.reused_bytes, size);
+    let blocks = |n: &'static str| {
+        let store = store.clone();
+        async move {
+            let s = Snapshot::open(&store, &name(n)).await.unwrap();
+            s.all_blocks()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| (b.block_id, b.checksum))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (ba, bb) = (blocks("sparse").await, blocks("full").await);
+    assert!(!ba.is_empty());
+    assert_eq!(ba, bb, "same blocks, same checksums");
+    let snap = Snapshot::open(&store, &name("sparse")).await.unwrap();
+    assert!(snap.read_at(0, size as usize).await.unwrap() == bytes);
+}

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use rayon::prelude::*;
 
-use super::reader::spawn_reader;
+use super::reader::{spawn_reader, Batch};
 use super::{OBJECT_TARGET, ZSTD_LEVEL};
 use crate::format::{keys, Compression, Id};
 use crate::progress::Progress;
@@ -88,7 +88,15 @@ pub(super) fn pack(
     };
 
     for batch in batches {
-        let (first_block, buf) = batch?;
+        let (first_block, buf) = match batch? {
+            Batch::Data { first, buf } => (first, buf),
+            Batch::Hole { blocks, bytes } => {
+                packed.zero_blocks += blocks;
+                packed.zero_bytes += bytes;
+                progress.inc(bytes);
+                continue;
+            }
+        };
         packed.bytes_read += buf.len() as u64;
         // Stage 1, parallel: zero test and hash.
         let hashed: Vec<Option<[u8; 32]>> = buf
