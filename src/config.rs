@@ -196,6 +196,9 @@ impl Config {
         if let Some(s) = file.store {
             cfg.store = s;
         }
+        file.s3
+            .validate()
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         cfg.s3 = file.s3;
         if let Some(c) = file.cache {
             if let Some(d) = c.dir {

@@ -47,6 +47,38 @@ pub struct S3Config {
     #[serde(deserialize_with = "crate::units::duration")]
     pub retry_timeout: Duration,
     pub max_retries: usize,
+    /// Server-side encryption asked for on every upload: `AES256` (SSE-S3),
+    /// `aws:kms` or `aws:kms:dsse` (SSE-KMS; with `kms_key_id`, or the
+    /// bucket's default key without). Unset: the bucket's default applies.
+    pub sse: Option<String>,
+    /// The KMS key for `sse: aws:kms` / `aws:kms:dsse`.
+    pub kms_key_id: Option<String>,
+}
+
+/// The `s3.sse` values (the `x-amz-server-side-encryption` header).
+pub const SSE_VALUES: [&str; 3] = ["AES256", "aws:kms", "aws:kms:dsse"];
+
+impl S3Config {
+    /// Checks the encryption settings; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(sse) = &self.sse {
+            if !SSE_VALUES.contains(&sse.as_str()) {
+                return Err(format!(
+                    "s3.sse {sse:?} is not one of {}",
+                    SSE_VALUES.join(", ")
+                ));
+            }
+        }
+        if self.kms_key_id.is_some()
+            && !self
+                .sse
+                .as_deref()
+                .is_some_and(|s| s.starts_with("aws:kms"))
+        {
+            return Err("s3.kms_key_id needs s3.sse: aws:kms (or aws:kms:dsse)".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for S3Config {
@@ -59,6 +91,8 @@ impl Default for S3Config {
             connect_timeout: Duration::from_secs(5),
             retry_timeout: Duration::from_secs(60),
             max_retries: 5,
+            sse: None,
+            kms_key_id: None,
         }
     }
 }
@@ -196,6 +230,19 @@ impl Store {
                 );
             if let Some(region) = &s3.region {
                 b = b.with_region(region);
+            }
+            s3.validate()
+                .map_err(|e| anyhow::anyhow!("store {url}: {e}"))?;
+            for (key, value) in [
+                ("aws_server_side_encryption", &s3.sse),
+                ("aws_sse_kms_key_id", &s3.kms_key_id),
+            ] {
+                if let Some(v) = value {
+                    let k: object_store::aws::AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("store {url}: {key}: {e}"))?;
+                    b = b.with_config(k, v);
+                }
             }
             if let Some(endpoint) = &s3.endpoint {
                 // Local servers (Garage, MinIO) want path-style requests.

@@ -89,3 +89,95 @@ async fn create_verify_read_gc_on_garage() {
         .unwrap();
     assert!(store.list("").await.unwrap().is_empty());
 }
+
+/// `s3.sse` reaches the wire: every upload carries the encryption header
+/// (a recorded request on a stand-in server on 127.0.0.1, so the test
+/// does not depend on what the S3 server does with it).
+#[tokio::test]
+async fn server_side_encryption_is_sent_on_every_upload() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || loop {
+                // One request: head, then Content-Length bytes of body.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if c.read_exact(&mut body).is_err() {
+                    return;
+                }
+                seen.lock().unwrap().push(text);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    for (sse, key, want) in [
+        ("AES256", None, vec!["x-amz-server-side-encryption: AES256"]),
+        (
+            "aws:kms",
+            Some("arn:aws:kms:eu-west-1:1:key/k1"),
+            vec![
+                "x-amz-server-side-encryption: aws:kms",
+                "x-amz-server-side-encryption-aws-kms-key-id: arn:aws:kms:eu-west-1:1:key/k1",
+            ],
+        ),
+    ] {
+        heads.lock().unwrap().clear();
+        let cfg = S3Config {
+            endpoint: Some(format!("http://{addr}")),
+            region: Some("garage".into()),
+            allow_http: true,
+            max_retries: 0,
+            sse: Some(sse.into()),
+            kms_key_id: key.map(str::to_string),
+            ..Default::default()
+        };
+        // Static credentials, so the client never looks further (an
+        // instance-metadata lookup would leave the loopback network).
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if std::env::var_os(k).is_none() {
+                std::env::set_var(k, "test");
+            }
+        }
+        let store = Store::open("s3://b/p", &cfg, std::path::Path::new(".")).unwrap();
+        store
+            .put("data/x", bytes::Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        let h = heads.lock().unwrap().join("\n").to_lowercase();
+        assert!(h.starts_with("put "), "{h}");
+        for w in want {
+            assert!(h.contains(&w.to_lowercase()), "{w} not in:\n{h}");
+        }
+    }
+    // A wrong value is refused before any request, naming the setting.
+    let bad = S3Config {
+        sse: Some("aes".into()),
+        ..Default::default()
+    };
+    let e = Store::open("s3://b", &bad, std::path::Path::new("."))
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("s3.sse"), "{e:#}");
+}

@@ -120,7 +120,11 @@ pub(super) fn spawn_reader(
                 .read_exact_at(&mut buf, start)
                 .with_context(|| format!("reading source {} at offset {start}", source.display()));
             let failed = r.is_err();
-            if tx.send(r.map(|_| Batch::Data { first: block, buf })).is_err() || failed {
+            if tx
+                .send(r.map(|_| Batch::Data { first: block, buf }))
+                .is_err()
+                || failed
+            {
                 return;
             }
             block += n;
