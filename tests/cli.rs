@@ -421,3 +421,79 @@ fn the_secret_never_appears_in_trace_logs() {
     );
     assert!(!all.contains(&secret), "the secret appears in the logs");
 }
+
+/// S3 credentials from an AWS CLI profile: with no AWS_* keys in the
+/// environment, AWS_PROFILE and AWS_SHARED_CREDENTIALS_FILE lead to Garage's
+/// key, and a profile that does not exist is named in the error.
+#[test]
+fn s3_credentials_come_from_an_aws_profile() {
+    let test = "s3_credentials_come_from_an_aws_profile";
+    let Some((endpoint, bucket)) = common::s3_server(test) else {
+        return;
+    };
+    let (Ok(key), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) else {
+        common::skip(
+            test,
+            "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (source `scripts/garage.sh env`)",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        &dir.path().join("v.img"),
+        &common::random_bytes(9, 256 * 1024),
+    );
+    std::fs::write(
+        dir.path().join("creds"),
+        format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[garage]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config"),
+        "[profile garage]\nregion = garage\n",
+    )
+    .unwrap();
+    let prefix = format!("profile-test-{}", std::process::id());
+    // No region in the config: it comes from the profile.
+    std::fs::write(
+        dir.path().join("snapshots.yaml"),
+        format!("store: s3://{bucket}/{prefix}\ns3: {{ endpoint: {endpoint}, allow_http: true, max_retries: 1, retry_timeout: 5s }}\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str], profile: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_snapahead"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_PROFILE", profile)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("creds"))
+            .env("AWS_CONFIG_FILE", dir.path().join("config"))
+            // Should anything fall through to instance metadata, it stays
+            // on loopback.
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
+            .output()
+            .unwrap();
+        (o.status.success(), text(&o))
+    };
+    let (ok, t) = run(
+        &["create", "s", "--source", "v.img", "--block-size", "64KiB"],
+        "garage",
+    );
+    assert!(ok, "{t}");
+    let (ok, t) = run(&["list"], "garage");
+    assert!(ok && t.contains("s "), "{t}");
+    let (ok, t) = run(&["list"], "missing");
+    assert!(!ok && t.contains("AWS_PROFILE=missing"), "{t}");
+    // The default profile's wrong key is refused by the server.
+    let (ok, t) = run(&["list"], "");
+    assert!(!ok, "the wrong default key was accepted: {t}");
+    let (ok, _) = run(&["delete", "s"], "garage");
+    assert!(ok);
+}
