@@ -3,12 +3,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/snapahead
 
-.PHONY: all build deps demo test test-unit stress fuzz bench bench-quick garage-start garage-stop clippy fmt clean
+.PHONY: all build install deps demo test test-unit stress fuzz bench bench-quick garage-start garage-stop clippy fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+# snapahead on PATH, and the mount(8) helper where mount looks for it, so
+# `mount -t fuse.snapahead` and fstab lines work (README, "fstab").
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/snapahead
+	install -D -m 0755 target/release/mount-fuse-snapahead $(DESTDIR)/sbin/mount.fuse.snapahead
 
 # System packages the demo and tests use (installed only when missing).
 deps:

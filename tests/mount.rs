@@ -11,6 +11,16 @@ use std::process::Command;
 
 use common::{ext4_image, run, sha256, Mount};
 
+/// `umount -l` of a path on drop, whatever happened in the test.
+struct Umount(std::path::PathBuf);
+impl Drop for Umount {
+    fn drop(&mut self) {
+        if common::is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 /// Writes `vol` as `dir/v.img`, snapshots it as `v` into `dir/store` with
 /// block size `bs`, and returns the store's URL.
 fn snapshot_v(dir: &Path, vol: &[u8], bs: &str) -> String {
@@ -600,12 +610,6 @@ fn a_tiny_cache_and_a_full_cache_filesystem_keep_serving() {
     run(Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
         .arg(&full));
-    struct Umount(std::path::PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
     let _u = Umount(full.clone());
     let m = Mount::start(
         dir.path(),
@@ -789,4 +793,86 @@ fn a_damaged_index_costs_only_its_own_snapshot() {
     mount_fails(&["--snapshot", "bad"], "bad");
     std::fs::write(dir.path().join("store/snapshots/v/index"), b"junk").unwrap();
     mount_fails(&[], "no snapshot in");
+}
+
+/// `mount -t fuse.snapahead` and an fstab line, through the mount(8)
+/// helper installed where mount looks for it; `umount` ends the mount.
+#[test]
+fn mount_t_fuse_snapahead_and_fstab_lines_work() {
+    let test = "mount_t_fuse_snapahead";
+    if !common::fuse_available(test) {
+        return;
+    }
+    if !common::is_root() {
+        common::skip(test, "installing /sbin/mount.fuse.snapahead needs root");
+        return;
+    }
+    let helper = Path::new("/sbin/mount.fuse.snapahead");
+    struct Remove<'a>(&'a Path, bool);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+    }
+    let ours = !helper.exists();
+    if ours {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mount-fuse-snapahead"), helper).unwrap();
+    }
+    let _remove = Remove(helper, ours);
+    let dir = tempfile::tempdir().unwrap();
+    let vol = common::random_bytes(44, 1 << 20);
+    let store = snapshot_v(dir.path(), &vol, "64KiB");
+    let mnt = dir.path().join("m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _u = Umount(mnt.clone());
+    let opts = format!(
+        "ro,nofail,cache_dir={},log={}",
+        dir.path().join("cache").display(),
+        dir.path().join("mount.log").display()
+    );
+    let umount_and_wait = |m: &Path| {
+        run(Command::new("umount").arg(m));
+        assert!(!common::is_mounted(m), "still mounted after umount");
+    };
+    // mount -t: returns once mounted, the mount runs on in the background.
+    run(Command::new("mount")
+        .args(["-t", "fuse.snapahead", &store])
+        .arg(&mnt)
+        .args(["-o", &opts]));
+    assert!(common::is_mounted(&mnt));
+    assert!(std::fs::read(mnt.join("v.img")).unwrap() == vol);
+    umount_and_wait(&mnt);
+    // An fstab line (a private fstab via -T): `mount MOUNTPOINT`.
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{store} {} fuse.snapahead {opts},_netdev 0 0\n",
+            mnt.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("mount").arg("-T").arg(&fstab).arg(&mnt));
+    assert!(std::fs::read(mnt.join("v.img")).unwrap() == vol);
+    umount_and_wait(&mnt);
+    // A bad option fails the mount, naming it; nothing is mounted.
+    let o = Command::new("mount")
+        .args(["-t", "fuse.snapahead", &store])
+        .arg(&mnt)
+        .args(["-o", "ro,colour=red"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("colour=red"),
+        "{o:?}"
+    );
+    assert!(!common::is_mounted(&mnt));
+    let log = std::fs::read_to_string(dir.path().join("mount.log")).unwrap_or_default();
+    assert!(
+        log.contains("unmounted externally") || log.contains("unmounted"),
+        "{log}"
+    );
 }

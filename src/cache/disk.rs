@@ -17,7 +17,9 @@
 //!   volume's data.
 //! - One mount per directory: `open` takes an exclusive `flock` on
 //!   `<dir>/lock` (holding the owner's pid) for as long as the cache is
-//!   open, and refuses a directory another process holds. Two mounts on
+//!   open, and refuses a directory another process holds (after waiting
+//!   [`LOCK_WAIT`] for it to let go: a restart's old process may still be
+//!   flushing). Two mounts on
 //!   one directory would each keep their own LRU of the same files, evict
 //!   each other's blocks and overshoot the bound; sharing safely would
 //!   need one index across processes. The kernel drops the lock when its
@@ -148,11 +150,17 @@ fn mkdir_private(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set permissions of {}", p.display()))
 }
 
+/// How long `open` waits for another process to release the directory: a
+/// mount that was just unmounted flushes and exits within a second or so,
+/// and a restart (`umount` then `mount`, systemd's restart) should not fail
+/// on that; a mount that keeps running is refused after this.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Takes `<dir>/lock` for this process, or says who holds it.
 fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
     use nix::fcntl::{Flock, FlockArg};
     let path = dir.join("lock");
-    let f = OpenOptions::new()
+    let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -160,7 +168,19 @@ fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let locked = loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Err((back, nix::errno::Errno::EWOULDBLOCK))
+                if std::time::Instant::now() < deadline =>
+            {
+                f = back;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(mut held) => {
             // Who holds it, for the message another process will give.
             held.set_len(0)?;

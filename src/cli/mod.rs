@@ -14,6 +14,7 @@ macro_rules! out {
 
 mod create;
 mod delete;
+pub mod fstab;
 mod gc;
 mod hints;
 mod inspect;
