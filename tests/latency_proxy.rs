@@ -3,18 +3,17 @@
 //! at least the configured delay, and the bandwidth cap holds. Only lower
 //! bounds on time are asserted: a loaded machine can only make it slower.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{RngCore, SeedableRng};
 
-/// The tests run one at a time: each picks a free port by binding and
-/// releasing it before the proxy binds it, and two tests doing that at once
-/// could be handed the same port and then talk to each other's proxy (one
-/// test's end would kill the proxy under the other: the likely cause of a
-/// connection reset seen once in `make test`, not reproduced in 40 runs).
+/// The tests run one at a time: they measure time on a 2-core machine.
+/// (The proxy binds port 0 and says which port it got, so two tests can no
+/// longer be handed one port.)
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -41,27 +40,7 @@ fn proxy(
     upstream: std::net::SocketAddr,
     extra: &[&str],
 ) -> (std::process::Child, std::net::SocketAddr) {
-    let listen = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_latency-proxy"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &upstream.to_string(),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(listen).is_err() {
-        assert!(Instant::now() < deadline, "proxy did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, listen)
+    common::start_latency_proxy("127.0.0.1:0", &upstream.to_string(), extra)
 }
 
 /// Sends `data` through the proxy to the echo server and back.

@@ -11,10 +11,10 @@
 mod common;
 
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{bin, run, Mount};
@@ -32,18 +32,9 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(listen: SocketAddr, upstream: &str) -> Proxy {
-        let child = Command::new(env!("CARGO_BIN_EXE_latency-proxy"))
-            .args(["--listen", &listen.to_string(), "--upstream", upstream])
-            .args(["--delay-ms", "1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start latency-proxy");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(listen).is_err() {
-            assert!(Instant::now() < deadline, "latency-proxy did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// On `listen` (port 0: a free one; a restart reuses the port it got).
+    fn start(listen: &str, upstream: &str) -> Proxy {
+        let (child, listen) = common::start_latency_proxy(listen, upstream, &["--delay-ms", "1"]);
         Proxy {
             child,
             listen,
@@ -58,7 +49,7 @@ impl Proxy {
 
     fn restart(&mut self) {
         self.kill();
-        *self = Proxy::start(self.listen, &self.upstream);
+        *self = Proxy::start(&self.listen.to_string(), &self.upstream);
     }
 
     fn signal(&self, sig: &str) {
@@ -73,11 +64,6 @@ impl Drop for Proxy {
             .status();
         self.kill();
     }
-}
-
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr")
 }
 
 /// Reads `len` bytes at `off` with O_DIRECT (past the kernel page cache,
@@ -107,7 +93,7 @@ fn store_outage_mid_mount_serves_the_cache_fails_fast_and_recovers() {
         return;
     }
     let upstream = endpoint.trim_start_matches("http://").to_string();
-    let mut proxy = Proxy::start(free_port(), &upstream);
+    let mut proxy = Proxy::start("127.0.0.1:0", &upstream);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("s3://{bucket}/outage-{}", snapahead::format::Id::random());
     std::fs::write(

@@ -90,6 +90,15 @@ async fn run(args: Args) -> Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // The address it got (`--listen 127.0.0.1:0` asks for a free port), as
+    // the first line on stdout, for whoever started it.
+    let bound = listener.local_addr()?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        writeln!(out, "listening on {bound}")?;
+        out.flush()?;
+    }
     let counters = Arc::new(Counters::default());
     if let Some(path) = args.stats.clone() {
         let c = counters.clone();
@@ -104,11 +113,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let delay = Duration::from_millis(args.delay_ms);
     let rate = args.bandwidth.as_u64();
-    log::info!(
-        "{} -> {} with {delay:?} each way",
-        args.listen,
-        args.upstream
-    );
+    log::info!("{bound} -> {} with {delay:?} each way", args.upstream);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     loop {

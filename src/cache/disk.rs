@@ -171,9 +171,7 @@ fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let locked = loop {
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Err((back, nix::errno::Errno::EWOULDBLOCK))
-                if std::time::Instant::now() < deadline =>
-            {
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
                 f = back;
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

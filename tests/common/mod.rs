@@ -316,3 +316,32 @@ pub fn sha256(p: &Path) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Starts `latency-proxy --listen LISTEN --upstream UPSTREAM [extra]` and
+/// returns it with the address it listens on: `LISTEN` may be port 0, and
+/// the proxy's first line says which port it got (no pick-and-release race
+/// between tests).
+pub fn start_latency_proxy(
+    listen: &str,
+    upstream: &str,
+    extra: &[&str],
+) -> (Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latency-proxy"))
+        .args(["--listen", listen, "--upstream", upstream])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start latency-proxy");
+    let out = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("latency-proxy says where it listens");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("latency-proxy did not start: {line:?}"));
+    (child, addr)
+}
