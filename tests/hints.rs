@@ -37,6 +37,24 @@ fn ok(o: &std::process::Output) -> String {
     t
 }
 
+/// `create v` of `v.img` with 64 KiB blocks, 4 per group.
+fn create_v(d: &Path, store: &str) {
+    ok(&cli(
+        d,
+        store,
+        &[
+            "create",
+            "v",
+            "--source",
+            "v.img",
+            "--block-size",
+            "64KiB",
+            "--group-size",
+            "4",
+        ],
+    ));
+}
+
 /// A session: group 0 (blocks 0-3) read whole at start, then group 5
 /// (blocks 20-23) half a second later, then one block of group 9.
 fn write_session(path: &Path, volume_size: u64, jitter_ns: u64) {
@@ -85,20 +103,7 @@ fn learn_from_files_and_store_then_evaluate() {
     common::write(&d.join("v.img"), &vol);
     let store_dir = d.join("store");
     let store = format!("file://{}", store_dir.display());
-    ok(&cli(
-        d,
-        &store,
-        &[
-            "create",
-            "v",
-            "--source",
-            "v.img",
-            "--block-size",
-            "64KiB",
-            "--group-size",
-            "4",
-        ],
-    ));
+    create_v(d, &store);
     for (i, j) in [(1, 0), (2, 3_000), (3, 7_000)] {
         write_session(&d.join(format!("s{i}.trace")), vol.len() as u64, j);
     }
@@ -254,20 +259,7 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
     let store = format!("file://{}", d.join("store").display());
     let vol = common::random_bytes(40, 64 * BS as usize);
     common::write(&d.join("v.img"), &vol);
-    ok(&cli(
-        d,
-        &store,
-        &[
-            "create",
-            "v",
-            "--source",
-            "v.img",
-            "--block-size",
-            "64KiB",
-            "--group-size",
-            "4",
-        ],
-    ));
+    create_v(d, &store);
     // Reads of blocks 0-3 and 8-9: the furthest access ends at 10 blocks.
     let mut log = String::from("fio version 3 iolog\n0 /dev/vdb add\n1 /dev/vdb open\n");
     for (i, b) in [0u64, 1, 2, 3, 8, 9].iter().enumerate() {

@@ -245,10 +245,7 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
     assert!(m.stats()["metrics"]["fetches"].as_u64().unwrap() > 0);
     // Background cache writes land (the writer has handled every fetched
     // block), then stop.
-    m.wait_for("the disk cache writer drains", |s| {
-        let n = |k: &str| s["metrics"][k].as_u64().unwrap();
-        n("cache_writes_done") + n("cache_writes_skipped") >= n("blocks_fetched")
-    });
+    m.wait_cache_written();
     assert!(m.stop().success());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -690,10 +687,7 @@ fn a_restart_after_kill_9_detaches_the_dead_mount_and_keeps_the_cache() {
         "how a snapahead mount shows in /proc/mounts: {entry:?}"
     );
     assert!(std::fs::read(m.mountpoint.join("v.img")).unwrap() == vol);
-    m.wait_for("the disk cache writer drains", |s| {
-        let n = |k: &str| s["metrics"][k].as_u64().unwrap();
-        n("cache_writes_done") + n("cache_writes_skipped") >= n("blocks_fetched")
-    });
+    m.wait_cache_written();
     let mut child = m.child.take().unwrap();
     child.kill().unwrap(); // SIGKILL: no unmount, no flush
     child.wait().unwrap();

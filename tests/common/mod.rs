@@ -227,6 +227,14 @@ impl Mount {
         }
     }
 
+    /// Waits until the disk cache writer has handled every fetched block.
+    pub fn wait_cache_written(&self) {
+        self.wait_for("the disk cache writer drains", |s| {
+            let n = |k: &str| s["metrics"][k].as_u64().unwrap_or(0);
+            n("cache_writes_done") + n("cache_writes_skipped") >= n("blocks_fetched")
+        });
+    }
+
     /// `snapahead stats MNT --json`.
     pub fn stats(&self) -> serde_json::Value {
         let out = run(Command::new(bin())
