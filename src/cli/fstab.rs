@@ -46,6 +46,7 @@ const MOUNT_OWN: [&str; 15] = [
 pub struct Plan {
     /// Global flags (`--config` / `--store`), then `mount MOUNTPOINT`, then its flags.
     pub args: Vec<String>,
+    pub mountpoint: PathBuf,
     pub log: Option<PathBuf>,
     /// `-f`: do everything but mount.
     pub fake: bool,
@@ -119,7 +120,12 @@ pub fn plan(argv: &[String]) -> anyhow::Result<Plan> {
             ),
         }
     }
-    Ok(Plan { args, log, fake })
+    Ok(Plan {
+        args,
+        mountpoint: PathBuf::from(mountpoint),
+        log,
+        fake,
+    })
 }
 
 fn default_log() -> PathBuf {
@@ -254,6 +260,10 @@ mod tests {
             ])
         );
         assert_eq!(p.log.as_deref(), Some(Path::new("/tmp/x.log")));
+        // A config file named like the subcommand is still the source.
+        let p = plan(&s(&["mount", "/m"])).unwrap();
+        assert_eq!(p.args, s(&["--config", "mount", "mount", "/m"]));
+        assert_eq!(p.mountpoint, Path::new("/m"));
         let p = plan(&s(&["s3://bucket/p", "/m", "-n", "-o", "ro"])).unwrap();
         assert_eq!(p.args, s(&["--store", "s3://bucket/p", "mount", "/m"]));
         let p = plan(&s(&["snapahead", "/m", "-o", "rw"])).unwrap();
