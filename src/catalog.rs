@@ -43,7 +43,7 @@ pub async fn list(
             let key = keys::index(&name);
             let ix = async {
                 let data = store.get(&key).await?;
-                Ok(ManifestIndex::decode(&data, &key)?)
+                crate::snapshot::decode_index(&data, &key, &name)
             }
             .await;
             (name, ix)

@@ -274,12 +274,14 @@ impl Fetcher {
         let slot_wait = demand.then(|| self.slot_wait.clone());
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
+        // Shared with the decode thread without copying the wants.
+        let run: Arc<[Want]> = run.into();
         let fut = async move {
             let results: Vec<Result<Bytes, BlockError>> =
-                fetch_run(&store, &run, &metrics, &slots, slot_wait.as_deref())
+                fetch_run(&store, run.clone(), &metrics, &slots, slot_wait.as_deref())
                     .await
                     .into_iter()
-                    .zip(&run)
+                    .zip(run.iter())
                     .map(|(r, w)| {
                         r.map(|(b, cvs)| {
                             cache.put(w.block.checksum, b.clone(), cvs);
@@ -376,7 +378,7 @@ fn runs(wants: &[Want], idx: &[usize]) -> Vec<Vec<usize>> {
 /// async workers that serve other reads).
 async fn fetch_run(
     store: &Store,
-    run: &[Want],
+    run: Arc<[Want]>,
     metrics: &Arc<Metrics>,
     slots: &Semaphore,
     slot_wait: Option<&SlotWait>,
@@ -414,7 +416,7 @@ async fn fetch_run(
     };
     Metrics::add(&metrics.bytes_fetched, data.len() as u64);
     let decode = {
-        let run = run.to_vec();
+        let run = run.clone();
         let metrics = metrics.clone();
         move || {
             run.iter()

@@ -90,18 +90,22 @@ impl BlockError {
     }
 }
 
-/// Decodes a stored block and checks it; `expected_len` is its uncompressed
-/// length.
-pub fn decode_block(
-    stored: &[u8],
-    r: &BlockRef,
-    expected_len: usize,
-) -> Result<Vec<u8>, BlockError> {
-    decode_block_cvs(Bytes::copy_from_slice(stored), r, expected_len).map(|(data, _)| data.into())
+/// The manifest index stored at `key` for snapshot `name`: decoded, and
+/// refused when it names another snapshot (a copied or misplaced object).
+pub fn decode_index(data: &[u8], key: &str, name: &SnapshotName) -> anyhow::Result<ManifestIndex> {
+    let index = ManifestIndex::decode(data, key)?;
+    if &index.header.name != name {
+        bail!(
+            "{key}: index names snapshot {:?}, expected {name:?}",
+            index.header.name.as_str()
+        );
+    }
+    Ok(index)
 }
 
-/// [`decode_block`] of a block held in `stored` (a slice of a GET's body:
-/// a raw block is returned as that slice, not copied), also returning the
+/// Decodes a stored block held in `stored` (a slice of a GET's body: a raw
+/// block is returned as that slice, not copied) and checks it against its
+/// checksum; `expected_len` is its uncompressed length. Also returns the
 /// block's segment chaining values for the disk cache (computed in the
 /// same BLAKE3 pass as the check).
 pub fn decode_block_cvs(
@@ -178,14 +182,10 @@ impl Snapshot {
             }
             Err(e) => return Err(e.into()),
         };
-        let index = ManifestIndex::decode(&data, &key)?;
-        if &index.header.name != name {
-            bail!(
-                "{key}: index names snapshot {:?}, expected {name:?}",
-                index.header.name.as_str()
-            );
-        }
-        Ok(Self::from_index(store.clone(), index))
+        Ok(Self::from_index(
+            store.clone(),
+            decode_index(&data, &key, name)?,
+        ))
     }
 
     pub fn from_index(store: Store, index: ManifestIndex) -> Snapshot {
@@ -434,14 +434,16 @@ impl Snapshot {
                     let reason = match &data {
                         Err(e) => Some(e.to_string()),
                         Ok(d) => {
-                            match d.get(b.offset as usize..(b.offset + b.length as u64) as usize) {
-                                None => Some(format!(
+                            let r = b.offset as usize..(b.offset + b.length as u64) as usize;
+                            if r.end > d.len() {
+                                Some(format!(
                                     "object is {} bytes, block needs bytes up to {end}",
                                     d.len()
-                                )),
-                                Some(s) => decode_block(s, b, self.block_len(b.block_id))
+                                ))
+                            } else {
+                                decode_block_cvs(d.slice(r), b, self.block_len(b.block_id))
                                     .err()
-                                    .map(|e| e.kind.to_string()),
+                                    .map(|e| e.kind.to_string())
                             }
                         }
                     };

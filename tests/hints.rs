@@ -266,33 +266,18 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
         log += &format!("{} /dev/vdb read {} {}\n", 10 + i * 1000, b * BS, BS);
     }
     std::fs::write(d.join("fio.log"), &log).unwrap();
-    ok(&cli(
-        d,
-        &store,
-        &[
-            "trace", "import", "--format", "fio", "fio.log", "--out", "a.trace",
-        ],
-    ));
+    let import = |log: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["trace", "import", "--format", "fio", log, "--out", out];
+        args.extend_from_slice(extra);
+        cli(d, &store, &args)
+    };
+    ok(&import("fio.log", "a.trace", &[]));
     let t = ok(&cli(d, &store, &["hints", "v", "--trace", "a.trace"]));
     assert!(
         t.contains("learned from 1 session(s), 6 block reads"),
         "{t}"
     );
-    ok(&cli(
-        d,
-        &store,
-        &[
-            "trace",
-            "import",
-            "--format",
-            "fio",
-            "fio.log",
-            "--out",
-            "b.trace",
-            "--snapshot",
-            "v",
-        ],
-    ));
+    ok(&import("fio.log", "b.trace", &["--snapshot", "v"]));
     let show = ok(&cli(d, &store, &["trace", "show", "b.trace", "--json"]));
     let j: serde_json::Value = serde_json::from_str(show.trim()).unwrap();
     assert_eq!(j["header"]["volume_size"], vol.len() as u64, "{j}");
@@ -301,37 +286,11 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
     // Beyond the snapshot: refused, and the message says what to do.
     log += &format!("9000 /dev/vdb read {} {}\n", 100 * BS, BS);
     std::fs::write(d.join("far.log"), &log).unwrap();
-    ok(&cli(
-        d,
-        &store,
-        &[
-            "trace",
-            "import",
-            "--format",
-            "fio",
-            "far.log",
-            "--out",
-            "far.trace",
-        ],
-    ));
+    ok(&import("far.log", "far.trace", &[]));
     let o = cli(d, &store, &["hints", "v", "--trace", "far.trace"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("--snapshot NAME"), "{e}");
-    let o = cli(
-        d,
-        &store,
-        &[
-            "trace",
-            "import",
-            "--format",
-            "fio",
-            "far.log",
-            "--out",
-            "x.trace",
-            "--snapshot",
-            "v",
-        ],
-    );
+    let o = import("far.log", "x.trace", &["--snapshot", "v"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("beyond the volume's"),

@@ -59,21 +59,17 @@ async fn setup(vol: &[u8], bs: u32, gs: u32) -> Setup {
     }
 }
 
-/// Waits (at most 30 s) until the daemon has nothing queued and nothing
-/// running, seen on several polls in a row (a read it was told of may
-/// still be in its intake for one poll of 2 ms).
+/// Waits (at most 30 s) until the daemon has decided on every read it was
+/// told of and has nothing queued or running.
 async fn quiesce(p: &Prefetcher) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet = 0;
-    while quiet < 5 {
+    loop {
         let st = p.status();
-        if st.queue_depth == 0 && st.jobs_running == 0 {
-            quiet += 1;
-        } else {
-            quiet = 0;
+        if st.reads_handled == st.reads_accepted && st.queue_depth == 0 && st.jobs_running == 0 {
+            return;
         }
         assert!(Instant::now() < deadline, "prefetch still busy: {st:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

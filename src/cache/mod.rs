@@ -220,3 +220,47 @@ impl BlockCache {
         self.disk.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::verified::check_block;
+
+    /// A disk hit that read the whole block goes to the memory tier when it
+    /// fits without evicting; a partial hit does not.
+    #[test]
+    fn whole_block_disk_hits_are_promoted_into_free_room_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        // Room in memory for one 64 KiB block, not two.
+        let cache = BlockCache::open(dir.path(), 1 << 20, 100 * 1024, metrics.clone()).unwrap();
+        let block = |seed: u8| {
+            let d: Vec<u8> = (0..64 * 1024).map(|i| (i as u8) ^ seed).collect();
+            (*blake3::hash(&d).as_bytes(), d)
+        };
+        let disk = cache.disk().unwrap().clone();
+        let (k1, d1) = block(1);
+        let (k2, d2) = block(2);
+        for (k, d) in [(&k1, &d1), (&k2, &d2)] {
+            disk.put(k, d, &check_block(d, k).unwrap()).unwrap();
+        }
+        let len = d1.len();
+        // Partial: served from disk, not promoted.
+        let (b, tier) = cache.get_local(&k1, len, 0..4096).unwrap();
+        assert!(tier == Tier::Disk && b[..] == d1[..4096]);
+        assert!(cache.get_memory(&k1).is_none());
+        // Whole: promoted, and the next read is a memory hit.
+        cache.get_local(&k1, len, 0..len).unwrap();
+        assert!(cache.get_memory(&k1).is_some_and(|m| m[..] == d1[..]));
+        assert_eq!(cache.get_local(&k1, len, 0..10).unwrap().1, Tier::Memory);
+        // No room left: the second whole hit is not promoted, nothing evicted.
+        cache.get_local(&k2, len, 0..len).unwrap();
+        assert!(cache.get_memory(&k2).is_none() && cache.get_memory(&k1).is_some());
+        assert_eq!(
+            metrics
+                .disk_promotions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+}

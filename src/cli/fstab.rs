@@ -141,20 +141,6 @@ fn default_log() -> PathBuf {
     }
 }
 
-/// Whether `/proc/mounts` shows a snapahead mount at `mountpoint`.
-fn mounted(mountpoint: &Path) -> bool {
-    let Ok(want) = mountpoint.canonicalize() else {
-        return false;
-    };
-    let want = want.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
-        m.lines().any(|l| {
-            let mut f = l.split(' ');
-            f.next() == Some(crate::fs::mount::FS_NAME) && f.next() == Some(want.as_str())
-        })
-    })
-}
-
 /// The helper: starts `snapahead` (the binary beside this one, else on
 /// PATH) in the background and returns once the mount is up.
 pub fn helper_main(argv: &[String]) -> ExitCode {
@@ -200,7 +186,7 @@ fn helper(argv: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {}", exe.display()))?;
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
-        if mounted(&mountpoint) {
+        if crate::fs::mount::is_snapahead_mount(&mountpoint) {
             return Ok(());
         }
         if let Some(st) = child.try_wait()? {

@@ -78,7 +78,7 @@ pub const FS_NAME: &str = "snapahead";
 const FS_TYPES: [&str; 2] = ["fuse", "fuse.snapahead"];
 
 /// Whether `/proc/mounts` lists `p` as a snapahead FUSE mount.
-fn is_snapahead_mount(p: &Path) -> bool {
+pub fn is_snapahead_mount(p: &Path) -> bool {
     // A dead mount may not canonicalize itself; its parent can.
     let full = match (p.parent(), p.file_name()) {
         (Some(parent), Some(name)) => {
@@ -191,12 +191,7 @@ pub async fn open_snapshots(
     }
     let mut bad = Vec::new();
     for (name, ix) in crate::catalog::list(store).await? {
-        match ix.and_then(|ix| {
-            if ix.header.name != name {
-                bail!("its index names snapshot {:?}", ix.header.name.as_str());
-            }
-            Ok(ix)
-        }) {
+        match ix {
             Ok(ix) => out.push(Arc::new(Snapshot::from_index(store.clone(), ix))),
             Err(e) => {
                 log::error!("snapshot {:?} is not served: {e:#}", name.as_str());

@@ -59,8 +59,8 @@ fn advise_next_blocks(snap: &Snapshot, fetcher: &Fetcher, first: u64) {
 /// is left for the store.
 pub struct Pending {
     len: usize,
-    spans: Vec<Span>,
-    pieces: Vec<Piece>,
+    /// Each span of the read with what is known of it (one allocation).
+    parts: Vec<(Span, Piece)>,
 }
 
 /// What [`read_local`] made of a read.
@@ -77,10 +77,9 @@ pub fn read_local(snap: &Snapshot, fetcher: &Fetcher, offset: u64, len: usize) -
     let reply_len = spans.reply_len();
     let (mut memory, mut disk, mut holes) = (0, 0, 0);
     let mut complete = true;
-    let mut pieces =
-        Vec::with_capacity(spans.blocks().end.saturating_sub(spans.blocks().start) as usize);
-    let spans: Vec<Span> = spans.collect();
-    for sp in &spans {
+    let blocks = spans.blocks();
+    let mut parts = Vec::with_capacity((blocks.end - blocks.start) as usize);
+    for sp in spans {
         let piece = match snap.locate_loaded(sp.block) {
             Some(None) => {
                 holes += 1;
@@ -109,7 +108,7 @@ pub fn read_local(snap: &Snapshot, fetcher: &Fetcher, offset: u64, len: usize) -
                 Piece::Need(None)
             }
         };
-        pieces.push(piece);
+        parts.push((sp, piece));
     }
     let m = fetcher.metrics();
     Metrics::add(&m.memory_hits, memory);
@@ -119,8 +118,7 @@ pub fn read_local(snap: &Snapshot, fetcher: &Fetcher, offset: u64, len: usize) -
     let bs = h.block_size as u64;
     let pending = Pending {
         len: reply_len,
-        spans,
-        pieces,
+        parts,
     };
     if !complete {
         return Local::Pending(pending);
@@ -137,18 +135,21 @@ impl Pending {
     pub async fn finish(mut self, snap: &Snapshot, fetcher: &Fetcher) -> anyhow::Result<Bytes> {
         let mut wants: Vec<Want> = Vec::new();
         let mut at: Vec<usize> = Vec::new();
-        for (i, (sp, piece)) in self.spans.iter().zip(&mut self.pieces).enumerate() {
-            let block = match piece {
-                Piece::Need(Some(b)) => b.clone(),
+        for (i, (sp, piece)) in self.parts.iter_mut().enumerate() {
+            // Taken out (a hole stays behind until the data comes).
+            let block = match std::mem::replace(piece, Piece::Hole) {
+                Piece::Need(Some(b)) => b,
                 Piece::Need(None) => match snap.locate(sp.block).await? {
                     Some(b) => b,
                     None => {
                         Metrics::inc(&fetcher.metrics().hole_blocks);
-                        *piece = Piece::Hole;
                         continue;
                     }
                 },
-                _ => continue,
+                known => {
+                    *piece = known;
+                    continue;
+                }
             };
             wants.push(Want {
                 block,
@@ -158,18 +159,18 @@ impl Pending {
             at.push(i);
         }
         for (i, r) in at.into_iter().zip(fetcher.get_blocks(&wants).await) {
-            self.pieces[i] = Piece::Data(r?);
+            self.parts[i].1 = Piece::Data(r?);
         }
         Ok(self.assemble())
     }
 
     /// The reply: a single piece as it is, several assembled once.
     fn assemble(self) -> Bytes {
-        if let [Piece::Data(d)] = self.pieces.as_slice() {
+        if let [(_, Piece::Data(d))] = self.parts.as_slice() {
             return d.clone();
         }
         let mut out = Vec::with_capacity(self.len);
-        for (sp, piece) in self.spans.iter().zip(self.pieces) {
+        for (sp, piece) in self.parts {
             debug_assert_eq!(out.len(), sp.at);
             match piece {
                 Piece::Data(d) => out.extend_from_slice(&d),

@@ -35,6 +35,11 @@ pub fn bucket_bound(k: usize) -> f64 {
     FIRST_BOUND * (k as f64 / PER_DOUBLING).exp2()
 }
 
+/// The bounds, computed once: observing a latency (twice per read) is then
+/// a binary search, no logarithm.
+static BOUNDS: std::sync::LazyLock<[f64; BUCKETS]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(bucket_bound));
+
 #[cfg(test)]
 pub(crate) fn bucket_of_for_tests(s: f64) -> usize {
     bucket_of(s)
@@ -42,19 +47,7 @@ pub(crate) fn bucket_of_for_tests(s: f64) -> usize {
 
 /// The bucket a duration falls in (`BUCKETS`: above the last bound).
 fn bucket_of(s: f64) -> usize {
-    if s <= FIRST_BOUND {
-        return 0;
-    }
-    let k = (PER_DOUBLING * (s / FIRST_BOUND).log2()).ceil() as usize;
-    // Rounding can put a value exactly on a bound one bucket high or low.
-    let k = k.min(BUCKETS);
-    if k > 0 && s <= bucket_bound(k - 1) {
-        k - 1
-    } else if k < BUCKETS && s > bucket_bound(k) {
-        k + 1
-    } else {
-        k
-    }
+    BOUNDS.partition_point(|&b| b < s)
 }
 
 pub struct Histogram {
@@ -92,9 +85,9 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
         let mut cum = 0;
         let mut buckets = Vec::with_capacity(BUCKETS);
-        for (k, c) in self.counts.iter().take(BUCKETS).enumerate() {
+        for (b, c) in BOUNDS.iter().zip(&self.counts) {
             cum += c.load(Relaxed);
-            buckets.push((bucket_bound(k), cum));
+            buckets.push((*b, cum));
         }
         cum += self.counts[BUCKETS].load(Relaxed);
         (buckets, cum, self.sum_ns.load(Relaxed) as f64 / 1e9)

@@ -110,17 +110,12 @@ pub fn render(st: &MountStats) -> String {
             "prefetch window in use, by snapshot and workload class",
         );
         for (f, ps) in st.snapshots.iter().zip(&p.snapshots) {
-            let class = ps.class.map_or("unknown".to_string(), |c| {
-                serde_json::to_value(c)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            });
+            let class = ps.class.map_or("unknown", |c| c.as_str());
             let _ = writeln!(
                 s,
                 "snapahead_snapshot_window_ms{{snapshot=\"{}\",class=\"{}\"}} {}",
                 label(&f.name),
-                label(&class),
+                label(class),
                 ps.window_ms
             );
         }

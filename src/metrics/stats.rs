@@ -56,6 +56,10 @@ pub struct PrefetchStats {
     pub queue_depth: u64,
     /// Jobs fetching right now.
     pub jobs_running: u64,
+    /// Demand reads told to the daemon, and how many of those it has
+    /// decided on (its queue and `jobs_running` include their jobs).
+    pub reads_accepted: u64,
+    pub reads_handled: u64,
     pub unread_prefetched_bytes: u64,
     /// Per mounted snapshot, in mount order.
     pub snapshots: Vec<PrefetchSnapshotStats>,

@@ -28,6 +28,9 @@ pub(super) struct ReadEvent {
 #[derive(Default)]
 pub(super) struct Intake {
     pending: Mutex<Vec<ReadEvent>>,
+    /// Reads accepted into `pending`, in all (the daemon reports how many
+    /// it has handled, so a caller can tell when it has caught up).
+    accepted: std::sync::atomic::AtomicU64,
     /// The daemon found nothing to do and waits to be woken.
     idle: AtomicBool,
     wake: tokio::sync::Notify,
@@ -39,6 +42,8 @@ impl Intake {
         if let Ok(mut p) = self.pending.lock() {
             if p.len() < EVENT_QUEUE {
                 p.push(ev);
+                self.accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
         if self.idle.swap(false, Relaxed) {
@@ -60,6 +65,11 @@ impl Intake {
     pub fn go_idle(&self) -> bool {
         self.idle.store(true, Relaxed);
         self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+
+    /// Reads accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn busy(&self) {

@@ -109,6 +109,7 @@ pub struct Prefetcher {
     threshold_milli: AtomicU64,
     queue_depth: AtomicU64,
     jobs_running: Arc<AtomicU64>,
+    reads_handled: AtomicU64,
     accounting: Accounting,
     status: Mutex<Vec<PrefetchSnapshotStats>>,
 }
@@ -135,6 +136,7 @@ impl Prefetcher {
             intake: Intake::default(),
             queue_depth: AtomicU64::new(0),
             jobs_running: Arc::default(),
+            reads_handled: AtomicU64::new(0),
             accounting: Accounting::default(),
             status: Mutex::new(status),
         });
@@ -152,13 +154,23 @@ impl Prefetcher {
         self.threshold_milli.load(Relaxed) as f32 / 1000.0
     }
 
-    /// The daemon's state as the mount reports it.
+    /// The daemon's state as the mount reports it. Loaded in this order
+    /// (and stored in the reverse one, SeqCst): reads handled, reads
+    /// accepted, queue, running — so `handled == accepted` with an empty
+    /// queue and nothing running means the daemon really is idle.
     pub fn status(&self) -> PrefetchStats {
+        use std::sync::atomic::Ordering::SeqCst;
+        let reads_handled = self.reads_handled.load(SeqCst);
+        let reads_accepted = self.intake.accepted();
+        let queue_depth = self.queue_depth.load(SeqCst);
+        let jobs_running = self.jobs_running.load(SeqCst);
         PrefetchStats {
             enabled: true,
             threshold: self.threshold(),
-            queue_depth: self.queue_depth.load(Relaxed),
-            jobs_running: self.jobs_running.load(Relaxed),
+            queue_depth,
+            jobs_running,
+            reads_accepted,
+            reads_handled,
             unread_prefetched_bytes: self.accounting.unread_bytes(),
             snapshots: self.status.lock().map(|s| s.clone()).unwrap_or_default(),
         }
@@ -195,15 +207,16 @@ impl Prefetcher {
                 let me = self.clone();
                 let done = job_done.clone();
                 let running = self.jobs_running.clone();
-                running.fetch_add(1, Relaxed);
+                running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     me.run_job(&snap, job).await;
-                    running.fetch_sub(1, Relaxed);
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     drop(permit);
                     done.notify_one();
                 });
             }
-            self.queue_depth.store(sched.len() as u64, Relaxed);
+            self.queue_depth
+                .store(sched.len() as u64, std::sync::atomic::Ordering::SeqCst);
             tokio::select! {
                 _ = job_done.notified() => {}
                 // Demand reads, polled under load, woken for when idle.
@@ -223,6 +236,7 @@ impl Prefetcher {
                     }
                     let threshold = self.threshold();
                     let cache = self.fetcher.cache();
+                    let n = batch.len() as u64;
                     for ev in batch.drain(..) {
                         let Some(f) = files.get_mut(ev.file) else { continue };
                         let jobs = f
@@ -236,6 +250,11 @@ impl Prefetcher {
                     // idle wait and a short burst of reads would never show.
                     self.publish_status(&files);
                     Metrics::add(&m.prefetch_dropped, sched.trim());
+                    // Their jobs are in the queue (and its depth published)
+                    // before the reads count as handled.
+                    self.queue_depth
+                .store(sched.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                    self.reads_handled.fetch_add(n, Relaxed);
                 }
                 _ = tick.tick() => {
                     self.accounting.account_wasted(self.fetcher.cache(), &m);

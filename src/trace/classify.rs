@@ -37,6 +37,17 @@ pub enum Class {
     Mixed,
 }
 
+impl Class {
+    /// The name `stats`, `/metrics` and the JSON use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Sequential => "sequential",
+            Class::Random => "random",
+            Class::Mixed => "mixed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Head {
     end: u64,
