@@ -412,6 +412,12 @@ impl Store {
         }
     }
 
+    /// Whether the store is this machine's own memory or disk (file://,
+    /// memory:// without added latency): no round trip to hide.
+    pub fn is_local(&self) -> bool {
+        self.latency.is_none() && (self.url.starts_with("file://") || self.url == "memory://")
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

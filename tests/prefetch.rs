@@ -153,11 +153,13 @@ async fn sequential_read_grows_the_window_and_then_hits() {
     assert!(st.snapshots[0].readahead_window >= 8 << 20, "{st:?}");
     let m = s.fetcher.metrics();
     assert!(m.prefetch_completed.load(Relaxed) > 64);
-    // No hints were learned: every prefetch was read-ahead.
+    // No hints were learned: every prefetch was read-ahead (or a miss's
+    // neighbours, before the window grew).
     assert_eq!(
-        m.prefetch_readahead_blocks.load(Relaxed),
+        m.prefetch_readahead_blocks.load(Relaxed) + m.prefetch_unit_blocks.load(Relaxed),
         m.prefetch_completed.load(Relaxed)
     );
+    assert!(m.prefetch_readahead_blocks.load(Relaxed) > 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,4 +374,108 @@ async fn demand_waits_for_fetch_slots_are_measured() {
         2,
         "prefetch GETs are not demand waits"
     );
+}
+
+/// A volume whose 512 KiB blocks compress well (~30:1) yet all differ, so a
+/// 4 MiB data object holds many of them, as an ext4 image of programs does.
+fn compressible_volume(size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| ((i / 4096) as u8).wrapping_mul(31) ^ ((i / (512 << 10)) as u8) ^ (i % 7) as u8)
+        .collect()
+}
+
+/// Tells the daemon of a read before serving it (as the FUSE thread does)
+/// and waits until the daemon has decided on it, so it sees the miss while
+/// the block is still on its way; then serves the read.
+async fn miss(s: &Setup, p: &Prefetcher, off: u64, len: usize) {
+    p.on_read(0, off, len as u32);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.status().reads_handled < p.status().reads_accepted {
+        assert!(Instant::now() < deadline, "daemon never handled the read");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    read_range(&s.snap, &s.fetcher, off, len).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_where_hints_say_nothing_brings_its_neighbours_on_a_slow_link() {
+    let _serial = SERIAL.lock().await;
+    let bs = 512 * 1024u64;
+    let vol = compressible_volume(32 * bs as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    assert!(s
+        .snap
+        .index()
+        .groups
+        .iter()
+        .all(|g| g.hints.iter().all(|&h| h == 0.0)));
+    let p = Prefetcher::start(
+        vec![s.snap.clone()],
+        s.fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    // The first miss teaches the mount the link's round trip.
+    miss(&s, &p, 0, 4096).await;
+    quiesce(&p).await;
+    let m = s.fetcher.metrics();
+    let before = m.blocks_fetched.load(Relaxed);
+    assert!(
+        s.fetcher.link_estimate().rtt >= LATENCY,
+        "{:?}",
+        s.fetcher.link_estimate()
+    );
+    // A miss in the middle of the volume: its object's neighbours come along.
+    miss(&s, &p, 20 * bs + 100, 4096).await;
+    quiesce(&p).await;
+    let fetched = m.blocks_fetched.load(Relaxed) - before;
+    let unit = m.prefetch_unit_blocks.load(Relaxed);
+    assert!(fetched > 1 && unit > 0, "fetched {fetched}, unit {unit}");
+    // The block after it is now local: reading it fetches nothing.
+    let (_, misses0) = lookups(m);
+    let data = read_range(&s.snap, &s.fetcher, 21 * bs, 4096)
+        .await
+        .unwrap();
+    assert!(data == vol[21 * bs as usize..21 * bs as usize + 4096]);
+    assert_eq!(
+        lookups(m).1,
+        misses0,
+        "block 21 was not brought by the unit"
+    );
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_local_store_a_miss_fetches_exactly_its_block() {
+    let _serial = SERIAL.lock().await;
+    let bs = 512 * 1024u64;
+    let vol = compressible_volume(32 * bs as usize);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.img");
+    common::write(&src, &vol);
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = Store::open(&url, &Default::default(), dir.path()).unwrap();
+    assert!(store.is_local());
+    let name = SnapshotName::parse("v").unwrap();
+    let mut o = CreateOptions::new(name.clone(), &src);
+    o.block_size = Some(bs as u32);
+    create(&store, &o).await.unwrap();
+    let s = Setup {
+        snap: Arc::new(Snapshot::open(&store, &name).await.unwrap()),
+        fetcher: fresh_fetcher(&store, dir.path()),
+        store,
+        _dir: dir,
+    };
+    let p = Prefetcher::start(
+        vec![s.snap.clone()],
+        s.fetcher.clone(),
+        PrefetchConfig::default(),
+    );
+    for b in [0u64, 20, 5] {
+        miss(&s, &p, b * bs + 100, 4096).await;
+    }
+    quiesce(&p).await;
+    let m = s.fetcher.metrics();
+    assert_eq!(m.blocks_fetched.load(Relaxed), 3);
+    assert_eq!(m.prefetch_unit_blocks.load(Relaxed), 0);
+    drop(p);
 }

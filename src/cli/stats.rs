@@ -101,10 +101,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             m.prefetch_dropped
         );
         out!(
-            "               done by source: warm-up {}, read-ahead {}, hints and successors {} blocks",
+            "               done by source: warm-up {}, read-ahead {}, hints and successors {}, fetch unit {} ({} read) blocks",
             m.prefetch_warmup_blocks,
             m.prefetch_readahead_blocks,
-            m.prefetch_hint_blocks
+            m.prefetch_hint_blocks,
+            m.prefetch_unit_blocks,
+            m.prefetch_unit_used
         );
         for s in &p.snapshots {
             out!(

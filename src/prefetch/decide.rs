@@ -2,8 +2,10 @@
 //! account for the prefetched blocks it reads, feed the workload
 //! classifier (every [`CLASSIFY_EVERY`] reads it picks the hint window and
 //! bounds read-ahead: all of `max_readahead` for sequential work, a quarter
-//! for mixed, none for random), extend the stream's read-ahead, and ask
-//! [`super::hints`] for the groups it touches.
+//! for mixed, none for random), extend the stream's read-ahead, ask
+//! [`super::hints`] for the groups it touches, and, for a miss where the
+//! index knows nothing, [`super::unit`] for the neighbours the link
+//! carries nearly free.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +14,10 @@ use super::accounting::Accounting;
 use super::hints::HintState;
 use super::readahead::Readahead;
 use super::scheduler::Priority;
+use super::unit::FetchUnit;
 use super::PrefetchConfig;
 use crate::cache::BlockCache;
+use crate::fetch::link::LinkEstimate;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::{Class, Classifier};
@@ -31,6 +35,18 @@ pub(super) struct FileState {
     /// Index into the snapshot's windows.
     pub window: usize,
     pub hints: HintState,
+    unit: FetchUnit,
+}
+
+/// What every decision of one batch of reads shares.
+pub(super) struct Context<'a> {
+    pub threshold: f32,
+    pub cfg: &'a PrefetchConfig,
+    pub cache: &'a BlockCache,
+    pub metrics: &'a Metrics,
+    pub accounting: &'a Accounting,
+    /// The store link as measured at the start of the batch.
+    pub link: LinkEstimate,
 }
 
 impl FileState {
@@ -43,6 +59,7 @@ impl FileState {
             class: None,
             window: 0,
             hints: HintState::default(),
+            unit: FetchUnit::default(),
         }
     }
 
@@ -58,17 +75,13 @@ impl FileState {
 
     /// The prefetch jobs (priority, blocks) a demand read of `len` bytes at
     /// `offset` calls for.
-    #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &mut self,
         offset: u64,
         len: u32,
-        threshold: f32,
-        cfg: &PrefetchConfig,
-        cache: &BlockCache,
-        metrics: &Metrics,
-        accounting: &Accounting,
+        cx: &Context<'_>,
     ) -> Vec<(Priority, Vec<u64>)> {
+        let (threshold, cfg, cache, metrics) = (cx.threshold, cx.cfg, cx.cache, cx.metrics);
         let mut jobs = Vec::new();
         // Borrowed through our own handle on the snapshot: nothing on this
         // per-read path is cloned or allocated unless there is work to do.
@@ -79,7 +92,9 @@ impl FileState {
         if offset >= end {
             return jobs;
         }
-        accounting.mark_used(&snap, offset / bs..end.div_ceil(bs), metrics);
+        let read_blocks = offset / bs..end.div_ceil(bs);
+        cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);
+        Metrics::add(&metrics.prefetch_unit_used, self.unit.on_read(read_blocks));
         self.classify(offset, len, cfg);
         // Sequential read-ahead.
         if let Some(r) = self.readahead.on_read(offset, len as u64) {
@@ -100,6 +115,20 @@ impl FileState {
             .await
         {
             jobs.push((Priority::Hint, blocks));
+        }
+        // A miss where nothing above applies: the link-sized unit.
+        if jobs.is_empty() {
+            let hints = &self.hints;
+            let blocks = self
+                .unit
+                .neighbours(&snap, cache, &cx.link, self.class, offset / bs, |n| {
+                    hints.is_planned(n)
+                })
+                .await;
+            if !blocks.is_empty() {
+                self.hints.plan(&blocks);
+                jobs.push((Priority::Unit, blocks));
+            }
         }
         let n: u64 = jobs.iter().map(|j| j.1.len() as u64).sum();
         Metrics::add(&metrics.prefetch_issued, n);

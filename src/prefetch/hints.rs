@@ -37,6 +37,11 @@ impl HintState {
         self.planned.extend(blocks.iter().copied());
     }
 
+    /// Whether some job was queued for block `b`.
+    pub fn is_planned(&self, b: u64) -> bool {
+        self.planned.contains(&b)
+    }
+
     /// The block lists to prefetch for a read of `groups` of `snap`, with
     /// the index's window number `w` (of length `window`) at `threshold`.
     pub async fn on_read(

@@ -12,10 +12,13 @@
 //! - a sequential stream: read ahead its window ([`readahead`]), bounded by
 //!   the snapshot's recent class (all of `max_readahead` for sequential
 //!   work, a quarter for mixed, none for random);
+//! - a miss where the index knows nothing: the neighbours of the missed
+//!   block in its data object that the measured link carries nearly free
+//!   ([`unit`], the link-sized fetch unit);
 //! - at mount: the warm-up list, in order.
 //!
-//! Scheduling: jobs wait in a priority queue (warm-up > read-ahead > hints
-//! and successors), at most `concurrency` run at once, and they fetch
+//! Scheduling: jobs wait in a priority queue (fetch unit > warm-up >
+//! read-ahead > hints and successors), at most `concurrency` run at once, and they fetch
 //! through the same [`Fetcher`] as demand reads, so a block is never
 //! fetched twice at once and a demand read for a block being prefetched
 //! joins that fetch. Demand reads keep the rest of the fetcher's slots:
@@ -29,7 +32,7 @@
 //!
 //! Layout: [`intake`] carries demand reads from FUSE threads to the daemon;
 //! `decide` turns one read into jobs, with [`readahead`] (per-stream
-//! windows) and `hints` (hints and successors per episode);
+//! windows), `hints` (hints and successors per episode) and `unit`;
 //! `scheduler` holds the priority queue and the prefetch slots;
 //! `accounting` tracks used and wasted prefetches and samples the
 //! [`controller`]'s signals; this file runs the loop that ties them.
@@ -41,6 +44,7 @@ mod hints;
 pub mod intake;
 pub mod readahead;
 mod scheduler;
+mod unit;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -55,7 +59,7 @@ use crate::snapshot::Snapshot;
 use crate::trace::classify::ClassWindows;
 use accounting::{Accounting, Sampler};
 use controller::{Controller, RealClock, ThresholdConfig};
-use decide::FileState;
+use decide::{Context, FileState};
 use intake::{Intake, ReadEvent};
 pub use scheduler::Priority;
 use scheduler::{Job, Scheduler};
@@ -234,14 +238,18 @@ impl Prefetcher {
                         self.intake.busy();
                         continue;
                     }
-                    let threshold = self.threshold();
-                    let cache = self.fetcher.cache();
+                    let cx = Context {
+                        threshold: self.threshold(),
+                        cfg: &self.cfg,
+                        cache: self.fetcher.cache(),
+                        metrics: &m,
+                        accounting: &self.accounting,
+                        link: self.fetcher.link_estimate(),
+                    };
                     let n = batch.len() as u64;
                     for ev in batch.drain(..) {
                         let Some(f) = files.get_mut(ev.file) else { continue };
-                        let jobs = f
-                            .decide(ev.offset, ev.len, threshold, &self.cfg, cache, &m, &self.accounting)
-                            .await;
+                        let jobs = f.decide(ev.offset, ev.len, &cx).await;
                         for (priority, blocks) in jobs {
                             sched.push(priority, ev.file, blocks);
                         }
@@ -284,6 +292,7 @@ impl Prefetcher {
             Priority::Warmup => &m.prefetch_warmup_blocks,
             Priority::Readahead => &m.prefetch_readahead_blocks,
             Priority::Hint => &m.prefetch_hint_blocks,
+            Priority::Unit => &m.prefetch_unit_blocks,
         };
         let mut wants = Vec::new();
         for b in job.blocks {

@@ -1,5 +1,6 @@
-//! The scheduler: prefetch jobs wait in a priority queue (warm-up >
-//! read-ahead > hints and successors; older first within a priority) and
+//! The scheduler: prefetch jobs wait in a priority queue (fetch unit >
+//! warm-up > read-ahead > hints and successors; older first within a
+//! priority) and
 //! run on at most `concurrency` prefetch slots. While a demand read waits
 //! on the store, prefetch backs off to 1/[`DEMAND_BACKOFF`] of its slots:
 //! it yields to demand without starving (a warm-up must still finish beside
@@ -22,6 +23,9 @@ pub enum Priority {
     Hint = 1,
     Readahead = 2,
     Warmup = 3,
+    /// Neighbours of a demand miss ([`super::unit`]): a reader is waiting
+    /// right next to them.
+    Unit = 4,
 }
 
 /// Blocks of one mounted file to prefetch.

@@ -17,6 +17,12 @@
 //! `prefetch.concurrency` + `prefetch.demand_slots`, [`DEFAULT_FETCH_SLOTS`]
 //! by default), so a burst of readers cannot open hundreds of connections
 //! to the store.
+//!
+//! Every GET and decode also feeds [`link::LinkModel`], the mount's
+//! measurement of its store link (round trip, throughput per GET, decode
+//! rate), which sizes the prefetcher's fetch unit.
+
+pub mod link;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +95,8 @@ pub struct Fetcher {
     /// Time demand GETs waited for a fetch slot, in all, and how many
     /// waited: the prefetch controller's "demand wait" signal.
     slot_wait: Arc<SlotWait>,
+    /// The link as measured from this fetcher's GETs.
+    link: Arc<link::LinkModel>,
 }
 
 /// Demand GETs' waits for a fetch slot (cumulative; the controller takes
@@ -130,6 +138,16 @@ impl Fetcher {
             next_run: 0.into(),
             demand_waiting: 0.into(),
             slot_wait: Arc::default(),
+            link: Arc::default(),
+        }
+    }
+
+    /// The store link as measured so far (marked local for file:// and
+    /// memory://).
+    pub fn link_estimate(&self) -> link::LinkEstimate {
+        link::LinkEstimate {
+            local: self.store.is_local(),
+            ..self.link.estimate()
         }
     }
 
@@ -272,23 +290,30 @@ impl Fetcher {
         let slots = self.slots.clone();
         let inflight = self.inflight.clone();
         let slot_wait = demand.then(|| self.slot_wait.clone());
+        let link = self.link.clone();
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
         // Shared with the decode thread without copying the wants.
         let run: Arc<[Want]> = run.into();
         let fut = async move {
-            let results: Vec<Result<Bytes, BlockError>> =
-                fetch_run(&store, run.clone(), &metrics, &slots, slot_wait.as_deref())
-                    .await
-                    .into_iter()
-                    .zip(run.iter())
-                    .map(|(r, w)| {
-                        r.map(|(b, cvs)| {
-                            cache.put(w.block.checksum, b.clone(), cvs);
-                            b
-                        })
-                    })
-                    .collect();
+            let results: Vec<Result<Bytes, BlockError>> = fetch_run(
+                &store,
+                run.clone(),
+                &metrics,
+                &link,
+                &slots,
+                slot_wait.as_deref(),
+            )
+            .await
+            .into_iter()
+            .zip(run.iter())
+            .map(|(r, w)| {
+                r.map(|(b, cvs)| {
+                    cache.put(w.block.checksum, b.clone(), cvs);
+                    b
+                })
+            })
+            .collect();
             for k in &keys {
                 inflight.remove_if(k, |_, v| v.0 == id);
             }
@@ -380,6 +405,7 @@ async fn fetch_run(
     store: &Store,
     run: Arc<[Want]>,
     metrics: &Arc<Metrics>,
+    link: &Arc<link::LinkModel>,
     slots: &Semaphore,
     slot_wait: Option<&SlotWait>,
 ) -> Vec<Result<(Bytes, Vec<ChainingValue>), BlockError>> {
@@ -395,7 +421,8 @@ async fn fetch_run(
     }
     let started = Instant::now();
     let got = store.get_range(&key, range.clone()).await;
-    metrics.fetch_latency.observe(started.elapsed());
+    let latency = started.elapsed();
+    metrics.fetch_latency.observe(latency);
     Metrics::inc(&metrics.fetches);
     let data = match got {
         Ok(d) => d,
@@ -415,11 +442,16 @@ async fn fetch_run(
         }
     };
     Metrics::add(&metrics.bytes_fetched, data.len() as u64);
+    link.record_get(data.len() as u64, latency);
     let decode = {
         let run = run.clone();
         let metrics = metrics.clone();
+        let link = link.clone();
         move || {
-            run.iter()
+            let t0 = Instant::now();
+            let decoded: u64 = run.iter().map(|w| w.len as u64).sum();
+            let out = run
+                .iter()
                 .map(|w| {
                     let s = (w.block.offset - range.start) as usize;
                     Metrics::inc(&metrics.blocks_fetched);
@@ -435,7 +467,9 @@ async fn fetch_run(
                         FETCH_ERRORS.error(|| e.to_string());
                     })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            link.record_decode(decoded, t0.elapsed());
+            out
         }
     };
     match tokio::task::spawn_blocking(decode).await {

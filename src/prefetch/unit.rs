@@ -1,0 +1,197 @@
+//! The fetch unit: how much a demand miss brings, sized by the link.
+//!
+//! A demand miss waits one round trip whatever it fetches, and on a remote
+//! store a 512 KiB block (a hundred-odd KiB stored) leaves the link idle for
+//! most of that trip. Where the index says nothing about a region (its group
+//! has no hint in any window: no recorded session read it), a miss of block
+//! `b` in data object `O` therefore also queues `b`'s neighbours stored in
+//! `O` (the blocks after `b` first, then those before it, up to the whole
+//! object), as many as the link carries nearly free: while their stored
+//! bytes at the measured throughput per GET, plus decoding them at the
+//! measured decode rate, cost at most [`FRACTION`] of the measured round
+//! trip ([`crate::fetch::link`]). On file:// that budget is smaller than
+//! one block, so the unit stays at the block; behind 20 ms it is megabytes.
+//!
+//! The neighbours are a prefetch job of the highest priority, not part of
+//! the demand GET: the read that missed gets its own block back after one
+//! round trip and never waits for the extra bytes, while they arrive in
+//! the same round trip on another connection.
+//!
+//! Random readers must not pay for it. The classifier's verdict "random"
+//! (after [`super::decide::CLASSIFY_EVERY`] reads) turns the unit off; before
+//! a verdict, a **credit** bounds it: the unit may fetch at most
+//! `credit` blocks, each costs one, and each of them a demand read later
+//! reads earns [`EARN_PER_USE`] back. A workload that reads at least half of
+//! what the unit brings keeps it; a random one spends [`INITIAL_CREDIT`]
+//! blocks and then fetches exactly what it reads.
+
+use std::collections::HashSet;
+
+use crate::cache::BlockCache;
+use crate::fetch::link::LinkEstimate;
+use crate::snapshot::{BlockRef, Snapshot};
+use crate::trace::classify::Class;
+
+/// Share of a round trip the unit's extra bytes may cost: half a trip keeps
+/// the neighbours' arrival within 1.5 round trips of the miss, before an
+/// application that stalls on each miss sends its next read.
+pub(super) const FRACTION: f64 = 0.5;
+/// Blocks the unit may fetch before any of them was read: two expansions
+/// of a typical 8-block budget. A random reader of 200 reads wastes at most
+/// this (8 MiB of 512 KiB blocks).
+pub(super) const INITIAL_CREDIT: u64 = 16;
+/// Credit a read unit block earns back: 2 makes "half of the unit read"
+/// the break-even precision.
+pub(super) const EARN_PER_USE: u64 = 2;
+/// Credit saved at most, so a workload turning random stops within one
+/// budget's worth of waste.
+pub(super) const MAX_CREDIT: u64 = 256;
+/// Block ids looked at on each side of a miss at most (a 4 MiB data object
+/// holds at most 64 blocks of 64 KiB or more).
+pub(super) const MAX_SCAN: u64 = 64;
+/// GETs measured before the link model is trusted: before that the round
+/// trip is unknown (zero), so no unit is fetched.
+pub(super) const MIN_SAMPLES: u64 = 1;
+/// Unit blocks remembered until read, at most (then forgotten: they just
+/// earn nothing).
+const MAX_TRACKED: usize = 1 << 16;
+
+pub(super) struct FetchUnit {
+    credit: u64,
+    /// Blocks the unit queued that no demand read has read yet.
+    unread: HashSet<u64>,
+}
+
+impl Default for FetchUnit {
+    fn default() -> Self {
+        FetchUnit {
+            credit: INITIAL_CREDIT,
+            unread: HashSet::new(),
+        }
+    }
+}
+
+impl FetchUnit {
+    /// A demand read of `blocks`: returns how many of them the unit had
+    /// fetched (each earns credit).
+    pub fn on_read(&mut self, blocks: std::ops::Range<u64>) -> u64 {
+        if self.unread.is_empty() {
+            return 0;
+        }
+        let used = blocks.filter(|b| self.unread.remove(b)).count() as u64;
+        self.credit = (self.credit + used * EARN_PER_USE).min(MAX_CREDIT);
+        used
+    }
+
+    /// The neighbours of block `b` to fetch for a read that needs it now,
+    /// or nothing: `b` is cached, hinted, the workload random, or the link
+    /// makes no neighbour nearly free.
+    pub async fn neighbours(
+        &mut self,
+        snap: &Snapshot,
+        cache: &BlockCache,
+        link: &LinkEstimate,
+        class: Option<Class>,
+        b: u64,
+        planned: impl Fn(u64) -> bool,
+    ) -> Vec<u64> {
+        if class == Some(Class::Random) || self.credit == 0 || link.samples < MIN_SAMPLES {
+            return Vec::new();
+        }
+        let gs = snap.header().group_size as u64;
+        if let Some(g) = snap.index().group(b / gs) {
+            let hinted =
+                g.hints.iter().any(|&h| h > 0.0) || g.successors.iter().any(|s| !s.is_empty());
+            if hinted {
+                return Vec::new();
+            }
+        }
+        let Ok(Some(missed)) = snap.locate(b).await else {
+            return Vec::new();
+        };
+        if cache.contains(&missed.checksum) {
+            return Vec::new();
+        }
+        let blocks = snap.header().block_count();
+        let (mut stored, mut decoded) = (0u64, 0u64);
+        let mut out = Vec::new();
+        // Forward, then backward, each walk stopping at the object's end.
+        for forward in [true, false] {
+            let mut prev = missed.clone();
+            for step in 1..=MAX_SCAN {
+                let n = if forward {
+                    b + step
+                } else {
+                    match b.checked_sub(step) {
+                        Some(n) => n,
+                        None => break,
+                    }
+                };
+                if n >= blocks || out.len() as u64 >= self.credit {
+                    break;
+                }
+                let r = match snap.locate(n).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue, // a hole: not stored, look further
+                    Err(_) => break,
+                };
+                if !stored_beside(&prev, &r, forward) {
+                    break;
+                }
+                prev = r.clone();
+                if cache.contains(&r.checksum) || planned(n) {
+                    continue;
+                }
+                let len = snap.block_len(n) as u64;
+                if !link.nearly_free(stored + r.length as u64, decoded + len, FRACTION) {
+                    break;
+                }
+                stored += r.length as u64;
+                decoded += len;
+                out.push(n);
+            }
+        }
+        self.credit -= out.len() as u64;
+        if self.unread.len() + out.len() > MAX_TRACKED {
+            self.unread.clear();
+        }
+        self.unread.extend(out.iter().copied());
+        out
+    }
+
+    #[cfg(test)]
+    pub fn credit(&self) -> u64 {
+        self.credit
+    }
+}
+
+/// Whether `next` is stored right after (or, walking back, right before)
+/// `prev` in the same data object: one ranged GET can carry both.
+fn stored_beside(prev: &BlockRef, next: &BlockRef, forward: bool) -> bool {
+    if prev.object != next.object {
+        return false;
+    }
+    if forward {
+        prev.offset + prev.length as u64 == next.offset
+    } else {
+        next.offset + next.length as u64 == prev.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_is_spent_by_fetches_and_earned_by_reads() {
+        let mut u = FetchUnit::default();
+        assert_eq!(u.credit(), INITIAL_CREDIT);
+        u.unread.extend([1, 2, 3, 4]);
+        u.credit -= 4;
+        assert_eq!(u.on_read(0..2), 1);
+        assert_eq!(u.credit(), INITIAL_CREDIT - 4 + EARN_PER_USE);
+        assert_eq!(u.on_read(1..2), 0, "a block earns once");
+        assert_eq!(u.on_read(2..5), 3);
+        assert_eq!(u.credit(), INITIAL_CREDIT + 4);
+    }
+}
