@@ -13,9 +13,11 @@ use snapahead::cache::BlockCache;
 use snapahead::create::{create, CreateOptions};
 use snapahead::fetch::Fetcher;
 use snapahead::fs::read::read_range;
+use snapahead::metrics::stats::{HydrationState, HydrationStats};
 use snapahead::metrics::Metrics;
 use snapahead::name::SnapshotName;
 use snapahead::predict::{self, Session};
+use snapahead::prefetch::hydrate::HydrateMode;
 use snapahead::prefetch::{PrefetchConfig, Prefetcher};
 use snapahead::snapshot::Snapshot;
 use snapahead::store::Store;
@@ -74,10 +76,25 @@ async fn quiesce(p: &Prefetcher) {
 }
 
 fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
-    let metrics = Arc::new(Metrics::default());
     let cache_dir = dir.join(format!("cache-{}", rand::random::<u32>()));
-    let cache =
-        Arc::new(BlockCache::open(&cache_dir, 1 << 30, 256 << 20, metrics.clone()).unwrap());
+    fetcher_on(store, &cache_dir, 1 << 30)
+}
+
+/// A fetcher whose disk cache is `cache_dir`, bounded by `disk` bytes (and
+/// a memory tier of 1 MiB, so what a test finds cached is on disk).
+fn fetcher_on(store: &Store, cache_dir: &std::path::Path, disk: u64) -> Arc<Fetcher> {
+    let metrics = Arc::new(Metrics::default());
+    // The previous user of the directory may still be letting go of it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cache = loop {
+        match BlockCache::open(cache_dir, disk, 1 << 20, metrics.clone()) {
+            Ok(c) => break Arc::new(c),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("in use") => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    };
     Arc::new(Fetcher::new(
         store.clone(),
         cache,
@@ -102,12 +119,17 @@ async fn learn_and_mount(
             .unwrap(),
     );
     let fetcher = fresh_fetcher(&s.store, s._dir.path());
-    let p = Prefetcher::start(
-        vec![snap.clone()],
-        fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let p = Prefetcher::start(vec![snap.clone()], fetcher.clone(), no_hydration());
     (snap, fetcher, p)
+}
+
+/// The defaults without background hydration, which would fetch the whole
+/// snapshot beside what a test measures.
+fn no_hydration() -> PrefetchConfig {
+    PrefetchConfig {
+        hydrate: HydrateMode::Off,
+        ..Default::default()
+    }
 }
 
 fn lookups(m: &Metrics) -> (u64, u64) {
@@ -123,11 +145,7 @@ async fn sequential_read_grows_the_window_and_then_hits() {
     let size = 64 << 20;
     let vol = common::random_bytes(1, size);
     let s = setup(&vol, 512 * 1024, 16).await;
-    let p = Prefetcher::start(
-        vec![s.snap.clone()],
-        s.fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
     let chunk = 128 * 1024;
     let mut after_warmup = None;
     for off in (0..size).step_by(chunk) {
@@ -168,11 +186,7 @@ async fn random_reads_trigger_no_readahead_and_few_prefetches() {
     let size = 64 << 20;
     let vol = common::random_bytes(2, size);
     let s = setup(&vol, 512 * 1024, 16).await;
-    let p = Prefetcher::start(
-        vec![s.snap.clone()],
-        s.fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
     let mut seed = 99u64;
     for _ in 0..200 {
         seed = seed
@@ -409,11 +423,7 @@ async fn a_miss_where_hints_say_nothing_brings_its_neighbours_on_a_slow_link() {
         .groups
         .iter()
         .all(|g| g.hints.iter().all(|&h| h == 0.0)));
-    let p = Prefetcher::start(
-        vec![s.snap.clone()],
-        s.fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
     // The first miss teaches the mount the link's round trip.
     miss(&s, &p, 0, 4096).await;
     quiesce(&p).await;
@@ -465,11 +475,7 @@ async fn on_a_local_store_a_miss_fetches_exactly_its_block() {
         store,
         _dir: dir,
     };
-    let p = Prefetcher::start(
-        vec![s.snap.clone()],
-        s.fetcher.clone(),
-        PrefetchConfig::default(),
-    );
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
     for b in [0u64, 20, 5] {
         miss(&s, &p, b * bs + 100, 4096).await;
     }
@@ -477,5 +483,164 @@ async fn on_a_local_store_a_miss_fetches_exactly_its_block() {
     let m = s.fetcher.metrics();
     assert_eq!(m.blocks_fetched.load(Relaxed), 3);
     assert_eq!(m.prefetch_unit_blocks.load(Relaxed), 0);
+    drop(p);
+}
+
+fn hydration(p: &Prefetcher) -> HydrationStats {
+    p.status().snapshots[0]
+        .hydration
+        .expect("hydration reported")
+}
+
+/// Waits (at most 60 s) until hydration reaches a state other than running.
+async fn hydration_ends(p: &Prefetcher) -> HydrationStats {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = hydration(p);
+        if h.state != HydrationState::Running && p.status().jobs_running == 0 {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "hydration still running: {h:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the disk writer has handled every block that was fetched.
+async fn disk_writes_done(f: &Fetcher) {
+    let m = f.metrics();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.cache_writes_done.load(Relaxed) < m.blocks_fetched.load(Relaxed) {
+        assert!(Instant::now() < deadline, "disk writes pending");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydration_fetches_a_small_snapshot_whole_and_a_remount_only_the_rest() {
+    let _serial = SERIAL.lock().await;
+    let bs = 512 * 1024u64;
+    let blocks = 48u64;
+    let vol = compressible_volume((blocks * bs) as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    let cache_dir = s._dir.path().join("hydrate-cache");
+    // First mount: hydration capped at a rate that takes seconds, stopped
+    // part-way.
+    let f1 = fetcher_on(&s.store, &cache_dir, 1 << 30);
+    let slow = PrefetchConfig {
+        hydrate_rate: bytesize::ByteSize::kib(256),
+        ..Default::default()
+    };
+    let p1 = Prefetcher::start(vec![s.snap.clone()], f1.clone(), slow);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f1.metrics().hydrate_blocks.load(Relaxed) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no hydration: {:?}",
+            hydration(&p1)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p1.shutdown();
+    // Jobs already dispatched finish on their own; wait for them to land.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p1.has_stopped() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    disk_writes_done(&f1).await;
+    let first = f1.metrics().blocks_fetched.load(Relaxed);
+    assert!(first < blocks, "the rate cap did not hold: {first} blocks");
+    drop(p1);
+    drop(f1);
+    // Second mount, same cache, no cap: it fetches exactly the rest.
+    let f2 = fetcher_on(&s.store, &cache_dir, 1 << 30);
+    let cached = {
+        let all = s.snap.all_blocks().await.unwrap();
+        all.iter()
+            .filter(|b| f2.cache().contains(&b.checksum))
+            .count() as u64
+    };
+    assert!(cached >= 4, "{cached} blocks survived the first mount");
+    let p2 = Prefetcher::start(vec![s.snap.clone()], f2.clone(), Default::default());
+    let h = hydration_ends(&p2).await;
+    assert_eq!(h.state, HydrationState::Done, "{h:?}");
+    assert_eq!(h.hydrated_bytes, h.total_bytes);
+    assert_eq!(h.percent, 100.0);
+    let m = f2.metrics();
+    assert_eq!(m.blocks_fetched.load(Relaxed), blocks - cached);
+    assert_eq!(m.hydrate_blocks.load(Relaxed), blocks - cached);
+    // Every block is local now (once the disk writer has stored the last
+    // ones: hydrated blocks enter memory only into free room): a read of
+    // each fetches nothing.
+    disk_writes_done(&f2).await;
+    for b in 0..blocks {
+        read_range(&s.snap, &f2, b * bs, 4096).await.unwrap();
+    }
+    assert_eq!(m.misses.load(Relaxed), 0);
+    drop(p2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydration_stops_at_half_the_disk_cache() {
+    let _serial = SERIAL.lock().await;
+    let bs = 512 * 1024u64;
+    let vol = compressible_volume((32 * bs) as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    let disk = 8 << 20; // 16 MiB of snapshot, 8 MiB of disk cache
+                        // auto: does not fit in half the cache, so it does not start.
+    let f = fetcher_on(&s.store, &s._dir.path().join("c1"), disk);
+    let p = Prefetcher::start(vec![s.snap.clone()], f.clone(), Default::default());
+    quiesce(&p).await;
+    assert_eq!(hydration(&p).state, HydrationState::TooLarge);
+    assert_eq!(f.metrics().blocks_fetched.load(Relaxed), 0);
+    p.shutdown();
+    // always: hydrates up to half the cache, then stops.
+    let f = fetcher_on(&s.store, &s._dir.path().join("c2"), disk);
+    let always = PrefetchConfig {
+        hydrate: HydrateMode::Always,
+        ..Default::default()
+    };
+    let p = Prefetcher::start(vec![s.snap.clone()], f.clone(), always);
+    let h = hydration_ends(&p).await;
+    assert_eq!(h.state, HydrationState::Capped, "{h:?}");
+    let fetched = f.metrics().hydrate_bytes.load(Relaxed);
+    assert!(
+        fetched > 0 && fetched <= disk / 2,
+        "hydrated {fetched} bytes"
+    );
+    assert!(
+        fetched + 16 * bs > disk / 2,
+        "stopped early: {fetched} bytes"
+    );
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_read_during_hydration_is_served_before_queued_hydration() {
+    let _serial = SERIAL.lock().await;
+    let bs = 512 * 1024u64;
+    let blocks = 64u64;
+    let vol = compressible_volume((blocks * bs) as usize);
+    let s = setup(&vol, bs as u32, 4).await;
+    // Hydration in block order, slowed so that it takes seconds.
+    let slow = PrefetchConfig {
+        hydrate_rate: bytesize::ByteSize::kib(512),
+        ..Default::default()
+    };
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), slow);
+    let m = s.fetcher.metrics();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.hydrate_blocks.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no hydration");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The last block: hydration's walk reaches it last.
+    let off = (blocks - 1) * bs;
+    let data = read_range(&s.snap, &s.fetcher, off, 4096).await.unwrap();
+    assert!(data == vol[off as usize..off as usize + 4096]);
+    let h = hydration(&p);
+    assert_eq!(m.misses.load(Relaxed), 1, "the read was a miss");
+    assert_eq!(h.state, HydrationState::Running, "{h:?}");
+    assert!(h.percent < 50.0, "hydration was not still queued: {h:?}");
     drop(p);
 }

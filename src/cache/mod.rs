@@ -188,6 +188,18 @@ impl BlockCache {
         }
     }
 
+    /// Caches a verified block nobody asked for yet (hydration): on disk,
+    /// and in memory only into free room, never evicting a block that was
+    /// read. Without a disk tier it is kept only if memory has room.
+    pub fn put_cold(&self, key: BlockKey, data: Bytes, cvs: Vec<ChainingValue>) {
+        self.memory.put_if_room(key, data.clone());
+        if let Some(tx) = &self.writes {
+            if tx.try_send((key, data, cvs)).is_err() {
+                Metrics::inc(&self.metrics.cache_writes_skipped);
+            }
+        }
+    }
+
     /// The whole block from the memory tier, if there.
     pub fn get_memory(&self, key: &BlockKey) -> Option<Bytes> {
         self.memory.get(key)

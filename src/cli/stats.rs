@@ -119,6 +119,17 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 s.window_ms,
                 ByteSize(s.readahead_window)
             );
+            if let Some(h) = &s.hydration {
+                out!(
+                    "               hydration {}: {} of {} cached ({:.1}%), {} fetched at {}/s",
+                    h.state.as_str().replace('_', " "),
+                    ByteSize(h.hydrated_bytes),
+                    ByteSize(h.total_bytes),
+                    h.percent,
+                    ByteSize(h.fetched_bytes),
+                    ByteSize(h.rate_bytes_per_s as u64)
+                );
+            }
         }
     } else {
         out!("prefetch       disabled");

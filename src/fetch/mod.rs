@@ -167,13 +167,20 @@ impl Fetcher {
     /// The wanted bytes of every wanted block, in order; each fails alone.
     /// A demand read: counted in the hit/miss metrics.
     pub async fn get_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
-        self.get(wants, true).await
+        self.get(wants, Purpose::Demand).await
     }
 
     /// Fetches blocks for the prefetcher: the same shared, coalesced path,
     /// not counted as demand hits or misses.
     pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
-        self.get(wants, false).await
+        self.get(wants, Purpose::Prefetch).await
+    }
+
+    /// Fetches blocks for background hydration: like a prefetch, but cached
+    /// cold (disk tier, memory only into free room), so it pushes out
+    /// nothing that was read.
+    pub async fn hydrate_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
+        self.get(wants, Purpose::Hydrate).await
     }
 
     /// Demand reads waiting on a fetch right now.
@@ -187,7 +194,8 @@ impl Fetcher {
         1.0 - self.slots.available_permits() as f64 / self.slot_count as f64
     }
 
-    async fn get(&self, wants: &[Want], demand: bool) -> Vec<Result<Bytes, BlockError>> {
+    async fn get(&self, wants: &[Want], purpose: Purpose) -> Vec<Result<Bytes, BlockError>> {
+        let demand = purpose == Purpose::Demand;
         let mut out: Vec<Option<Result<Bytes, BlockError>>> =
             (0..wants.len()).map(|_| None).collect();
         // 1. Cache.
@@ -235,7 +243,7 @@ impl Fetcher {
             }
         }
         for run in runs(wants, &to_fetch) {
-            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect(), demand);
+            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect(), purpose);
             for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
                 // Our run fetches the block, or someone else's claimed it first.
                 match owner {
@@ -280,7 +288,8 @@ impl Fetcher {
     /// Claims the run's blocks in the in-flight map (atomically per block)
     /// and starts one GET for the run unless every block was claimed by a
     /// fetch already under way. Returns, per block, the future to wait on.
-    fn start_run(&self, run: Vec<Want>, demand: bool) -> Vec<Claim> {
+    fn start_run(&self, run: Vec<Want>, purpose: Purpose) -> Vec<Claim> {
+        let demand = purpose == Purpose::Demand;
         let id = self
             .next_run
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -345,6 +354,14 @@ impl Fetcher {
         }
         claims
     }
+}
+
+/// Who asked for a fetch: counted, prioritized and cached accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Demand,
+    Prefetch,
+    Hydrate,
 }
 
 /// Counts a demand read as waiting for as long as it lives.

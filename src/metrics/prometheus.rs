@@ -119,6 +119,54 @@ pub fn render(st: &MountStats) -> String {
                 ps.window_ms
             );
         }
+        let hydrating: Vec<_> = st
+            .snapshots
+            .iter()
+            .zip(&p.snapshots)
+            .filter_map(|(f, ps)| ps.hydration.map(|h| (label(&f.name), h)))
+            .collect();
+        if !hydrating.is_empty() {
+            metric(
+                &mut s,
+                "hydrated_bytes",
+                "gauge",
+                "bytes of the snapshot's stored blocks cached (hydrated or read), by snapshot and hydration state",
+            );
+            for (name, h) in &hydrating {
+                let _ = writeln!(
+                    s,
+                    "snapahead_hydrated_bytes{{snapshot=\"{name}\",state=\"{}\"}} {}",
+                    h.state.as_str(),
+                    h.hydrated_bytes
+                );
+            }
+            metric(
+                &mut s,
+                "hydrate_total_bytes",
+                "gauge",
+                "bytes of the snapshot's stored blocks (uncompressed)",
+            );
+            for (name, h) in &hydrating {
+                let _ = writeln!(
+                    s,
+                    "snapahead_hydrate_total_bytes{{snapshot=\"{name}\"}} {}",
+                    h.total_bytes
+                );
+            }
+            metric(
+                &mut s,
+                "hydrate_rate_bytes_per_second",
+                "gauge",
+                "average rate of background hydration since the mount started",
+            );
+            for (name, h) in &hydrating {
+                let _ = writeln!(
+                    s,
+                    "snapahead_hydrate_rate_bytes_per_second{{snapshot=\"{name}\"}} {:.0}",
+                    h.rate_bytes_per_s
+                );
+            }
+        }
     }
     s
 }
@@ -154,6 +202,14 @@ mod tests {
                     class: Some(Class::Sequential),
                     window_ms: 2000,
                     readahead_window: 0,
+                    hydration: Some(crate::metrics::stats::HydrationStats {
+                        state: crate::metrics::stats::HydrationState::Running,
+                        hydrated_bytes: 10,
+                        total_bytes: 40,
+                        percent: 25.0,
+                        fetched_bytes: 10,
+                        rate_bytes_per_s: 5.0,
+                    }),
                 }],
                 ..Default::default()
             },
@@ -171,6 +227,8 @@ mod tests {
         assert!(text.contains("snapahead_prefetch_threshold 0.5\n"));
         assert!(text
             .contains("snapahead_snapshot_window_ms{snapshot=\"db\",class=\"sequential\"} 2000\n"));
+        assert!(text.contains("snapahead_hydrated_bytes{snapshot=\"db\",state=\"running\"} 10\n"));
+        assert!(text.contains("snapahead_hydrate_total_bytes{snapshot=\"db\"} 40\n"));
         // Every sample line belongs to a declared metric.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();

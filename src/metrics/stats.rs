@@ -73,6 +73,55 @@ pub struct PrefetchSnapshotStats {
     pub window_ms: u32,
     /// The largest read-ahead window of its streams.
     pub readahead_window: u64,
+    /// Background hydration of the snapshot (None: not reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydration: Option<HydrationStats>,
+}
+
+/// Where background hydration of one snapshot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HydrationState {
+    /// `prefetch.hydrate: off`.
+    #[default]
+    Off,
+    /// `auto`, and the snapshots do not fit in half the disk cache.
+    TooLarge,
+    /// `auto`, and the store is local (file://): nothing far to bring near.
+    LocalStore,
+    Running,
+    /// Every stored block is cached.
+    Done,
+    /// Stopped at half the disk cache, or the cache had no free room.
+    Capped,
+}
+
+impl HydrationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HydrationState::Off => "off",
+            HydrationState::TooLarge => "too_large",
+            HydrationState::LocalStore => "local_store",
+            HydrationState::Running => "running",
+            HydrationState::Done => "done",
+            HydrationState::Capped => "capped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HydrationStats {
+    pub state: HydrationState,
+    /// Uncompressed bytes of the snapshot's stored blocks found cached or
+    /// hydrated so far, of `total_bytes`.
+    pub hydrated_bytes: u64,
+    pub total_bytes: u64,
+    pub percent: f64,
+    /// Bytes hydration fetched itself (uncompressed), and their average
+    /// rate since the mount started.
+    pub fetched_bytes: u64,
+    pub rate_bytes_per_s: f64,
 }
 
 #[cfg(test)]

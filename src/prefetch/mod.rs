@@ -41,6 +41,7 @@ mod accounting;
 pub mod controller;
 mod decide;
 mod hints;
+pub mod hydrate;
 pub mod intake;
 pub mod readahead;
 mod scheduler;
@@ -48,6 +49,7 @@ mod unit;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -60,6 +62,7 @@ use crate::trace::classify::ClassWindows;
 use accounting::{Accounting, Sampler};
 use controller::{Controller, RealClock, ThresholdConfig};
 use decide::{Context, FileState};
+use hydrate::{HydrateMode, Hydrator};
 use intake::{Intake, ReadEvent};
 pub use scheduler::Priority;
 use scheduler::{Job, Scheduler};
@@ -83,6 +86,14 @@ pub struct PrefetchConfig {
     /// `concurrency` of them, so a demand read finds a free slot even in a
     /// prefetch storm.
     pub demand_slots: usize,
+    /// Background hydration of the whole snapshot ([`hydrate`]): `auto`
+    /// (from a remote store, when the mount's snapshots fit in half the
+    /// disk cache), `off`,
+    /// `always` (up to half the disk cache).
+    pub hydrate: HydrateMode,
+    /// Stored bytes per second hydration asks for at most; 0: as fast as
+    /// the link goes (it yields to every other fetch anyway).
+    pub hydrate_rate: ByteSize,
 }
 
 impl PrefetchConfig {
@@ -102,6 +113,8 @@ impl Default for PrefetchConfig {
             // A quarter of the fetcher's 64 slots: demand keeps 48.
             concurrency: 16,
             demand_slots: crate::fetch::DEFAULT_FETCH_SLOTS - 16,
+            hydrate: HydrateMode::Auto,
+            hydrate_rate: ByteSize(0),
         }
     }
 }
@@ -116,6 +129,11 @@ pub struct Prefetcher {
     reads_handled: AtomicU64,
     accounting: Accounting,
     status: Mutex<Vec<PrefetchSnapshotStats>>,
+    /// Set by [`Prefetcher::shutdown`]: the loop ends, nothing new starts.
+    stopped: std::sync::atomic::AtomicBool,
+    stop: tokio::sync::Notify,
+    /// The loop has ended (after a shutdown).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Prefetcher {
@@ -125,12 +143,21 @@ impl Prefetcher {
         fetcher: Arc<Fetcher>,
         cfg: PrefetchConfig,
     ) -> Arc<Prefetcher> {
+        let hydrator = Hydrator::new(
+            &snapshots,
+            cfg.hydrate,
+            cfg.hydrate_rate.as_u64(),
+            fetcher.cache(),
+            fetcher.link_estimate().local,
+        );
         let status = snapshots
             .iter()
-            .map(|s| PrefetchSnapshotStats {
+            .enumerate()
+            .map(|(i, s)| PrefetchSnapshotStats {
                 class: None,
                 window_ms: s.index().windows_ms.first().copied().unwrap_or(0),
                 readahead_window: 0,
+                hydration: hydrator.stats(i),
             })
             .collect();
         let p = Arc::new(Prefetcher {
@@ -143,9 +170,26 @@ impl Prefetcher {
             reads_handled: AtomicU64::new(0),
             accounting: Accounting::default(),
             status: Mutex::new(status),
+            stopped: false.into(),
+            stop: tokio::sync::Notify::new(),
+            ended: false.into(),
         });
-        tokio::spawn(p.clone().run(snapshots));
+        tokio::spawn(p.clone().run(snapshots, hydrator));
         p
+    }
+
+    /// Stops the daemon: no job starts after this (those running finish).
+    pub fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// After [`Prefetcher::shutdown`]: whether the loop has ended and every
+    /// job it started has finished.
+    pub fn has_stopped(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.ended.load(SeqCst) && self.jobs_running.load(SeqCst) == 0
     }
 
     /// Called by the FUSE thread for every demand read; never blocks for
@@ -180,11 +224,11 @@ impl Prefetcher {
         }
     }
 
-    async fn run(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>) {
+    async fn run(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>, mut hydrator: Hydrator) {
         let max_ra = self.cfg.max_readahead.as_u64();
         let mut files: Vec<FileState> = snapshots
-            .into_iter()
-            .map(|s| FileState::new(s, max_ra))
+            .iter()
+            .map(|s| FileState::new(s.clone(), max_ra))
             .collect();
         let mut sched = Scheduler::new(self.cfg.concurrency);
         // Warm-up lists first, in order.
@@ -206,14 +250,33 @@ impl Prefetcher {
         let mut poll = tokio::time::interval(intake::POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            for (job, permit) in sched.dispatch(self.fetcher.demand_waiting() > 0) {
+            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            // Hydration only fills an empty queue, never beside waiting demand.
+            let demand_waiting = self.fetcher.demand_waiting() > 0;
+            if sched.len() == 0 && !demand_waiting {
+                while let Some(job) = hydrator.next(&snapshots, self.fetcher.cache()).await {
+                    sched.push(Priority::Hydrate, job.file, job.blocks);
+                }
+            }
+            for (job, permit) in sched.dispatch(demand_waiting) {
                 let snap = files[job.file].snapshot.clone();
                 let me = self.clone();
                 let done = job_done.clone();
                 let running = self.jobs_running.clone();
+                let hydrating = (job.priority == Priority::Hydrate)
+                    .then(|| (hydrator.running.clone(), hydrator.progress(job.file)));
                 running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
-                    me.run_job(&snap, job).await;
+                    let fetched = me.run_job(&snap, job).await;
+                    if let Some((jobs, progress)) = hydrating {
+                        if let Some(p) = progress {
+                            p.job_done(fetched);
+                        }
+                        jobs.fetch_sub(1, Relaxed);
+                    }
                     running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     drop(permit);
                     done.notify_one();
@@ -221,8 +284,25 @@ impl Prefetcher {
             }
             self.queue_depth
                 .store(sched.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            self.publish_hydration(&hydrator);
+            // Hydration resumes when the rate cap allows (or, while demand
+            // waits, looks again shortly): only while it has a free job slot.
+            let hydrate_wake = hydrator
+                .wake_at()
+                .filter(|_| {
+                    sched.len() == 0 && hydrator.running.load(Relaxed) < hydrate::HYDRATE_JOBS
+                })
+                .map(|t| {
+                    if demand_waiting {
+                        t.max(Instant::now() + intake::POLL)
+                    } else {
+                        t
+                    }
+                });
             tokio::select! {
+                _ = self.stop.notified() => {}
                 _ = job_done.notified() => {}
+                _ = sleep_until(hydrate_wake) => {}
                 // Demand reads, polled under load, woken for when idle.
                 _ = poll.tick() => {
                     self.intake.take(&mut batch);
@@ -230,9 +310,11 @@ impl Prefetcher {
                         // Nothing came in a whole poll: sleep until woken.
                         if self.intake.go_idle() {
                             tokio::select! {
+                                _ = self.stop.notified() => {}
                                 _ = self.intake.woken() => {}
                                 _ = job_done.notified() => {}
                                 _ = tick.tick() => {}
+                                _ = sleep_until(hydrate_wake) => {}
                             }
                         }
                         self.intake.busy();
@@ -257,7 +339,12 @@ impl Prefetcher {
                     // Published per batch, not per tick: a tick can fall in an
                     // idle wait and a short burst of reads would never show.
                     self.publish_status(&files);
-                    Metrics::add(&m.prefetch_dropped, sched.trim());
+                    for job in sched.trim() {
+                        Metrics::add(&m.prefetch_dropped, job.blocks.len() as u64);
+                        if job.priority == Priority::Hydrate {
+                            hydrator.dropped(job.file);
+                        }
+                    }
                     // Their jobs are in the queue (and its depth published)
                     // before the reads count as handled.
                     self.queue_depth
@@ -274,6 +361,14 @@ impl Prefetcher {
         }
     }
 
+    fn publish_hydration(&self, h: &Hydrator) {
+        if let Ok(mut st) = self.status.lock() {
+            for (i, x) in st.iter_mut().enumerate() {
+                x.hydration = h.stats(i);
+            }
+        }
+    }
+
     /// Copies what the daemon knows per snapshot to what `status` reports.
     fn publish_status(&self, files: &[FileState]) {
         if let Ok(mut st) = self.status.lock() {
@@ -285,14 +380,16 @@ impl Prefetcher {
         }
     }
 
-    /// Fetches a job's blocks that are stored and not cached yet.
-    async fn run_job(&self, snap: &Snapshot, job: Job) {
+    /// Fetches a job's blocks that are stored and not cached yet; returns
+    /// the bytes (uncompressed) it brought.
+    async fn run_job(&self, snap: &Snapshot, job: Job) -> u64 {
         let m = self.fetcher.metrics();
         let by_source = match job.priority {
             Priority::Warmup => &m.prefetch_warmup_blocks,
             Priority::Readahead => &m.prefetch_readahead_blocks,
             Priority::Hint => &m.prefetch_hint_blocks,
             Priority::Unit => &m.prefetch_unit_blocks,
+            Priority::Hydrate => &m.hydrate_blocks,
         };
         let mut wants = Vec::new();
         for b in job.blocks {
@@ -309,16 +406,37 @@ impl Prefetcher {
             }
         }
         if wants.is_empty() {
-            return;
+            return 0;
         }
-        let results = self.fetcher.prefetch_blocks(&wants).await;
+        let hydrating = job.priority == Priority::Hydrate;
+        let results = if hydrating {
+            self.fetcher.hydrate_blocks(&wants).await
+        } else {
+            self.fetcher.prefetch_blocks(&wants).await
+        };
+        let mut brought = 0;
         for (w, r) in wants.iter().zip(results) {
             if r.is_ok() {
+                brought += w.len as u64;
+                Metrics::inc(by_source);
+                if hydrating {
+                    // Not a prediction: kept out of the controller's accuracy.
+                    Metrics::add(&m.hydrate_bytes, w.len as u64);
+                    continue;
+                }
                 Metrics::inc(&m.prefetch_completed);
                 Metrics::add(&m.prefetch_bytes, w.len as u64);
-                Metrics::inc(by_source);
                 self.accounting.prefetched(w.block.checksum, w.len as u64);
             }
         }
+        brought
+    }
+}
+
+/// Sleeps until `t`, or forever when there is no `t`.
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }

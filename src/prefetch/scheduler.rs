@@ -1,6 +1,6 @@
 //! The scheduler: prefetch jobs wait in a priority queue (fetch unit >
-//! warm-up > read-ahead > hints and successors; older first within a
-//! priority) and
+//! warm-up > read-ahead > hints and successors > hydration; older first
+//! within a priority) and
 //! run on at most `concurrency` prefetch slots. While a demand read waits
 //! on the store, prefetch backs off to 1/[`DEMAND_BACKOFF`] of its slots:
 //! it yields to demand without starving (a warm-up must still finish beside
@@ -20,6 +20,8 @@ pub(super) const MAX_QUEUED_JOBS: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
+    /// Background hydration ([`super::hydrate`]): only what nothing else wants.
+    Hydrate = 0,
     Hint = 1,
     Readahead = 2,
     Warmup = 3,
@@ -108,15 +110,15 @@ impl Scheduler {
         out
     }
 
-    /// Drops the least valuable jobs beyond [`MAX_QUEUED_JOBS`]; returns
-    /// how many blocks they held.
-    pub fn trim(&mut self) -> u64 {
+    /// Drops the least valuable jobs beyond [`MAX_QUEUED_JOBS`] and
+    /// returns them.
+    pub fn trim(&mut self) -> Vec<Job> {
         if self.queue.len() <= MAX_QUEUED_JOBS {
-            return 0;
+            return Vec::new();
         }
         let mut v = std::mem::take(&mut self.queue).into_sorted_vec();
         let drop_n = v.len() - MAX_QUEUED_JOBS;
-        let dropped = v.drain(..drop_n).map(|j| j.blocks.len() as u64).sum();
+        let dropped = v.drain(..drop_n).collect();
         self.queue = v.into_iter().collect();
         dropped
     }
@@ -152,7 +154,9 @@ mod tests {
         for _ in 0..MAX_QUEUED_JOBS {
             s.push(Priority::Warmup, 0, vec![0]);
         }
-        assert_eq!(s.trim(), 2);
+        let dropped = s.trim();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].blocks, vec![1, 2]);
         assert_eq!(s.len(), MAX_QUEUED_JOBS);
         assert!(s.queue.iter().all(|j| j.priority == Priority::Warmup));
     }
