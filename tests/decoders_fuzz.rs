@@ -48,6 +48,11 @@ fn index() -> Vec<u8> {
         windows_ms: vec![2000],
         groups,
         warmup: vec![WarmUp::new(1, 4, [4, 5])],
+        prior: Some(snapahead::format::FsPrior {
+            filesystem: "ext4".into(),
+            metadata: vec![snapahead::format::BlockRun { first: 0, count: 3 }],
+            files: vec![vec![snapahead::format::BlockRun { first: 9, count: 2 }]],
+        }),
     }
     .encode()
 }

@@ -34,8 +34,10 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
+pub mod ext4;
 mod pack;
 mod pages;
+mod prior;
 mod reader;
 
 use pack::{loc_of, pack, Loc, Sealed};
@@ -237,6 +239,14 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
     }
     let packed = packed?;
 
+    // The filesystem's own layout, as a prior for untrained mounts.
+    let prior = {
+        let source = opts.source.clone();
+        tokio::task::spawn_blocking(move || prior::scan(&source, size, block_size))
+            .await
+            .unwrap_or(None)
+    };
+
     // Manifest pages, then the index.
     let id = Id::random();
     let (pages, groups) = build_pages(id, &packed.entries, group_size);
@@ -294,6 +304,7 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
             })
             .collect(),
         warmup: Vec::new(),
+        prior,
     };
     let mut index = index;
     let index_len = index.encode().len() as u64;

@@ -13,11 +13,18 @@
 
 use super::codec::{Reader, Writer};
 use super::{
-    block_count, name_field, validate_block_size, FormatError, Id, FORMAT_VERSION, MAX_GROUP_SIZE,
+    block_count, name_field, validate_block_size, FormatError, Id, MAX_GROUP_SIZE,
 };
 use crate::name::SnapshotName;
 
 pub const INDEX_MAGIC: &[u8; 4] = b"SAIX";
+/// Version 2 adds the filesystem prior ([`FsPrior`]); version 1 indexes
+/// (without it) still decode, and are written back as version 2 by the
+/// next `hints`.
+pub const INDEX_VERSION: u16 = 2;
+/// Files a prior describes at most (a prior is a hint: past this, the
+/// largest files are kept).
+pub const MAX_PRIOR_FILES: usize = 1 << 20;
 /// At most this many prefetch windows (each costs 4 bytes a group).
 pub const MAX_WINDOWS: usize = 8;
 /// At most this many successors per group and window.
@@ -87,6 +94,34 @@ pub struct ManifestIndex {
     pub groups: Vec<GroupEntry>,
     /// What to fetch as soon as the snapshot is mounted, in order.
     pub warmup: Vec<WarmUp>,
+    /// What the filesystem in the volume says of itself, found by `create`.
+    pub prior: Option<FsPrior>,
+}
+
+/// `count` consecutive blocks from `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRun {
+    pub first: u64,
+    pub count: u32,
+}
+
+impl BlockRun {
+    pub fn blocks(&self) -> std::ops::Range<u64> {
+        self.first..self.first + self.count as u64
+    }
+}
+
+/// A prior for mounts without traces, from the filesystem's own layout
+/// (ext4: see `create/ext4.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FsPrior {
+    /// The filesystem found, e.g. "ext4".
+    pub filesystem: String,
+    /// Blocks holding its metadata (superblock, group descriptors, the
+    /// used part of the inode tables, directories), in fetch order.
+    pub metadata: Vec<BlockRun>,
+    /// Files spanning more than one block: each one's blocks, in file order.
+    pub files: Vec<Vec<BlockRun>>,
 }
 
 /// A warm-up entry: the blocks of one group that sessions read early.
@@ -160,7 +195,7 @@ impl ManifestIndex {
 
     pub fn encode(&self) -> Vec<u8> {
         let h = &self.header;
-        let mut w = Writer::new(INDEX_MAGIC, FORMAT_VERSION);
+        let mut w = Writer::new(INDEX_MAGIC, INDEX_VERSION);
         w.str(h.name.as_str());
         w.bytes(&h.id.0);
         w.u64(h.volume_size);
@@ -215,15 +250,34 @@ impl ManifestIndex {
             m.resize(mask_len, 0);
             w.bytes(&m);
         }
+        match &self.prior {
+            None => w.u8(0),
+            Some(p) => {
+                w.u8(1);
+                w.str(&p.filesystem);
+                let runs = |w: &mut Writer, runs: &[BlockRun]| {
+                    w.count(runs.len());
+                    for r in runs {
+                        w.u64(r.first);
+                        w.u32(r.count);
+                    }
+                };
+                runs(&mut w, &p.metadata);
+                w.count(p.files.len().min(MAX_PRIOR_FILES));
+                for f in p.files.iter().take(MAX_PRIOR_FILES) {
+                    runs(&mut w, f);
+                }
+            }
+        }
         w.finish()
     }
 
     /// Decodes and validates an index; `what` names it in errors (its key).
     pub fn decode(data: &[u8], what: &str) -> Result<Self, FormatError> {
-        let (mut r, _) = Reader::open(
+        let (mut r, version) = Reader::open(
             data,
             INDEX_MAGIC,
-            FORMAT_VERSION,
+            INDEX_VERSION,
             format!("manifest index {what}"),
         )?;
         let name = name_field(&mut r, "name")?;
@@ -390,14 +444,63 @@ impl ManifestIndex {
             }
             warmup.push(WarmUp { group: g, mask });
         }
+        let prior = if version >= 2 {
+            decode_prior(&mut r, n_blocks)?
+        } else {
+            None
+        };
         r.finish()?;
         Ok(ManifestIndex {
             header,
             windows_ms,
             groups,
             warmup,
+            prior,
         })
     }
+}
+
+/// The prior section of a version 2 index (after the warm-up list).
+fn decode_prior(r: &mut Reader<'_>, n_blocks: u64) -> Result<Option<FsPrior>, FormatError> {
+    match r.u8("has_prior")? {
+        0 => return Ok(None),
+        1 => {}
+        v => return Err(r.error("has_prior", format!("{v} is not 0 or 1"))),
+    }
+    let filesystem = r.str("prior filesystem")?.to_string();
+    fn runs(r: &mut Reader<'_>, n_blocks: u64, what: &str) -> Result<Vec<BlockRun>, FormatError> {
+        let n = r.count(what, 12)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let first = r.u64(what)?;
+            let count = r.u32(what)?;
+            if count == 0 || first.saturating_add(count as u64) > n_blocks {
+                return Err(r.error(
+                    what,
+                    format!("run {first}+{count} outside the volume's {n_blocks} blocks"),
+                ));
+            }
+            out.push(BlockRun { first, count });
+        }
+        Ok(out)
+    }
+    let metadata = runs(r, n_blocks, "prior metadata run")?;
+    let n_files = r.count("prior file count", 4)?;
+    if n_files > MAX_PRIOR_FILES {
+        return Err(r.error(
+            "prior file count",
+            format!("{n_files} > {MAX_PRIOR_FILES}"),
+        ));
+    }
+    let mut files = Vec::with_capacity(n_files);
+    for _ in 0..n_files {
+        files.push(runs(r, n_blocks, "prior file run")?);
+    }
+    Ok(Some(FsPrior {
+        filesystem,
+        metadata,
+        files,
+    }))
 }
 
 #[cfg(test)]
@@ -443,7 +546,36 @@ pub(crate) mod tests {
             windows_ms: vec![2000, 10000],
             groups,
             warmup: vec![WarmUp::new(2, 16, [32, 33]), WarmUp::new(0, 16, [0, 15])],
+            prior: Some(FsPrior {
+                filesystem: "ext4".into(),
+                metadata: vec![BlockRun { first: 0, count: 2 }, BlockRun { first: 40, count: 1 }],
+                files: vec![vec![
+                    BlockRun { first: 7, count: 3 },
+                    BlockRun { first: 2, count: 1 },
+                ]],
+            }),
         }
+    }
+
+    /// A version 1 index (no prior section) still decodes.
+    #[test]
+    fn version_1_indexes_decode_without_a_prior() {
+        let ix = ManifestIndex {
+            prior: None,
+            ..sample()
+        };
+        let v2 = ix.encode();
+        // Version 1 = version 2 without the trailing has_prior byte.
+        let mut body = v2[..v2.len() - 32 - 1].to_vec();
+        assert_eq!(v2[v2.len() - 33], 0, "has_prior");
+        body[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let sum = *blake3::hash(&body).as_bytes();
+        body.extend_from_slice(&sum);
+        assert_eq!(ManifestIndex::decode(&body, "v1").unwrap(), ix);
+        // And a prior outside the volume is refused.
+        let mut bad = sample();
+        bad.prior.as_mut().unwrap().metadata[0].first = 1 << 40;
+        assert!(ManifestIndex::decode(&bad.encode(), "t").is_err());
     }
 
     #[test]

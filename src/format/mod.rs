@@ -24,7 +24,7 @@ pub mod page;
 pub mod span;
 
 pub use codec::FormatError;
-pub use index::{GroupEntry, ManifestIndex, SnapshotHeader, Successor, WarmUp};
+pub use index::{BlockRun, FsPrior, GroupEntry, ManifestIndex, SnapshotHeader, Successor, WarmUp};
 pub use page::{Compression, ManifestEntry, ManifestPage};
 pub use span::{Span, Spans};
 
@@ -32,7 +32,8 @@ use std::fmt;
 
 use crate::name::SnapshotName;
 
-/// Version of every structure this build writes.
+/// Version of the data objects, pages and traces this build writes (the
+/// manifest index has its own, [`index::INDEX_VERSION`]).
 pub const FORMAT_VERSION: u16 = 1;
 
 /// Smallest and largest block size: below 64 KiB the per-block overhead

@@ -291,6 +291,7 @@ pub(crate) mod tests {
             windows_ms: vec![2000],
             groups: entries,
             warmup: vec![],
+            prior: None,
         };
         let stored = StoredBlocks {
             group_size: gs,

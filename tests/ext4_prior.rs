@@ -1,0 +1,178 @@
+//! The ext4 prior that `create` records, checked against e2fsprogs'
+//! own view of the same image (`debugfs`, `dumpe2fs`) for images made by
+//! `mkfs.ext4 -d`, with 1 KiB blocks (small filesystems' default) and 4 KiB.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use snapahead::create::ext4;
+
+fn debugfs(img: &Path, req: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", req])
+        .arg(img)
+        .output()
+        .expect("debugfs runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file and directory below `tree`, as paths inside the image.
+fn paths(tree: &Path, rel: &str, out: &mut Vec<(String, bool)>) {
+    for e in std::fs::read_dir(tree.join(rel.trim_start_matches('/'))).unwrap() {
+        let e = e.unwrap();
+        let p = format!("{rel}/{}", e.file_name().to_string_lossy());
+        let dir = e.file_type().unwrap().is_dir();
+        out.push((p.clone(), dir));
+        if dir {
+            paths(tree, &p, out);
+        }
+    }
+}
+
+fn check(mkfs_args: &[&str]) {
+    if !common::which("debugfs") || !common::which("mkfs.ext4") {
+        common::skip("ext4 prior", "e2fsprogs (debugfs, mkfs.ext4) not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("lib/py/deep")).unwrap();
+    for i in 0..30 {
+        std::fs::write(
+            tree.join(format!("lib/py/m{i}.py")),
+            common::random_bytes(i, 1000 + i as usize * 9000),
+        )
+        .unwrap();
+    }
+    std::fs::write(tree.join("lib/big.so"), common::random_bytes(99, 3 << 20)).unwrap();
+    std::fs::write(tree.join("lib/py/deep/x"), b"x\n").unwrap();
+    let img = dir.path().join("v.img");
+    common::run(Command::new("truncate").args(["-s", "96M"]).arg(&img));
+    common::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .args(mkfs_args)
+            .arg("-d")
+            .arg(&tree)
+            .arg(&img),
+    );
+    let size = std::fs::metadata(&img).unwrap().len();
+    let file = std::fs::File::open(&img).unwrap();
+    let layout = ext4::scan(&file, size).expect("ext4 found");
+    let bs = layout.block_size;
+
+    // Every file and directory: same inode, same blocks in the same order.
+    let mut all = Vec::new();
+    paths(&tree, "", &mut all);
+    assert!(all.len() > 30);
+    for (p, is_dir) in &all {
+        let stat = debugfs(&img, &format!("stat {p}"));
+        let ino: u64 = stat
+            .split_whitespace()
+            .skip_while(|w| *w != "Inode:")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no inode for {p}: {stat}"));
+        let expected: Vec<u64> = debugfs(&img, &format!("blocks {p}"))
+            .split_whitespace()
+            .map(|b| b.parse().unwrap())
+            .collect();
+        let inode = layout.inodes.iter().find(|i| i.ino == ino);
+        if expected.is_empty() {
+            // Empty, or data inline in the inode: nothing to prefetch.
+            assert!(inode.is_none_or(|i| i.extents.is_empty()), "{p}");
+            continue;
+        }
+        let inode = inode.unwrap_or_else(|| panic!("{p} (inode {ino}) not found by the scan"));
+        assert_eq!(inode.directory, *is_dir, "{p}");
+        let got: Vec<u64> = inode
+            .extents
+            .iter()
+            .flat_map(|r| r.start / bs..r.end / bs)
+            .collect();
+        assert_eq!(got, expected, "{p}: blocks differ from debugfs");
+    }
+
+    // The used inode tables start where dumpe2fs says each table starts.
+    let dump = String::from_utf8_lossy(
+        &Command::new("dumpe2fs")
+            .arg(&img)
+            .output()
+            .expect("dumpe2fs runs")
+            .stdout,
+    )
+    .into_owned();
+    let tables: Vec<(u64, u64)> = dump
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Inode table at "))
+        .map(|r| {
+            let r = r.split_whitespace().next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    assert!(!layout.inode_tables.is_empty());
+    for (g, r) in &layout.inode_tables {
+        let (first, last) = tables[*g as usize];
+        assert_eq!(r.start, first * bs, "group {g}'s inode table");
+        assert!(r.end <= (last + 1) * bs, "group {g} beyond its table");
+    }
+    // Group 0's table holds every inode this small tree uses.
+    let used: BTreeSet<u64> = layout.inodes.iter().map(|i| i.ino).collect();
+    let max = *used.iter().max().unwrap();
+    assert!(layout.inode_tables[0].1.end - layout.inode_tables[0].1.start >= max * 128);
+    // Superblock and descriptors come first.
+    let gd_end: u64 = dump
+        .lines()
+        .find_map(|l| l.split("Group descriptors at ").nth(1))
+        .and_then(|r| r.split(['-', ',']).nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("group descriptors in dumpe2fs");
+    assert_eq!(layout.head.start, 0);
+    assert!(layout.head.end >= (gd_end + 1) * bs);
+}
+
+#[test]
+fn ext4_layout_matches_debugfs_with_1k_blocks() {
+    check(&["-b", "1024"]);
+}
+
+#[test]
+fn ext4_layout_matches_debugfs_with_4k_blocks() {
+    check(&["-b", "4096"]);
+}
+
+#[test]
+fn a_created_snapshot_of_ext4_carries_the_prior() {
+    if !common::which("mkfs.ext4") {
+        common::skip("ext4 prior", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tree, img) = common::ext4_image(dir.path(), 64);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = snapahead::store::Store::memory();
+        let name = snapahead::name::SnapshotName::parse("e").unwrap();
+        let o = snapahead::create::CreateOptions::new(name.clone(), &img);
+        snapahead::create::create(&store, &o).await.unwrap();
+        let snap = snapahead::snapshot::Snapshot::open(&store, &name).await.unwrap();
+        let prior = snap.index().prior.clone().expect("a prior for ext4");
+        assert_eq!(prior.filesystem, "ext4");
+        let meta: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
+        assert_eq!(meta[0], 0, "the superblock's block first");
+        // bin/random.bin is 3 MiB: more than one 512 KiB block.
+        assert!(prior.files.iter().any(|f| f.iter().map(|r| r.count).sum::<u32>() >= 6));
+        // Raw data gets none.
+        let raw = dir.path().join("raw.img");
+        common::write(&raw, &common::random_bytes(5, 4 << 20));
+        let rn = snapahead::name::SnapshotName::parse("raw").unwrap();
+        let o = snapahead::create::CreateOptions::new(rn.clone(), &raw);
+        snapahead::create::create(&store, &o).await.unwrap();
+        let snap = snapahead::snapshot::Snapshot::open(&store, &rn).await.unwrap();
+        assert!(snap.index().prior.is_none());
+    });
+}
