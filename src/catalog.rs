@@ -93,6 +93,18 @@ pub struct InspectReport {
     pub windows: Vec<WindowReport>,
     pub warmup_groups: u64,
     pub warmup_bytes: u64,
+    /// The filesystem prior `create` recorded (ext4), if any.
+    pub prior: Option<PriorReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PriorReport {
+    pub filesystem: String,
+    /// Blocks of metadata a mount without traces fetches at start.
+    pub metadata_blocks: u64,
+    pub metadata_bytes: u64,
+    /// Files spanning more than one block, whose rest a first read brings.
+    pub files: u64,
 }
 
 pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
@@ -166,6 +178,15 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                 Some(g.stored_bytes * n.min(g.stored_blocks as u64) / g.stored_blocks.max(1) as u64)
             })
             .sum(),
+        prior: ix.prior.as_ref().map(|p| {
+            let blocks: u64 = p.metadata.iter().map(|r| r.count as u64).sum();
+            PriorReport {
+                filesystem: p.filesystem.clone(),
+                metadata_blocks: blocks,
+                metadata_bytes: blocks * h.block_size as u64,
+                files: p.files.len() as u64,
+            }
+        }),
     }
 }
 

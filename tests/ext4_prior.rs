@@ -159,20 +159,27 @@ fn a_created_snapshot_of_ext4_carries_the_prior() {
         let name = snapahead::name::SnapshotName::parse("e").unwrap();
         let o = snapahead::create::CreateOptions::new(name.clone(), &img);
         snapahead::create::create(&store, &o).await.unwrap();
-        let snap = snapahead::snapshot::Snapshot::open(&store, &name).await.unwrap();
+        let snap = snapahead::snapshot::Snapshot::open(&store, &name)
+            .await
+            .unwrap();
         let prior = snap.index().prior.clone().expect("a prior for ext4");
         assert_eq!(prior.filesystem, "ext4");
         let meta: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
         assert_eq!(meta[0], 0, "the superblock's block first");
         // bin/random.bin is 3 MiB: more than one 512 KiB block.
-        assert!(prior.files.iter().any(|f| f.iter().map(|r| r.count).sum::<u32>() >= 6));
+        assert!(prior
+            .files
+            .iter()
+            .any(|f| f.iter().map(|r| r.count).sum::<u32>() >= 6));
         // Raw data gets none.
         let raw = dir.path().join("raw.img");
         common::write(&raw, &common::random_bytes(5, 4 << 20));
         let rn = snapahead::name::SnapshotName::parse("raw").unwrap();
         let o = snapahead::create::CreateOptions::new(rn.clone(), &raw);
         snapahead::create::create(&store, &o).await.unwrap();
-        let snap = snapahead::snapshot::Snapshot::open(&store, &rn).await.unwrap();
+        let snap = snapahead::snapshot::Snapshot::open(&store, &rn)
+            .await
+            .unwrap();
         assert!(snap.index().prior.is_none());
     });
 }

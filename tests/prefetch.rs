@@ -644,3 +644,64 @@ async fn a_demand_read_during_hydration_is_served_before_queued_hydration() {
     assert!(h.percent < 50.0, "hydration was not still queued: {h:?}");
     drop(p);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrained_ext4_snapshot_fetches_its_metadata_and_a_files_rest() {
+    let _serial = SERIAL.lock().await;
+    if !common::which("mkfs.ext4") {
+        common::skip("ext4 prior at mount", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_tree, img) = common::ext4_image(dir.path(), 64);
+    let vol = std::fs::read(&img).unwrap();
+    let bs = 512 * 1024u64;
+    let s = setup(&vol, bs as u32, 16).await;
+    let prior = s.snap.index().prior.clone().expect("ext4 prior");
+    assert!(s.snap.index().warmup.is_empty());
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
+    quiesce(&p).await;
+    disk_writes_done(&s.fetcher).await;
+    // Every stored metadata block is local before any read.
+    let mut stored_meta = 0;
+    for b in prior.metadata.iter().flat_map(|r| r.blocks()) {
+        if let Some(r) = s.snap.locate(b).await.unwrap() {
+            stored_meta += 1;
+            assert!(
+                s.fetcher.cache().contains(&r.checksum),
+                "metadata block {b}"
+            );
+        }
+    }
+    assert!(stored_meta > 0);
+    let m = s.fetcher.metrics();
+    assert_eq!(m.misses.load(Relaxed), 0);
+    // The first read of a multi-block file brings the rest of it (the
+    // largest file: its later blocks are not metadata blocks).
+    let file = prior
+        .files
+        .iter()
+        .max_by_key(|f| f.iter().map(|r| r.count).sum::<u32>())
+        .unwrap();
+    let blocks: Vec<u64> = file.iter().flat_map(|r| r.blocks()).collect();
+    let mut rest = Vec::new();
+    for &b in &blocks[1..] {
+        let r = s.snap.locate(b).await.unwrap().unwrap();
+        if !s.fetcher.cache().contains(&r.checksum) {
+            rest.push(r);
+        }
+    }
+    assert!(!rest.is_empty(), "the whole file was metadata: {blocks:?}");
+    miss(&s, &p, blocks[0] * bs, 4096).await;
+    quiesce(&p).await;
+    disk_writes_done(&s.fetcher).await;
+    for r in &rest {
+        assert!(
+            s.fetcher.cache().contains(&r.checksum),
+            "block {} of the file",
+            r.block_id
+        );
+    }
+    assert_eq!(m.prefetch_unit_blocks.load(Relaxed), rest.len() as u64);
+    drop(p);
+}

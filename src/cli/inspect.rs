@@ -100,5 +100,15 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
         r.warmup_groups,
         ByteSize(r.warmup_bytes)
     );
+    match &r.prior {
+        Some(p) => out!(
+            "prior          {}: metadata {} blocks ({}), fetched at mount while there is no warm-up; {} multi-block files",
+            p.filesystem,
+            p.metadata_blocks,
+            ByteSize(p.metadata_bytes),
+            p.files
+        ),
+        None => out!("prior          none (no filesystem recognized)"),
+    }
     Ok(())
 }

@@ -16,6 +16,8 @@
 //! - every in-use inode's extent tree (leaves in `i_block`, index nodes read
 //!   from the volume, depth ≤ [`MAX_DEPTH`]): directories' extents are
 //!   metadata, regular files' extents are their data in file order.
+//!   Reserved regular files (below `s_first_ino`: the journal) are
+//!   skipped: nothing reads them at mount time.
 //!   Inodes without extents (ext2/3 block maps, inline data) are skipped:
 //!   they get no prior, which only costs a miss.
 //!
@@ -80,7 +82,9 @@ impl ReadAt for std::fs::File {
 
 impl ReadAt for [u8] {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let s = usize::try_from(offset).ok().and_then(|o| self.get(o..o + buf.len()));
+        let s = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.get(o..o + buf.len()));
         match s {
             Some(s) => {
                 buf.copy_from_slice(s);
@@ -107,6 +111,9 @@ struct Geometry {
     first_data_block: u64,
     inodes_per_group: u64,
     inode_size: u64,
+    /// First inode of ordinary files: below it are reserved ones (the
+    /// journal, 8, is a regular file of mostly unused blocks).
+    first_ino: u64,
     groups: u64,
     desc_size: u64,
     has_64bit: bool,
@@ -134,11 +141,13 @@ fn geometry(sb: &[u8], volume_size: u64) -> Option<Geometry> {
         };
     let blocks_per_group = u32_at(sb, 0x20) as u64;
     let inodes_per_group = u32_at(sb, 0x28) as u64;
-    let inode_size = if u32_at(sb, 0x4C) >= 1 {
+    let dynamic = u32_at(sb, 0x4C) >= 1;
+    let inode_size = if dynamic {
         u16_at(sb, 0x58) as u64
     } else {
         128
     };
+    let first_ino = if dynamic { u32_at(sb, 0x54) as u64 } else { 11 };
     let first_data_block = u32_at(sb, 0x14) as u64;
     let desc_size = if has_64bit {
         u16_at(sb, 0xFE) as u64
@@ -161,6 +170,7 @@ fn geometry(sb: &[u8], volume_size: u64) -> Option<Geometry> {
         first_data_block,
         inodes_per_group,
         inode_size,
+        first_ino,
         groups: (blocks - first_data_block).div_ceil(blocks_per_group),
         desc_size,
         has_64bit,
@@ -196,9 +206,19 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
     for grp in 0..g.groups {
         let d = &gdt[(grp * g.desc_size) as usize..((grp + 1) * g.desc_size) as usize];
         let wide = g.has_64bit && g.desc_size >= 64;
-        let table = u32_at(d, 0x8) as u64 | if wide { (u32_at(d, 0x28) as u64) << 32 } else { 0 };
+        let table = u32_at(d, 0x8) as u64
+            | if wide {
+                (u32_at(d, 0x28) as u64) << 32
+            } else {
+                0
+            };
         let flags = u16_at(d, 0x12);
-        let unused = u16_at(d, 0x1C) as u64 | if wide { (u16_at(d, 0x32) as u64) << 16 } else { 0 };
+        let unused = u16_at(d, 0x1C) as u64
+            | if wide {
+                (u16_at(d, 0x32) as u64) << 16
+            } else {
+                0
+            };
         let used = if !g.uninit_bg {
             g.inodes_per_group
         } else if flags & BG_INODE_UNINIT != 0 {
@@ -241,6 +261,9 @@ fn parse_inode<R: ReadAt + ?Sized>(vol: &R, g: &Geometry, ino: u64, raw: &[u8]) 
     let directory = kind == 0x4000;
     if links == 0 || dtime != 0 || !(directory || kind == 0x8000) || flags & EXTENTS_FL == 0 {
         return None;
+    }
+    if !directory && ino < g.first_ino {
+        return None; // the journal and other reserved files
     }
     let mut extents = Vec::new();
     walk(vol, g, raw.get(0x28..0x28 + 60)?, MAX_DEPTH, &mut extents)?;

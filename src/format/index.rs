@@ -12,9 +12,7 @@
 //! empty until `hints` learns them from traces.
 
 use super::codec::{Reader, Writer};
-use super::{
-    block_count, name_field, validate_block_size, FormatError, Id, MAX_GROUP_SIZE,
-};
+use super::{block_count, name_field, validate_block_size, FormatError, Id, MAX_GROUP_SIZE};
 use crate::name::SnapshotName;
 
 pub const INDEX_MAGIC: &[u8; 4] = b"SAIX";
@@ -487,10 +485,7 @@ fn decode_prior(r: &mut Reader<'_>, n_blocks: u64) -> Result<Option<FsPrior>, Fo
     let metadata = runs(r, n_blocks, "prior metadata run")?;
     let n_files = r.count("prior file count", 4)?;
     if n_files > MAX_PRIOR_FILES {
-        return Err(r.error(
-            "prior file count",
-            format!("{n_files} > {MAX_PRIOR_FILES}"),
-        ));
+        return Err(r.error("prior file count", format!("{n_files} > {MAX_PRIOR_FILES}")));
     }
     let mut files = Vec::with_capacity(n_files);
     for _ in 0..n_files {
@@ -548,7 +543,13 @@ pub(crate) mod tests {
             warmup: vec![WarmUp::new(2, 16, [32, 33]), WarmUp::new(0, 16, [0, 15])],
             prior: Some(FsPrior {
                 filesystem: "ext4".into(),
-                metadata: vec![BlockRun { first: 0, count: 2 }, BlockRun { first: 40, count: 1 }],
+                metadata: vec![
+                    BlockRun { first: 0, count: 2 },
+                    BlockRun {
+                        first: 40,
+                        count: 1,
+                    },
+                ],
                 files: vec![vec![
                     BlockRun { first: 7, count: 3 },
                     BlockRun { first: 2, count: 1 },

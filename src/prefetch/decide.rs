@@ -51,6 +51,7 @@ pub(super) struct Context<'a> {
 
 impl FileState {
     pub fn new(snapshot: Arc<Snapshot>, max_readahead: u64) -> Self {
+        let unit = FetchUnit::new(&snapshot);
         FileState {
             snapshot,
             readahead: Readahead::new(max_readahead),
@@ -59,7 +60,7 @@ impl FileState {
             class: None,
             window: 0,
             hints: HintState::default(),
-            unit: FetchUnit::default(),
+            unit,
         }
     }
 

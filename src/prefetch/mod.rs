@@ -15,7 +15,9 @@
 //! - a miss where the index knows nothing: the neighbours of the missed
 //!   block in its data object that the measured link carries nearly free
 //!   ([`unit`], the link-sized fetch unit);
-//! - at mount: the warm-up list, in order.
+//! - at mount: the warm-up list, in order; for a snapshot without one (no
+//!   traces learned yet) whose `create` found ext4, the filesystem's
+//!   metadata from the index's prior instead (remote stores only).
 //!
 //! Scheduling: jobs wait in a priority queue (fetch unit > warm-up >
 //! read-ahead > hints and successors), at most `concurrency` run at once, and they fetch
@@ -66,6 +68,11 @@ use hydrate::{HydrateMode, Hydrator};
 use intake::{Intake, ReadEvent};
 pub use scheduler::Priority;
 use scheduler::{Job, Scheduler};
+
+/// Blocks per job when the prior's metadata is queued at mount: jobs run
+/// in parallel on the prefetch slots, so the metadata of a large
+/// filesystem arrives over many GETs at once, not one after another.
+const PRIOR_JOB_BLOCKS: usize = 16;
 
 /// `prefetch:` in snapshots.yaml.
 #[derive(Debug, Clone, Deserialize)]
@@ -231,7 +238,9 @@ impl Prefetcher {
             .map(|s| FileState::new(s.clone(), max_ra))
             .collect();
         let mut sched = Scheduler::new(self.cfg.concurrency);
-        // Warm-up lists first, in order.
+        // Warm-up lists first, in order; without one (no traces learned),
+        // the filesystem's metadata from the prior, from a remote store.
+        let local = self.fetcher.link_estimate().local;
         for (i, f) in files.iter_mut().enumerate() {
             let snap = f.snapshot.clone();
             let gs = snap.header().group_size;
@@ -239,6 +248,15 @@ impl Prefetcher {
                 let blocks: Vec<u64> = w.blocks(gs).collect();
                 f.hints.plan(&blocks);
                 sched.push(Priority::Warmup, i, blocks);
+            }
+            if let Some(prior) = snap.index().prior.as_ref().filter(|_| !local) {
+                if snap.index().warmup.is_empty() {
+                    let blocks: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
+                    for chunk in blocks.chunks(PRIOR_JOB_BLOCKS) {
+                        f.hints.plan(chunk);
+                        sched.push(Priority::Warmup, i, chunk.to_vec());
+                    }
+                }
             }
         }
         let job_done = sched.done();
