@@ -3,6 +3,8 @@
 # all on the same Garage bucket through the same latency proxy
 # (`latency-proxy`, 10 ms each way), each image loop-mounted the same way:
 #   snap      snapahead mount (prefetch on, hints learned)
+#   snap-new  snapahead mount of the same images never traced (first session:
+#             fetch unit sized by the link, ext4 prior, hydration)
 #   snap-off  snapahead mount --no-prefetch
 #   rclone    rclone mount --read-only --vfs-cache-mode full
 #   rclone-t  ... plus --vfs-read-ahead 256M --buffer-size 64M
@@ -13,7 +15,9 @@
 # (b) trained cold start: mount, loop-mount, file-tree scan + program start;
 # (c) fio randread 4 KiB QD16; (d) mount start -> first byte of a file in the
 # loop-mounted fs; (e) fully cached re-read (page cache dropped);
-# (f) stored bytes and bytes through the proxy per workload.
+# (f) stored bytes and bytes through the proxy per workload;
+# (g) snapahead only: fio (c) again with hydration off (its effect on p99),
+# and an idle mount hydrating the whole random image (time, rate).
 # usage: bench/peers.sh [--quick]     (env: RUNS, FIO_SECS, SEQ_MB, DELAY_MS, BANDWIDTH)
 source "$(dirname "$0")/lib.sh"
 QUICK=""; [ "${1:-}" = "--quick" ] && QUICK=1
@@ -22,7 +26,7 @@ RUNS=${RUNS:-$([ -n "$QUICK" ] && echo 1 || echo 3)}
 FIO_SECS=${FIO_SECS:-$([ -n "$QUICK" ] && echo 10 || echo 60)}
 DELAY_MS=${DELAY_MS:-10}
 BANDWIDTH=${BANDWIDTH:-0}
-TOOLS=${TOOLS:-"snap snap-off rclone rclone-t s3fs s3fs-t"}
+TOOLS=${TOOLS:-"snap snap-new snap-off rclone rclone-t s3fs s3fs-t"}
 PROXY_PORT=3920
 D="$WORK/peers"; MNT="$D/mnt"; LO="$D/lo"; PID=""; PXPID=""; ROUTES=""; RUN_ID=""; UP=""; BUCKET=""
 P="$ROOT/target/release/latency-proxy"
@@ -74,8 +78,13 @@ export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_RE
 printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" > "$D/s3fs.passwd"; chmod 600 "$D/s3fs.passwd"
 RUN_ID=$(date +%s)
 PEERS_PREFIX="bench-$RUN_ID/peers"; SNAP_STORE="s3://$BUCKET/bench-$RUN_ID/snap"
+NEW_STORE="s3://$BUCKET/bench-$RUN_ID/snap-new"
 cat > "$D/snap.yaml" <<Y
 s3: { endpoint: '$EP', region: garage, allow_http: true }
+Y
+cat > "$D/snap-nohyd.yaml" <<Y
+s3: { endpoint: '$EP', region: garage, allow_http: true }
+prefetch: { hydrate: "off" }
 Y
 cat > "$D/snap-direct.yaml" <<Y
 s3: { endpoint: 'http://$UP', region: garage, allow_http: true }
@@ -98,9 +107,12 @@ truncate -s 1G "$D/vol.img"; mkfs.ext4 -q -F -d "$D/tree" "$D/vol.img"; rm -rf "
 echo "peers.sh: uploading (snapahead create; one raw object per image for the peers)" >&2
 for img in seq vol; do
   "$S" --config "$D/snap-direct.yaml" --store "$SNAP_STORE" create $img --source "$D/$img.img" >/dev/null
+  # The untrained copy: same images, a store prefix no session is recorded in.
+  "$S" --config "$D/snap-direct.yaml" --store "$NEW_STORE" create $img --source "$D/$img.img" >/dev/null
   RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE rclone copyto "$D/$img.img" "g:$BUCKET/$PEERS_PREFIX/$img.img" \
     --s3-upload-concurrency 8 --s3-chunk-size 16M
 done
+stored_seq=$("$S" --config "$D/snap-direct.yaml" --store "$SNAP_STORE" inspect seq --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
 stored_snap=$(RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE rclone size "g:$BUCKET/bench-$RUN_ID/snap" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 stored_peer=$(RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE rclone size "g:$BUCKET/$PEERS_PREFIX" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 
@@ -117,6 +129,8 @@ start() {
   local cmd
   case $TOOL in
     snap) cmd=("$S" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
+    snap-new) cmd=("$S" --config "$D/snap.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
+    snap-nohyd) cmd=("$S" --config "$D/snap-nohyd.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-off) cmd=("$S" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" --no-prefetch "$@") ;;
     rclone|rclone-t)
       cmd=(env -u AWS_CA_BUNDLE rclone mount "g:$BUCKET/$PEERS_PREFIX" "$MNT" --read-only --vfs-cache-mode full
@@ -133,7 +147,7 @@ start() {
 stop() {
   mountpoint -q "$LO" && umount "$LO"
   case $TOOL in
-    snap|snap-off) kill -TERM "$PID" ;;
+    snap*) kill -TERM "$PID" ;;
     *) fusermount3 -u "$MNT" || { sleep 1; fusermount3 -u -z "$MNT"; } ;;
   esac
   wait "$PID" || true; PID=""
@@ -213,6 +227,26 @@ for run in $(seq 1 "$RUNS"); do
     add $t iops "$iops"; add $t p50 "$p50"; add $t p99 "$p99"
     settle; add $t fio_bytes $(( $(down_bytes) - b0 ))
     stop
+    if [ $t = snap ]; then
+      # (g) the same fio without hydration, then an idle mount hydrating seq.
+      rm -rf "$D/c"; drop; b0=$(down_bytes)
+      start snap-nohyd "$D/c" seq; wait_file seq.img
+      read -r iops p50 p99 <<< "$(fio_json)"
+      add $t iops_nohyd "$iops"; add $t p99_nohyd "$p99"
+      settle; add $t fio_bytes_nohyd $(( $(down_bytes) - b0 ))
+      stop; TOOL=snap
+      rm -rf "$D/c"; drop; b0=$(down_bytes); t0=$(now)
+      start snap "$D/c" seq; wait_file seq.img
+      for _ in $(seq 1 6000); do
+        st=$("$S" stats "$MNT" --json 2>/dev/null | python3 -c 'import json,sys
+h=json.load(sys.stdin)["prefetch"]["snapshots"][0].get("hydration") or {}; print(h.get("state","none"))' 2>/dev/null)
+        case $st in done|capped|too_large|off|local_store|none) break ;; esac
+        sleep 0.05
+      done
+      add $t hydrate_s "$(el "$t0")"; settle; add $t hydrate_bytes $(( $(down_bytes) - b0 ))
+      echo "peers.sh: hydration ended: $st" >&2
+      stop
+    fi
   done
 done
 
@@ -220,14 +254,15 @@ done
 {
   echo "{"
   echo "\"settings\": {\"delay_ms\": $DELAY_MS, \"bandwidth\": \"$BANDWIDTH\", \"seq_mb\": $SEQ_MB, \"runs\": $RUNS, \"fio_secs\": $FIO_SECS,"
-  echo " \"stored_snap\": $stored_snap, \"stored_peer\": $stored_peer, \"machine\": \"$(machine_line)\", \"quick\": \"$QUICK\"},"
+  echo " \"stored_snap\": $stored_snap, \"stored_seq\": $stored_seq, \"stored_peer\": $stored_peer, \"machine\": \"$(machine_line)\", \"quick\": \"$QUICK\"},"
   echo "\"tools\": {"
   first=1
   for t in $TOOLS; do
     [ $first = 1 ] || echo ","; first=0
     echo -n "\"$t\": {"
     f2=1
-    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes dd_cpu_tool dd_cpu_server dd_cpu_all seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes; do
+    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes dd_cpu_tool dd_cpu_server dd_cpu_all seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes iops_nohyd p99_nohyd fio_bytes_nohyd hydrate_s hydrate_bytes; do
+      [ -n "${R[$t,$k]:-}" ] || continue
       [ $f2 = 1 ] || echo -n ", "; f2=0
       echo -n "\"$k\": $(median ${R[$t,$k]})"
     done

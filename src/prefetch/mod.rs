@@ -150,13 +150,15 @@ impl Prefetcher {
         fetcher: Arc<Fetcher>,
         cfg: PrefetchConfig,
     ) -> Arc<Prefetcher> {
+        let local = fetcher.link_estimate().local;
         let hydrator = Hydrator::new(
             &snapshots,
             cfg.hydrate,
             cfg.hydrate_rate.as_u64(),
             fetcher.cache(),
-            fetcher.link_estimate().local,
+            local,
         );
+        let (files, sched) = Self::first_jobs(&snapshots, &cfg, local);
         let status = snapshots
             .iter()
             .enumerate()
@@ -172,7 +174,7 @@ impl Prefetcher {
             threshold_milli: AtomicU64::new((cfg.threshold.initial * 1000.0) as u64),
             cfg,
             intake: Intake::default(),
-            queue_depth: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(sched.len() as u64),
             jobs_running: Arc::default(),
             reads_handled: AtomicU64::new(0),
             accounting: Accounting::default(),
@@ -181,7 +183,7 @@ impl Prefetcher {
             stop: tokio::sync::Notify::new(),
             ended: false.into(),
         });
-        tokio::spawn(p.clone().run(snapshots, hydrator));
+        tokio::spawn(p.clone().run(snapshots, files, sched, hydrator));
         p
     }
 
@@ -231,16 +233,23 @@ impl Prefetcher {
         }
     }
 
-    async fn run(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>, mut hydrator: Hydrator) {
-        let max_ra = self.cfg.max_readahead.as_u64();
+    /// Each snapshot's state, and the queue with the mount's first jobs:
+    /// warm-up lists, in order; for a snapshot without one (no traces
+    /// learned), the filesystem's metadata from the prior, from a remote
+    /// store. Built before the daemon starts, so its queue depth is known
+    /// from the first moment (a caller waiting for an idle daemon cannot
+    /// see it idle before it began).
+    fn first_jobs(
+        snapshots: &[Arc<Snapshot>],
+        cfg: &PrefetchConfig,
+        local: bool,
+    ) -> (Vec<FileState>, Scheduler) {
+        let max_ra = cfg.max_readahead.as_u64();
         let mut files: Vec<FileState> = snapshots
             .iter()
             .map(|s| FileState::new(s.clone(), max_ra))
             .collect();
-        let mut sched = Scheduler::new(self.cfg.concurrency);
-        // Warm-up lists first, in order; without one (no traces learned),
-        // the filesystem's metadata from the prior, from a remote store.
-        let local = self.fetcher.link_estimate().local;
+        let mut sched = Scheduler::new(cfg.concurrency);
         for (i, f) in files.iter_mut().enumerate() {
             let snap = f.snapshot.clone();
             let gs = snap.header().group_size;
@@ -259,6 +268,16 @@ impl Prefetcher {
                 }
             }
         }
+        (files, sched)
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        snapshots: Vec<Arc<Snapshot>>,
+        mut files: Vec<FileState>,
+        mut sched: Scheduler,
+        mut hydrator: Hydrator,
+    ) {
         let job_done = sched.done();
         let mut controller = Controller::new(self.cfg.threshold, RealClock::default());
         let mut sampler = Sampler::default();
