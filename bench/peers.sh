@@ -17,7 +17,9 @@
 # loop-mounted fs; (e) fully cached re-read (page cache dropped);
 # (f) stored bytes and bytes through the proxy per workload;
 # (g) snapahead only: fio (c) again with hydration off (its effect on p99),
-# and an idle mount hydrating the whole random image (time, rate).
+# and an idle mount hydrating the whole random image (time, rate);
+# (h) each on its own fresh mount and empty cache: the program start alone,
+# `tar` of the whole tree, `dd` of the whole ext4 image.
 # usage: bench/peers.sh [--quick]     (env: RUNS, FIO_SECS, SEQ_MB, DELAY_MS, BANDWIDTH)
 source "$(dirname "$0")/lib.sh"
 QUICK=""; [ "${1:-}" = "--quick" ] && QUICK=1
@@ -195,9 +197,24 @@ for run in $(seq 1 "$RUNS"); do
     t1=$(now); scan; add $t scan "$(el "$t1")"
     t2=$(now); program; add $t program "$(el "$t2")"
     add $t cold_start "$(el "$t0")"
+    # PEERS_STATS=1: what snapahead's mount saw, on stderr.
+    [ -n "${PEERS_STATS:-}" ] && case $t in snap*) "$S" stats "$MNT" >&2 ;; esac
     settle; add $t cold_start_bytes $(( $(down_bytes) - b0 ))
     # The floor: the same scan + program again from the tool's cache.
     drop; t3=$(now); scan; program; add $t warm_start "$(el "$t3")"
+    stop
+    # (h) one workload per fresh mount, timed from the loop mount.
+    for w in program tar; do
+      rm -rf "$D/c"; drop
+      start $t "$D/c" vol; wait_file vol.img; loop
+      t0=$(now)
+      if [ $w = tar ]; then tar cf /dev/null -C "$LO" .; else program; fi
+      add $t alone_$w "$(el "$t0")"
+      stop
+    done
+    rm -rf "$D/c"; drop
+    start $t "$D/c" vol; wait_file vol.img
+    t0=$(now); dd if="$MNT/vol.img" of=/dev/null bs=1M status=none; add $t alone_dd "$(el "$t0")"
     stop
     # (a) cold sequential, dd and cp; (e) cached re-read after dd.
     for how in dd cp; do
@@ -235,8 +252,8 @@ for run in $(seq 1 "$RUNS"); do
       add $t iops_nohyd "$iops"; add $t p99_nohyd "$p99"
       settle; add $t fio_bytes_nohyd $(( $(down_bytes) - b0 ))
       stop; TOOL=snap
-      rm -rf "$D/c"; drop; b0=$(down_bytes); t0=$(now)
-      start snap "$D/c" seq; wait_file seq.img
+      rm -rf "$D/c"; drop
+      start snap "$D/c" seq; wait_file seq.img; b0=$(down_bytes); t0=$(now)
       for _ in $(seq 1 6000); do
         st=$("$S" stats "$MNT" --json 2>/dev/null | python3 -c 'import json,sys
 h=json.load(sys.stdin)["prefetch"]["snapshots"][0].get("hydration") or {}; print(h.get("state","none"))' 2>/dev/null)
@@ -261,7 +278,7 @@ done
     [ $first = 1 ] || echo ","; first=0
     echo -n "\"$t\": {"
     f2=1
-    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes dd_cpu_tool dd_cpu_server dd_cpu_all seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes iops_nohyd p99_nohyd fio_bytes_nohyd hydrate_s hydrate_bytes; do
+    for k in first_byte scan program cold_start cold_start_bytes warm_start seq_dd seq_dd_bytes dd_cpu_tool dd_cpu_server dd_cpu_all seq_cp seq_cp_bytes cached cached_bytes iops p50 p99 fio_bytes alone_program alone_tar alone_dd iops_nohyd p99_nohyd fio_bytes_nohyd hydrate_s hydrate_bytes; do
       [ -n "${R[$t,$k]:-}" ] || continue
       [ $f2 = 1 ] || echo -n ", "; f2=0
       echo -n "\"$k\": $(median ${R[$t,$k]})"

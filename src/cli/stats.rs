@@ -108,6 +108,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             m.prefetch_unit_blocks,
             m.prefetch_unit_used
         );
+        let l = &p.link;
+        out!(
+            "               link: {}round trip {:.1} ms, {}/s per GET, decode {}/s ({} GETs measured)",
+            if l.local { "local store; " } else { "" },
+            l.rtt_ms,
+            ByteSize(l.get_bytes_per_s as u64),
+            ByteSize(l.decode_bytes_per_s as u64),
+            l.samples
+        );
         for s in &p.snapshots {
             out!(
                 "               {}, window {} ms, read-ahead {}",

@@ -45,6 +45,10 @@ pub const MAX_DEPTH: u16 = 5;
 /// files has ~64 M inodes = 16 GiB of tables; a prior needs the start of
 /// it, and a create must not read a second volume's worth of metadata).
 pub const MAX_INODE_TABLE_BYTES: u64 = 1 << 30;
+/// Extent-tree nodes read from the volume at most, over the whole scan
+/// (2^18 nodes of 4 KiB = 1 GiB): a damaged or hostile image whose index
+/// nodes point at each other cannot make a create read without end.
+pub const MAX_EXTENT_NODES: u64 = 1 << 18;
 /// Extents kept per file at most (fragmented files: the rest gets no prior).
 const MAX_EXTENTS_PER_FILE: usize = 4096;
 
@@ -203,6 +207,7 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
     let mut gdt = vec![0u8; gdt_len as usize];
     vol.read_exact_at(&mut gdt, gdt_start).ok()?;
     let mut budget = MAX_INODE_TABLE_BYTES;
+    let mut nodes = MAX_EXTENT_NODES;
     for grp in 0..g.groups {
         let d = &gdt[(grp * g.desc_size) as usize..((grp + 1) * g.desc_size) as usize];
         let wide = g.has_64bit && g.desc_size >= 64;
@@ -243,7 +248,7 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
         vol.read_exact_at(&mut inodes, start).ok()?;
         for (i, raw) in inodes.chunks_exact(g.inode_size as usize).enumerate() {
             let ino = grp * g.inodes_per_group + i as u64 + 1;
-            if let Some(inode) = parse_inode(vol, &g, ino, raw) {
+            if let Some(inode) = parse_inode(vol, &g, ino, raw, &mut nodes) {
                 layout.inodes.push(inode);
             }
         }
@@ -252,7 +257,13 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
 }
 
 /// A directory or regular file in use with an extent tree.
-fn parse_inode<R: ReadAt + ?Sized>(vol: &R, g: &Geometry, ino: u64, raw: &[u8]) -> Option<Inode> {
+fn parse_inode<R: ReadAt + ?Sized>(
+    vol: &R,
+    g: &Geometry,
+    ino: u64,
+    raw: &[u8],
+    nodes: &mut u64,
+) -> Option<Inode> {
     let mode = u16_at(raw, 0x0);
     let links = u16_at(raw, 0x1A);
     let dtime = u32_at(raw, 0x14);
@@ -266,7 +277,7 @@ fn parse_inode<R: ReadAt + ?Sized>(vol: &R, g: &Geometry, ino: u64, raw: &[u8]) 
         return None; // the journal and other reserved files
     }
     let mut extents = Vec::new();
-    walk(vol, g, raw.get(0x28..0x28 + 60)?, MAX_DEPTH, &mut extents)?;
+    walk(vol, g, raw.get(0x28..0x28 + 60)?, MAX_DEPTH, nodes, &mut extents)?;
     extents.sort_by_key(|(logical, _)| *logical);
     let extents: Vec<Range<u64>> = extents.into_iter().map(|(_, r)| r).collect();
     if extents.is_empty() {
@@ -286,6 +297,7 @@ fn walk<R: ReadAt + ?Sized>(
     g: &Geometry,
     node: &[u8],
     depth: u16,
+    nodes: &mut u64,
     out: &mut Vec<(u64, Range<u64>)>,
 ) -> Option<()> {
     if u16_at(node, 0) != EXTENT_MAGIC {
@@ -315,12 +327,13 @@ fn walk<R: ReadAt + ?Sized>(
             }
         } else {
             let leaf = u32_at(x, 4) as u64 | (u16_at(x, 8) as u64) << 32;
-            if leaf >= g.blocks {
+            if leaf >= g.blocks || *nodes == 0 {
                 return None;
             }
+            *nodes -= 1;
             let mut child = vec![0u8; g.block_size as usize];
             vol.read_exact_at(&mut child, leaf * g.block_size).ok()?;
-            walk(vol, g, &child, level - 1, out)?;
+            walk(vol, g, &child, level - 1, nodes, out)?;
         }
     }
     Some(())

@@ -105,6 +105,24 @@ pub fn render(st: &MountStats) -> String {
         let _ = writeln!(s, "snapahead_prefetch_queue_depth {}", p.queue_depth);
         metric(
             &mut s,
+            "link_rtt_seconds",
+            "gauge",
+            "store round trip as measured from the mount's GETs",
+        );
+        let _ = writeln!(s, "snapahead_link_rtt_seconds {}", p.link.rtt_ms / 1000.0);
+        metric(
+            &mut s,
+            "link_get_bytes_per_second",
+            "gauge",
+            "throughput of one GET as measured",
+        );
+        let _ = writeln!(
+            s,
+            "snapahead_link_get_bytes_per_second {:.0}",
+            p.link.get_bytes_per_s
+        );
+        metric(
+            &mut s,
             "snapshot_window_ms",
             "gauge",
             "prefetch window in use, by snapshot and workload class",

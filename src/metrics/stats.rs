@@ -61,8 +61,26 @@ pub struct PrefetchStats {
     pub reads_accepted: u64,
     pub reads_handled: u64,
     pub unread_prefetched_bytes: u64,
+    /// The store link as the mount measures it (sizes the fetch unit).
+    #[serde(default)]
+    pub link: LinkStats,
     /// Per mounted snapshot, in mount order.
     pub snapshots: Vec<PrefetchSnapshotStats>,
+}
+
+/// The store link as measured from the mount's own GETs.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkStats {
+    pub rtt_ms: f64,
+    /// Bytes per second one GET sustains.
+    pub get_bytes_per_s: f64,
+    /// Decoded bytes per second (zstd + BLAKE3, one thread).
+    pub decode_bytes_per_s: f64,
+    /// GETs measured.
+    pub samples: u64,
+    /// A local store (file://): no fetch unit, no hydration by default.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -42,10 +42,11 @@ use crate::cache::BlockCache;
 use crate::metrics::stats::{HydrationState, HydrationStats};
 use crate::snapshot::Snapshot;
 
-/// Hydration jobs running at once at most: two GETs keep a link busy
-/// between jobs (one finishing, one starting) while leaving the other
-/// prefetch slots free for a hint that fires meanwhile.
-pub(super) const HYDRATE_JOBS: u64 = 2;
+/// Hydration jobs running at once at most (a job is one or two GETs of up
+/// to 8 MiB): two reached 67% of the link in `bench/peers.sh` (one GET's
+/// round trip idles the link between jobs), four keep it full while
+/// leaving 12 of the 16 prefetch slots to hints that fire meanwhile.
+pub(super) const HYDRATE_JOBS: u64 = 4;
 /// Groups examined per call at most when they are all cached already (a
 /// remount fast-forwarding), so one call never holds up the loop for long.
 const SCAN_PER_CALL: usize = 64;

@@ -229,6 +229,16 @@ impl Prefetcher {
             reads_accepted,
             reads_handled,
             unread_prefetched_bytes: self.accounting.unread_bytes(),
+            link: {
+                let l = self.fetcher.link_estimate();
+                crate::metrics::stats::LinkStats {
+                    rtt_ms: l.rtt.as_secs_f64() * 1000.0,
+                    get_bytes_per_s: l.throughput,
+                    decode_bytes_per_s: l.decode_rate,
+                    samples: l.samples,
+                    local: l.local,
+                }
+            },
             snapshots: self.status.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
