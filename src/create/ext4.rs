@@ -277,7 +277,14 @@ fn parse_inode<R: ReadAt + ?Sized>(
         return None; // the journal and other reserved files
     }
     let mut extents = Vec::new();
-    walk(vol, g, raw.get(0x28..0x28 + 60)?, MAX_DEPTH, nodes, &mut extents)?;
+    walk(
+        vol,
+        g,
+        raw.get(0x28..0x28 + 60)?,
+        MAX_DEPTH,
+        nodes,
+        &mut extents,
+    )?;
     extents.sort_by_key(|(logical, _)| *logical);
     let extents: Vec<Range<u64>> = extents.into_iter().map(|(_, r)| r).collect();
     if extents.is_empty() {

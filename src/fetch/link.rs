@@ -3,11 +3,17 @@
 //! Every GET reports its stored bytes and its latency (from asking the
 //! store to the last byte), every decode its bytes and time. From those the
 //! model keeps three numbers:
-//! - **round trip** (`rtt`): the latency a GET pays whatever its size. Each
-//!   GET's latency minus its transfer time at the current throughput
-//!   estimate is a sample; the estimate is the smallest of the last
-//!   [`RTT_SAMPLES`] (a minimum filter: queueing only ever adds to latency,
-//!   so the smallest recent sample is the closest to the link's own).
+//! - **round trip** (`rtt`): the latency a GET pays whatever its size: the
+//!   smallest latency of the last [`RTT_SAMPLES`] GETs (a minimum filter:
+//!   queueing and transfer only ever add to latency, so the smallest recent
+//!   sample is the closest to the link's own; a demand GET of one block
+//!   carries a few hundred KiB, a millisecond or two of transfer on top).
+//!   Only GETs smaller than [`THROUGHPUT_MIN_BYTES`] are samples (a large
+//!   one stands in only until the first small one).
+//!   An earlier version subtracted each GET's estimated transfer time
+//!   first; with a throughput estimate taken under load that went to zero
+//!   (`bench/peers.sh` showed a 20 ms link as 0.0 ms), so no unit was ever
+//!   fetched.
 //! - **throughput per GET** (`bytes/s` of one stream): measured only on GETs
 //!   of at least [`THROUGHPUT_MIN_BYTES`], where transfer time is not lost in
 //!   the round trip's noise, as a moving average (weight [`EWMA_WEIGHT`]).
@@ -99,25 +105,29 @@ impl LinkModel {
     pub fn record_get(&self, bytes: u64, latency: Duration) {
         let secs = latency.as_secs_f64();
         if bytes >= THROUGHPUT_MIN_BYTES {
-            // Transfer time = latency − round trip (the round trip as known
-            // before this sample; never less than a tenth of the latency, so
-            // a sample on a link whose round trip grew cannot explode).
+            // Transfer time = latency − round trip (as known before this
+            // sample; never less than a tenth of the latency, so a sample on
+            // a link whose round trip grew cannot explode).
             let rtt = self.estimate().rtt.as_secs_f64();
             let transfer = (secs - rtt).max(secs / 10.0);
             if transfer > 0.0 {
                 ewma(&self.throughput, bytes as f64 / transfer);
             }
         }
-        let transfer = bytes as f64 / load_or(&self.throughput, DEFAULT_THROUGHPUT);
-        let sample = ((secs - transfer).max(0.0) * 1e9) as u64;
+        let sample = latency.as_nanos().min(u64::MAX as u128) as u64;
         if let Ok(mut g) = self.rtt.lock() {
             let (ring, next) = &mut *g;
-            if ring.len() < RTT_SAMPLES {
-                ring.push(sample);
-            } else {
-                ring[*next] = sample;
+            // Large GETs carry their transfer in their latency: they stand
+            // for the round trip only until a small one was seen.
+            let stands_in = bytes < THROUGHPUT_MIN_BYTES || ring.is_empty();
+            if stands_in {
+                if ring.len() < RTT_SAMPLES {
+                    ring.push(sample);
+                } else {
+                    ring[*next] = sample;
+                }
+                *next = (*next + 1) % RTT_SAMPLES;
             }
-            *next = (*next + 1) % RTT_SAMPLES;
         }
         self.gets.fetch_add(1, Relaxed);
     }
@@ -168,20 +178,27 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_is_the_smallest_recent_latency_less_transfer() {
+    fn round_trip_is_the_smallest_recent_latency() {
         let l = LinkModel::default();
         assert_eq!(l.estimate().rtt, Duration::ZERO, "nothing measured");
-        // 20 ms GETs of 100 KB (1 ms at the default 100 MB/s), some queued.
+        // 20 ms GETs of 100 KB, some queued.
         for i in 0..20 {
             l.record_get(100_000, ms(21.0 + (i % 5) as f64 * 3.0));
         }
         let e = l.estimate();
-        assert!((e.rtt.as_secs_f64() * 1000.0 - 20.0).abs() < 0.01, "{e:?}");
+        assert!((e.rtt.as_secs_f64() * 1000.0 - 21.0).abs() < 0.01, "{e:?}");
+        // Large GETs under load (a slow throughput estimate) do not drag
+        // the round trip to zero.
+        for _ in 0..RTT_SAMPLES {
+            l.record_get(8 << 20, ms(300.0));
+        }
+        let e = l.estimate();
+        assert!(e.rtt >= ms(20.0), "{e:?}");
         // The link gets slower: once the old samples left the ring, it shows.
         for _ in 0..RTT_SAMPLES {
             l.record_get(100_000, ms(41.0));
         }
-        assert!((l.estimate().rtt.as_secs_f64() * 1000.0 - 40.0).abs() < 0.01);
+        assert!((l.estimate().rtt.as_secs_f64() * 1000.0 - 41.0).abs() < 0.01);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! is one group's uncached blocks (at most `group_size` blocks: one or two
 //! ranged GETs).
 //!
-//! Yielding: a hydration job is made only when the prefetch queue is empty
-//! and no demand read waits on the store, at most [`HYDRATE_JOBS`] run at
-//! once, and they use prefetch slots, never the demand reads' own
+//! Yielding: a hydration job is made only when the prefetch queue is empty,
+//! at most [`HYDRATE_JOBS`] run at once ([`HYDRATE_JOBS_BUSY`] while demand
+//! reads miss), and they use prefetch slots, never the demand reads' own
 //! (`prefetch.demand_slots`). So a demand read or a hint queued while
 //! hydration runs is dispatched before any further hydration work, and
 //! waits for at most the GETs already in flight. `prefetch.hydrate_rate`
@@ -47,6 +47,14 @@ use crate::snapshot::Snapshot;
 /// round trip idles the link between jobs), four keep it full while
 /// leaving 12 of the 16 prefetch slots to hints that fire meanwhile.
 pub(super) const HYDRATE_JOBS: u64 = 4;
+/// Hydration jobs at once while the mount is busy: a demand read missed in
+/// the last [`BUSY_FOR`]. One job keeps hydration going under a steady
+/// load (as EBS's does) while a session's start-up burst, which waits on
+/// every miss in turn, gets the link and the CPU (on 2 cores, four
+/// hydration GETs of 8 MiB made demand GETs wait ~5 round trips).
+pub(super) const HYDRATE_JOBS_BUSY: u64 = 1;
+/// How long after a demand miss the mount counts as busy.
+pub(super) const BUSY_FOR: Duration = Duration::from_millis(500);
 /// Groups examined per call at most when they are all cached already (a
 /// remount fast-forwarding), so one call never holds up the loop for long.
 const SCAN_PER_CALL: usize = 64;
@@ -175,9 +183,15 @@ impl Hydrator {
         &mut self,
         snapshots: &[Arc<Snapshot>],
         cache: &BlockCache,
+        busy: bool,
     ) -> Option<HydrateJob> {
         let now = Instant::now();
-        if self.running.load(Relaxed) >= HYDRATE_JOBS || now < self.next_at {
+        let jobs = if busy {
+            HYDRATE_JOBS_BUSY
+        } else {
+            HYDRATE_JOBS
+        };
+        if self.running.load(Relaxed) >= jobs || now < self.next_at {
             return None;
         }
         let brought: u64 = self

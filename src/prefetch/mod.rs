@@ -294,6 +294,10 @@ impl Prefetcher {
         let mut tick = tokio::time::interval(controller::TICK);
         let m = self.fetcher.metrics().clone();
         let mut batch: Vec<ReadEvent> = Vec::new();
+        let mut seen_misses = m.misses.load(Relaxed);
+        let mut last_miss = Instant::now()
+            .checked_sub(hydrate::BUSY_FOR)
+            .unwrap_or_else(Instant::now);
         let mut poll = tokio::time::interval(intake::POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -301,10 +305,17 @@ impl Prefetcher {
                 self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
-            // Hydration only fills an empty queue, never beside waiting demand.
+            // Hydration only fills an empty queue, with fewer jobs while
+            // demand reads miss.
             let demand_waiting = self.fetcher.demand_waiting() > 0;
-            if sched.len() == 0 && !demand_waiting {
-                while let Some(job) = hydrator.next(&snapshots, self.fetcher.cache()).await {
+            let misses = m.misses.load(Relaxed);
+            if misses != seen_misses || demand_waiting {
+                seen_misses = misses;
+                last_miss = Instant::now();
+            }
+            let busy = last_miss.elapsed() < hydrate::BUSY_FOR;
+            if sched.len() == 0 {
+                while let Some(job) = hydrator.next(&snapshots, self.fetcher.cache(), busy).await {
                     sched.push(Priority::Hydrate, job.file, job.blocks);
                 }
             }
@@ -334,14 +345,16 @@ impl Prefetcher {
             self.publish_hydration(&hydrator);
             // Hydration resumes when the rate cap allows (or, while demand
             // waits, looks again shortly): only while it has a free job slot.
+            // Hydration resumes when the rate cap allows, or when the mount
+            // stops being busy (more jobs then): only with a job slot free.
             let hydrate_wake = hydrator
                 .wake_at()
                 .filter(|_| {
                     sched.len() == 0 && hydrator.running.load(Relaxed) < hydrate::HYDRATE_JOBS
                 })
                 .map(|t| {
-                    if demand_waiting {
-                        t.max(Instant::now() + intake::POLL)
+                    if busy {
+                        t.max(last_miss + hydrate::BUSY_FOR)
                     } else {
                         t
                     }
