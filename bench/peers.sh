@@ -132,6 +132,7 @@ start() {
   case $TOOL in
     snap) cmd=("$S" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-new) cmd=("$S" --config "$D/snap.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
+    snap-new-nohyd) cmd=("$S" --config "$D/snap-nohyd.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-nohyd) cmd=("$S" --config "$D/snap-nohyd.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-off) cmd=("$S" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" --no-prefetch "$@") ;;
     rclone|rclone-t)

@@ -14,6 +14,7 @@ MB = st["seq_mb"] * 1048576 / 1e6  # MB read by the sequential workloads
 NAMES = {
     "snap": "snapahead",
     "snap-new": "snapahead, first session (no traces)",
+    "snap-new-nohyd": "snapahead, first session, hydration off",
     "snap-off": "snapahead --no-prefetch",
     "rclone": "rclone mount",
     "rclone-t": "rclone mount, tuned",

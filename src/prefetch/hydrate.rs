@@ -9,7 +9,9 @@
 //! is one group's uncached blocks (at most `group_size` blocks: one or two
 //! ranged GETs).
 //!
-//! Yielding: a hydration job is made only when the prefetch queue is empty,
+//! Yielding: hydration starts [`START_AFTER`] the mount (a session's
+//! start-up has the machine to itself), a job is made only when the
+//! prefetch queue is empty,
 //! at most [`HYDRATE_JOBS`] run at once ([`HYDRATE_JOBS_BUSY`] while demand
 //! reads miss), and they use prefetch slots, never the demand reads' own
 //! (`prefetch.demand_slots`). So a demand read or a hint queued while
@@ -53,6 +55,12 @@ pub(super) const HYDRATE_JOBS: u64 = 4;
 /// every miss in turn, gets the link and the CPU (on 2 cores, four
 /// hydration GETs of 8 MiB made demand GETs wait ~5 round trips).
 pub(super) const HYDRATE_JOBS_BUSY: u64 = 1;
+/// Hydration starts this long after the mount: a session's start-up
+/// waits on its misses one after another, and on 2 cores hydration's
+/// decoding and cache writes beside it made a first-session program start
+/// 2.1× slower (1.85 s against 0.88 s without hydration, `bench/peers.sh`),
+/// while a tree scan gains from hydration only over seconds.
+pub(super) const START_AFTER: Duration = Duration::from_secs(2);
 /// How long after a demand miss the mount counts as busy.
 pub(super) const BUSY_FOR: Duration = Duration::from_millis(500);
 /// Groups examined per call at most when they are all cached already (a
@@ -172,9 +180,11 @@ impl Hydrator {
             .any(|f| f.state == HydrationState::Running)
     }
 
-    /// When the rate cap allows the next job (None: no work left).
+    /// When the start delay and the rate cap allow the next job (None: no
+    /// work left).
     pub fn wake_at(&self) -> Option<Instant> {
-        self.active().then_some(self.next_at)
+        self.active()
+            .then_some(self.next_at.max(self.started + START_AFTER))
     }
 
     /// The next job, if one may run now: nothing else queued or waiting

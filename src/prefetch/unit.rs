@@ -8,8 +8,17 @@
 //! `O` (the blocks after `b` first, then those before it, up to the whole
 //! object), as many as the link carries nearly free: while their stored
 //! bytes at the measured throughput per GET, plus decoding them at the
-//! measured decode rate, cost at most [`FRACTION`] of the measured round
-//! trip ([`crate::fetch::link`]). On file:// that budget is smaller than
+//! measured decode rate, cost at most a fraction of the measured round
+//! trip ([`crate::fetch::link`]). The fraction is the unit's own measured
+//! precision (the share of the blocks it fetched that demand reads then
+//! read, starting from [`PRIOR_PRECISION`] and clamped to
+//! [`MIN_FRACTION`]..=1): a neighbour is read with that probability, and
+//! then saves a round trip, so the bytes are worth that share of one. A
+//! scan reading everything it is given grows to a full round trip's worth;
+//! a reader that leaves the unit unread shrinks it. (A fixed half round
+//! trip brought ~3 incompressible 512 KiB blocks per miss behind 27 ms at
+//! 134 MiB/s per GET, all of them read, and left the first-session tree
+//! scan of `bench/peers.sh` 9× slower than with hydration.) On file:// that budget is smaller than
 //! one block, so the unit stays at the block; behind 20 ms it is megabytes.
 //!
 //! The neighbours are a prefetch job of the highest priority, not part of
@@ -38,10 +47,13 @@ use crate::fetch::link::LinkEstimate;
 use crate::snapshot::{BlockRef, Snapshot};
 use crate::trace::classify::Class;
 
-/// Share of a round trip the unit's extra bytes may cost: half a trip keeps
-/// the neighbours' arrival within 1.5 round trips of the miss, before an
-/// application that stalls on each miss sends its next read.
-pub(super) const FRACTION: f64 = 0.5;
+/// The unit's precision before it has fetched anything: an even chance,
+/// weighted as [`PRIOR_WEIGHT`] blocks.
+pub(super) const PRIOR_PRECISION: f64 = 0.5;
+pub(super) const PRIOR_WEIGHT: f64 = 16.0;
+/// The smallest fraction of a round trip the unit spends: below it the
+/// unit is one block or none, and the credit decides.
+pub(super) const MIN_FRACTION: f64 = 0.25;
 /// Blocks the unit may fetch before any of them was read: two expansions
 /// of a typical 8-block budget. A random reader of 200 reads wastes at most
 /// this (8 MiB of 512 KiB blocks).
@@ -68,6 +80,9 @@ const MAX_TRACKED: usize = 1 << 16;
 
 pub(super) struct FetchUnit {
     credit: u64,
+    /// Blocks the unit fetched, and how many of them demand reads read.
+    fetched: u64,
+    used: u64,
     /// Blocks the unit queued that no demand read has read yet.
     unread: HashSet<u64>,
     /// The prior's file runs, sorted by first block: (first, count, file).
@@ -78,6 +93,8 @@ impl Default for FetchUnit {
     fn default() -> Self {
         FetchUnit {
             credit: INITIAL_CREDIT,
+            fetched: 0,
+            used: 0,
             unread: HashSet::new(),
             file_runs: Vec::new(),
         }
@@ -128,7 +145,16 @@ impl FetchUnit {
         }
         let used = blocks.filter(|b| self.unread.remove(b)).count() as u64;
         self.credit = (self.credit + used * EARN_PER_USE).min(MAX_CREDIT);
+        self.used += used;
         used
+    }
+
+    /// The share of a round trip the unit may spend now: its measured
+    /// precision, smoothed by the prior.
+    pub fn fraction(&self) -> f64 {
+        let p = (self.used as f64 + PRIOR_PRECISION * PRIOR_WEIGHT)
+            / (self.fetched as f64 + PRIOR_WEIGHT);
+        p.clamp(MIN_FRACTION, 1.0)
     }
 
     /// The neighbours of block `b` to fetch for a read that needs it now,
@@ -182,6 +208,7 @@ impl FetchUnit {
             return self.spend(out);
         }
         let blocks = snap.header().block_count();
+        let fraction = self.fraction();
         let (mut stored, mut decoded) = (0u64, 0u64);
         let mut out = Vec::new();
         // Forward, then backward, each walk stopping at the object's end.
@@ -212,7 +239,7 @@ impl FetchUnit {
                     continue;
                 }
                 let len = snap.block_len(n) as u64;
-                if !link.nearly_free(stored + r.length as u64, decoded + len, FRACTION) {
+                if !link.nearly_free(stored + r.length as u64, decoded + len, fraction) {
                     break;
                 }
                 stored += r.length as u64;
@@ -226,6 +253,7 @@ impl FetchUnit {
     /// Takes `out` from the credit and remembers it until read.
     fn spend(&mut self, out: Vec<u64>) -> Vec<u64> {
         self.credit = self.credit.saturating_sub(out.len() as u64);
+        self.fetched += out.len() as u64;
         if self.unread.len() + out.len() > MAX_TRACKED {
             self.unread.clear();
         }
@@ -267,5 +295,22 @@ mod tests {
         assert_eq!(u.on_read(1..2), 0, "a block earns once");
         assert_eq!(u.on_read(2..5), 3);
         assert_eq!(u.credit(), INITIAL_CREDIT + 4);
+    }
+
+    #[test]
+    fn the_fraction_of_a_round_trip_follows_the_units_precision() {
+        let mut u = FetchUnit::default();
+        assert_eq!(u.fraction(), PRIOR_PRECISION);
+        // Everything it fetched was read: towards a whole round trip.
+        let got = u.spend((0..64).collect());
+        assert_eq!(u.on_read(0..64), got.len() as u64);
+        assert!(u.fraction() > 0.85, "{}", u.fraction());
+        // Nothing read: down to the floor.
+        let mut u = FetchUnit {
+            credit: MAX_CREDIT,
+            ..Default::default()
+        };
+        u.spend((100..300).collect());
+        assert_eq!(u.fraction(), MIN_FRACTION);
     }
 }
