@@ -201,7 +201,8 @@ impl Hydrator {
         } else {
             HYDRATE_JOBS
         };
-        if self.running.load(Relaxed) >= jobs || now < self.next_at {
+        if self.running.load(Relaxed) >= jobs || now < self.next_at.max(self.started + START_AFTER)
+        {
             return None;
         }
         let brought: u64 = self
