@@ -77,17 +77,26 @@ async fn quiesce(p: &Prefetcher) {
 
 fn fresh_fetcher(store: &Store, dir: &std::path::Path) -> Arc<Fetcher> {
     let cache_dir = dir.join(format!("cache-{}", rand::random::<u32>()));
-    fetcher_on(store, &cache_dir, 1 << 30)
+    fetcher_with(store, &cache_dir, 1 << 30, 256 << 20)
 }
 
 /// A fetcher whose disk cache is `cache_dir`, bounded by `disk` bytes (and
 /// a memory tier of 1 MiB, so what a test finds cached is on disk).
 fn fetcher_on(store: &Store, cache_dir: &std::path::Path, disk: u64) -> Arc<Fetcher> {
+    fetcher_with(store, cache_dir, disk, 1 << 20)
+}
+
+fn fetcher_with(
+    store: &Store,
+    cache_dir: &std::path::Path,
+    disk: u64,
+    memory: u64,
+) -> Arc<Fetcher> {
     let metrics = Arc::new(Metrics::default());
     // The previous user of the directory may still be letting go of it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let cache = loop {
-        match BlockCache::open(cache_dir, disk, 1 << 20, metrics.clone()) {
+        match BlockCache::open(cache_dir, disk, memory, metrics.clone()) {
             Ok(c) => break Arc::new(c),
             Err(e) if Instant::now() < deadline && e.to_string().contains("in use") => {
                 std::thread::sleep(Duration::from_millis(10))
@@ -440,7 +449,9 @@ async fn a_miss_where_hints_say_nothing_brings_its_neighbours_on_a_slow_link() {
     let fetched = m.blocks_fetched.load(Relaxed) - before;
     let unit = m.prefetch_unit_blocks.load(Relaxed);
     assert!(fetched > 1 && unit > 0, "fetched {fetched}, unit {unit}");
-    // The block after it is now local: reading it fetches nothing.
+    // The block after it is now local (on disk once the writer has stored
+    // it: the memory tier here holds two blocks): reading it fetches nothing.
+    disk_writes_done(&s.fetcher).await;
     let (_, misses0) = lookups(m);
     let data = read_range(&s.snap, &s.fetcher, 21 * bs, 4096)
         .await
