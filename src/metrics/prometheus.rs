@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::stats::MountStats;
+use super::stats::{HydrationStats, MountStats};
+
+/// A per-snapshot hydration gauge: name, help, value.
+type HydrationGauge = (&'static str, &'static str, fn(&HydrationStats) -> f64);
 use super::HistogramStats;
 
 fn metric(s: &mut String, name: &str, kind: &str, help: &str) {
@@ -158,31 +161,23 @@ pub fn render(st: &MountStats) -> String {
                     h.hydrated_bytes
                 );
             }
-            metric(
-                &mut s,
-                "hydrate_total_bytes",
-                "gauge",
-                "bytes of the snapshot's stored blocks (uncompressed)",
-            );
-            for (name, h) in &hydrating {
-                let _ = writeln!(
-                    s,
-                    "snapahead_hydrate_total_bytes{{snapshot=\"{name}\"}} {}",
-                    h.total_bytes
-                );
-            }
-            metric(
-                &mut s,
-                "hydrate_rate_bytes_per_second",
-                "gauge",
-                "average rate of background hydration since the mount started",
-            );
-            for (name, h) in &hydrating {
-                let _ = writeln!(
-                    s,
-                    "snapahead_hydrate_rate_bytes_per_second{{snapshot=\"{name}\"}} {:.0}",
-                    h.rate_bytes_per_s
-                );
+            let per_snapshot: [HydrationGauge; 2] = [
+                (
+                    "hydrate_total_bytes",
+                    "bytes of the snapshot's stored blocks (uncompressed)",
+                    |h| h.total_bytes as f64,
+                ),
+                (
+                    "hydrate_rate_bytes_per_second",
+                    "average rate of background hydration since the mount started",
+                    |h| h.rate_bytes_per_s,
+                ),
+            ];
+            for (key, help, value) in per_snapshot {
+                metric(&mut s, key, "gauge", help);
+                for (name, h) in &hydrating {
+                    let _ = writeln!(s, "snapahead_{key}{{snapshot=\"{name}\"}} {:.0}", value(h));
+                }
             }
         }
     }
