@@ -67,6 +67,10 @@ pub struct WindowReport {
     pub groups_at_or_above: Vec<(f32, u64)>,
     pub groups_with_successors: u64,
     pub successors_total: u64,
+    /// Groups whose hint has a block mask (format version 3).
+    pub groups_with_masks: u64,
+    /// Context successor lists in all.
+    pub contexts_total: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -91,10 +95,27 @@ pub struct InspectReport {
     pub pages: u32,
     pub index_bytes: u64,
     pub windows: Vec<WindowReport>,
+    /// The warm-up core (every mount fetches it).
     pub warmup_groups: u64,
     pub warmup_bytes: u64,
+    /// Distinct groups contexts look back.
+    pub history: u8,
+    /// Workload groups of sessions, each with its own warm-up.
+    pub workloads: Vec<WorkloadReport>,
     /// The filesystem prior `create` recorded (ext4), if any.
     pub prior: Option<PriorReport>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct WorkloadReport {
+    /// Training sessions grouped into it.
+    pub sessions: u32,
+    /// The blocks whose early reads identify it.
+    pub signature: Vec<u64>,
+    /// Its warm-up beyond the core.
+    pub groups: u64,
+    pub blocks: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -107,6 +128,22 @@ pub struct PriorReport {
     pub files: u64,
 }
 
+/// Stored bytes of a warm-up list, estimated from each group's stored
+/// bytes per stored block.
+fn warmup_bytes(ix: &ManifestIndex, list: &[crate::format::WarmUp]) -> u64 {
+    let gs = ix.header.group_size;
+    list.iter()
+        .filter_map(|w| {
+            let g = ix.group(w.group)?;
+            let n = w
+                .blocks(gs)
+                .filter(|b| (g.first_block..=g.last_block).contains(b))
+                .count() as u64;
+            Some(g.stored_bytes * n.min(g.stored_blocks as u64) / g.stored_blocks.max(1) as u64)
+        })
+        .sum()
+}
+
 pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
     let h = &ix.header;
     let windows = ix
@@ -117,7 +154,11 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
             let mut hist = [0u64; HINT_BUCKETS];
             let mut with_succ = 0;
             let mut succ = 0;
+            let mut masked = 0;
+            let mut contexts = 0;
             for g in &ix.groups {
+                masked += g.mask(w).is_some() as u64;
+                contexts += g.contexts.get(w).map_or(0, Vec::len) as u64;
                 let hint = g.hints.get(w).copied().unwrap_or(0.0);
                 hist[((hint * HINT_BUCKETS as f32) as usize).min(HINT_BUCKETS - 1)] += 1;
                 let n = g.successors.get(w).map_or(0, Vec::len) as u64;
@@ -141,6 +182,8 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                     .collect(),
                 groups_with_successors: with_succ,
                 successors_total: succ,
+                groups_with_masks: masked,
+                contexts_total: contexts,
             }
         })
         .collect();
@@ -165,19 +208,19 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
         index_bytes,
         windows,
         warmup_groups: ix.warmup.len() as u64,
-        // Estimated from the group's stored bytes per stored block.
-        warmup_bytes: ix
-            .warmup
+        warmup_bytes: warmup_bytes(ix, &ix.warmup),
+        history: ix.history,
+        workloads: ix
+            .warmup_groups
             .iter()
-            .filter_map(|w| {
-                let g = ix.group(w.group)?;
-                let n = w
-                    .blocks(h.group_size)
-                    .filter(|b| (g.first_block..=g.last_block).contains(b))
-                    .count() as u64;
-                Some(g.stored_bytes * n.min(g.stored_blocks as u64) / g.stored_blocks.max(1) as u64)
+            .map(|w| WorkloadReport {
+                sessions: w.sessions,
+                signature: w.signature.clone(),
+                groups: w.blocks.len() as u64,
+                blocks: w.blocks.iter().map(|e| e.blocks(h.group_size).count() as u64).sum(),
+                bytes: warmup_bytes(ix, &w.blocks),
             })
-            .sum(),
+            .collect(),
         prior: ix.prior.as_ref().map(|p| {
             let blocks: u64 = p.metadata.iter().map(|r| r.count as u64).sum();
             PriorReport {

@@ -27,7 +27,10 @@ fn index() -> Vec<u8> {
             successors: vec![vec![Successor {
                 group: (g + 1) % 8,
                 probability: 0.7,
+                mask: vec![200, 0, 10, 255],
             }]],
+            masks: vec![vec![255, 128, 0, 7]],
+            contexts: vec![vec![]],
         })
         .collect();
     ManifestIndex {
@@ -48,6 +51,8 @@ fn index() -> Vec<u8> {
         windows_ms: vec![2000],
         groups,
         warmup: vec![WarmUp::new(1, 4, [4, 5])],
+        warmup_groups: vec![],
+        history: 1,
         prior: Some(snapahead::format::FsPrior {
             filesystem: "ext4".into(),
             metadata: vec![snapahead::format::BlockRun { first: 0, count: 3 }],

@@ -62,7 +62,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     opts.show_progress = true;
     let s = create::create(&store, &opts).await?;
     if !a.traces.is_empty() {
-        let r = crate::predict::learn_from(&store, &opts.name, &a.traces, false, None).await?;
+        let r = crate::predict::learn_from(
+            &store,
+            &opts.name,
+            &crate::predict::LearnRequest::from_files(&a.traces),
+        )
+        .await?;
         super::hints::print_learned(&opts.name, &r)?;
     }
     if a.json {

@@ -19,9 +19,21 @@ pub struct Args {
     /// Also learn from every trace stored under traces/<name>/ (and its parents'): all hosts' sessions
     #[arg(long)]
     from_store: bool,
+    /// With --from-store: learn from at most N stored traces, the newest first (memory grows with
+    /// the sessions held)
+    #[arg(long, default_value_t = crate::predict::DEFAULT_MAX_SESSIONS, value_name = "N")]
+    max_sessions: usize,
     /// Prefetch windows, e.g. 2s,10s [default: the index's]
     #[arg(long)]
     window: Option<String>,
+    /// Distinct groups read before an episode that contexts look at (0: no contexts)
+    #[arg(long, default_value_t = crate::predict::DEFAULT_HISTORY, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=16))]
+    history: u8,
+    /// Learn the version-2 model (whole-group hints, no contexts, one warm-up list for every
+    /// session), to compare against
+    #[arg(long)]
+    flat: bool,
     /// Replay this held-out trace against the current index instead of learning
     #[arg(long)]
     evaluate: Option<PathBuf>,
@@ -39,14 +51,22 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let Some(held_out) = a.evaluate else {
-        let r = crate::predict::learn_from(
-            &store,
-            &a.name,
-            &a.traces,
-            a.from_store,
-            a.window.as_deref(),
-        )
-        .await?;
+        let mut options = if a.flat {
+            crate::predict::LearnOptions::flat()
+        } else {
+            crate::predict::LearnOptions::default()
+        };
+        if !a.flat {
+            options.history = a.history;
+        }
+        let req = crate::predict::LearnRequest {
+            traces: a.traces,
+            from_store: a.from_store,
+            max_sessions: a.max_sessions.max(1),
+            windows: a.window,
+            options,
+        };
+        let r = crate::predict::learn_from(&store, &a.name, &req).await?;
         print_learned(&a.name, &r)?;
         return Ok(ExitCode::SUCCESS);
     };
@@ -103,9 +123,15 @@ pub(super) fn print_learned(name: &SnapshotName, r: &LearnReport) -> anyhow::Res
         );
     }
     out!(
-        "  warm-up: {} groups, {}",
+        "  warm-up: core {} groups, {}; {} workload group(s): {}",
         ins.warmup_groups,
-        ByteSize(ins.warmup_bytes)
+        ByteSize(ins.warmup_bytes),
+        ins.workloads.len(),
+        ins.workloads
+            .iter()
+            .map(|w| format!("{} sessions, {}", w.sessions, ByteSize(w.bytes)))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     Ok(())
 }

@@ -94,12 +94,29 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
             w.groups_with_successors,
             w.successors_total
         );
+        out!(
+            "  block masks  {} groups; contexts {} (history {} groups)",
+            w.groups_with_masks,
+            w.contexts_total,
+            r.history
+        );
     }
     out!(
-        "warm-up        {} groups, {}",
+        "warm-up        core {} groups, {}; {} workload group(s)",
         r.warmup_groups,
-        ByteSize(r.warmup_bytes)
+        ByteSize(r.warmup_bytes),
+        r.workloads.len()
     );
+    for (i, w) in r.workloads.iter().enumerate() {
+        out!(
+            "  workload {i:<3} {} sessions, {} blocks in {} groups ({}), signature blocks {:?}",
+            w.sessions,
+            w.blocks,
+            w.groups,
+            ByteSize(w.bytes),
+            w.signature
+        );
+    }
     match &r.prior {
         Some(p) => out!(
             "prior          {}: metadata {} blocks ({}), fetched at mount while there is no warm-up; {} multi-block files",

@@ -304,6 +304,8 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
             })
             .collect(),
         warmup: Vec::new(),
+        warmup_groups: Vec::new(),
+        history: 0,
         prior,
     };
     let mut index = index;

@@ -72,6 +72,8 @@ pub(super) fn build_pages(
             entry_count: group_entries.len() as u32,
             hints: Vec::new(),
             successors: Vec::new(),
+            masks: Vec::new(),
+            contexts: Vec::new(),
         });
         i = j;
     }

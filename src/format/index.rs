@@ -10,16 +10,41 @@
 //! expected fraction of its stored blocks read within the window once it is
 //! touched, see docs/design.md) and its likely successor groups; both are zero /
 //! empty until `hints` learns them from traces.
+//!
+//! Version 3 makes the learned parts finer (docs/format.md, "Block masks"):
+//! - a **block mask** per group and window: one byte per block of the group,
+//!   the probability (×255) that the block is read in an episode of the
+//!   group; the hint is their mean. Prefetch takes the blocks at or above
+//!   its threshold, not the whole group. A byte, not a bit: the threshold
+//!   moves at run time (the controller), so a bitmap cut at one learned
+//!   threshold would be wrong at every other. 16 bytes a group at the
+//!   default 16-block groups, only for groups that sessions read;
+//! - the same mask on each successor (which of its blocks follow);
+//! - **contexts**: successor lists that apply only when one of the last
+//!   `history` distinct groups read before the episode was a given group,
+//!   so a group shared by two workloads does not bring both followers;
+//! - **workload groups** of the warm-up: the list `warmup` is the core every
+//!   group of sessions reads early, and each [`WarmupGroup`] adds its own
+//!   blocks once a session's first reads match its signature.
 
 use super::codec::{Reader, Writer};
 use super::{block_count, name_field, validate_block_size, FormatError, Id, MAX_GROUP_SIZE};
 use crate::name::SnapshotName;
 
 pub const INDEX_MAGIC: &[u8; 4] = b"SAIX";
-/// Version 2 adds the filesystem prior ([`FsPrior`]); version 1 indexes
-/// (without it) still decode, and are written back as version 2 by the
-/// next `hints`.
-pub const INDEX_VERSION: u16 = 2;
+/// Version 2 adds the filesystem prior ([`FsPrior`]), version 3 block
+/// masks, contexts and workload groups; version 1 and 2 indexes still
+/// decode (without them: whole-group hints, one warm-up list), and are
+/// written back as version 3 by the next `hints`.
+pub const INDEX_VERSION: u16 = 3;
+/// Contexts per group and window at most.
+pub const MAX_CONTEXTS: usize = 64;
+/// Workload groups of the warm-up at most.
+pub const MAX_WARMUP_GROUPS: usize = 256;
+/// Signature blocks per workload group at most.
+pub const MAX_SIGNATURE: usize = 64;
+/// History length (distinct groups) a context may look back at most.
+pub const MAX_HISTORY: u8 = 16;
 /// Files a prior describes at most (a prior is a hint: past this, the
 /// largest files are kept).
 pub const MAX_PRIOR_FILES: usize = 1 << 20;
@@ -64,6 +89,39 @@ impl SnapshotHeader {
 pub struct Successor {
     pub group: u64,
     pub probability: f32,
+    /// Per block of the successor group: the probability (×255) that it is
+    /// read in the window; empty: the whole group (a version 1/2 index).
+    pub mask: Vec<u8>,
+}
+
+/// Successors that apply when group `after` is among the last `history`
+/// distinct groups read before the episode (most recent match wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSuccessors {
+    pub after: u64,
+    /// Training episodes seen in this context.
+    pub episodes: u32,
+    pub successors: Vec<Successor>,
+}
+
+/// A workload group of sessions: the warm-up blocks its sessions read
+/// early beyond the core, fetched once a mount's first reads include
+/// enough of its `signature` (see `predict::warmup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmupGroup {
+    /// Training sessions in the group.
+    pub sessions: u32,
+    /// Blocks that identify the group, most typical first.
+    pub signature: Vec<u64>,
+    pub blocks: Vec<WarmUp>,
+}
+
+/// Mask byte ↔ probability.
+pub fn mask_byte(p: f64) -> u8 {
+    (p.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+pub fn mask_probability(b: u8) -> f32 {
+    b as f32 / 255.0
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +140,54 @@ pub struct GroupEntry {
     pub hints: Vec<f32>,
     /// Per window: successor groups, most likely first.
     pub successors: Vec<Vec<Successor>>,
+    /// Per window: the block mask (one byte per block of the group, see the
+    /// module doc); empty: the hint speaks for the whole group.
+    pub masks: Vec<Vec<u8>>,
+    /// Per window: successor lists by context.
+    pub contexts: Vec<Vec<ContextSuccessors>>,
+}
+
+impl GroupEntry {
+    /// The successors for window `w` given `recent` (the distinct groups
+    /// read before this episode, most recent first; only the first
+    /// `history` are looked at): a context's list when one matches,
+    /// otherwise the plain list.
+    pub fn successors_in(&self, w: usize, recent: &[u64], history: usize) -> &[Successor] {
+        let ctx = self.contexts.get(w).map(Vec::as_slice).unwrap_or(&[]);
+        if !ctx.is_empty() {
+            for r in recent.iter().take(history) {
+                if let Some(c) = ctx.iter().find(|c| c.after == *r) {
+                    return &c.successors;
+                }
+            }
+        }
+        self.successors.get(w).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The mask of window `w`, when the index has one.
+    pub fn mask(&self, w: usize) -> Option<&[u8]> {
+        self.masks.get(w).map(Vec::as_slice).filter(|m| !m.is_empty())
+    }
+
+    /// Whether any block of this group is worth prefetching at `threshold`
+    /// in window `w` (by mask, or by the whole-group hint without one).
+    pub fn has_likely_blocks(&self, w: usize, threshold: f32) -> bool {
+        match self.mask(w) {
+            Some(m) => m.iter().any(|&b| mask_probability(b) >= threshold),
+            None => self.hints.get(w).copied().unwrap_or(0.0) >= threshold,
+        }
+    }
+}
+
+impl Successor {
+    /// Whether any of its blocks is worth prefetching at `threshold`.
+    pub fn is_likely(&self, threshold: f32) -> bool {
+        if self.mask.is_empty() {
+            self.probability >= threshold
+        } else {
+            self.mask.iter().any(|&b| mask_probability(b) >= threshold)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +196,13 @@ pub struct ManifestIndex {
     pub windows_ms: Vec<u32>,
     /// Sorted by group id, strictly increasing.
     pub groups: Vec<GroupEntry>,
-    /// What to fetch as soon as the snapshot is mounted, in order.
+    /// What to fetch as soon as the snapshot is mounted, in order: the
+    /// core every workload group reads early.
     pub warmup: Vec<WarmUp>,
+    /// Per workload group, what it reads early beyond the core.
+    pub warmup_groups: Vec<WarmupGroup>,
+    /// Distinct groups a context looks back (0: contexts unused).
+    pub history: u8,
     /// What the filesystem in the volume says of itself, found by `create`.
     pub prior: Option<FsPrior>,
 }
@@ -192,8 +303,17 @@ impl ManifestIndex {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_version(INDEX_VERSION)
+    }
+
+    /// Encodes as format `version` (1 to [`INDEX_VERSION`]), leaving out
+    /// what that version cannot hold: what the tests of the upgrade path
+    /// (and of old mounts) write.
+    pub fn encode_version(&self, version: u16) -> Vec<u8> {
+        let version = version.clamp(1, INDEX_VERSION);
+        let v3 = version >= 3;
         let h = &self.header;
-        let mut w = Writer::new(INDEX_MAGIC, INDEX_VERSION);
+        let mut w = Writer::new(INDEX_MAGIC, version);
         w.str(h.name.as_str());
         w.bytes(&h.id.0);
         w.u64(h.volume_size);
@@ -230,23 +350,31 @@ impl ManifestIndex {
             for i in 0..self.windows_ms.len() {
                 w.f32(g.hints.get(i).copied().unwrap_or(0.0));
             }
+            let gs = self.header.group_size as usize;
             for i in 0..self.windows_ms.len() {
                 let succ = g.successors.get(i).map(Vec::as_slice).unwrap_or(&[]);
-                let succ = &succ[..succ.len().min(MAX_SUCCESSORS)];
-                w.u16(succ.len() as u16);
-                for s in succ {
-                    w.u64(s.group);
-                    w.f32(s.probability);
+                encode_successors(&mut w, succ, gs, v3);
+            }
+            if !v3 {
+                continue;
+            }
+            for i in 0..self.windows_ms.len() {
+                encode_mask(&mut w, g.masks.get(i).map(Vec::as_slice).unwrap_or(&[]), gs);
+            }
+            for i in 0..self.windows_ms.len() {
+                let ctx = g.contexts.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                let ctx = &ctx[..ctx.len().min(MAX_CONTEXTS)];
+                w.u16(ctx.len() as u16);
+                for c in ctx {
+                    w.u64(c.after);
+                    w.u32(c.episodes);
+                    encode_successors(&mut w, &c.successors, gs, true);
                 }
             }
         }
-        w.count(self.warmup.len());
-        let mask_len = (self.header.group_size as usize).div_ceil(8);
-        for e in &self.warmup {
-            w.u64(e.group);
-            let mut m = e.mask.clone();
-            m.resize(mask_len, 0);
-            w.bytes(&m);
+        encode_warmup(&mut w, &self.warmup, self.header.group_size);
+        if version < 2 {
+            return w.finish();
         }
         match &self.prior {
             None => w.u8(0),
@@ -266,6 +394,21 @@ impl ManifestIndex {
                     runs(&mut w, f);
                 }
             }
+        }
+        if !v3 {
+            return w.finish();
+        }
+        w.u8(self.history.min(MAX_HISTORY));
+        let groups = &self.warmup_groups[..self.warmup_groups.len().min(MAX_WARMUP_GROUPS)];
+        w.count(groups.len());
+        for g in groups {
+            w.u32(g.sessions);
+            let sig = &g.signature[..g.signature.len().min(MAX_SIGNATURE)];
+            w.count(sig.len());
+            for b in sig {
+                w.u64(*b);
+            }
+            encode_warmup(&mut w, &g.blocks, self.header.group_size);
         }
         w.finish()
     }
@@ -390,24 +533,38 @@ impl ManifestIndex {
             for _ in 0..n_windows {
                 hints.push(r.probability("hint")?);
             }
+            let gs = group_size as usize;
+            let v3 = version >= 3;
             let mut successors = Vec::with_capacity(n_windows);
             for _ in 0..n_windows {
-                let k = r.u16("successor count")? as usize;
-                if k > MAX_SUCCESSORS {
-                    return Err(r.error("successor count", format!("{k} > {MAX_SUCCESSORS}")));
+                successors.push(decode_successors(&mut r, n_groups, gs, v3)?);
+            }
+            let mut masks = Vec::with_capacity(n_windows);
+            let mut contexts = Vec::with_capacity(n_windows);
+            if v3 {
+                for _ in 0..n_windows {
+                    masks.push(decode_mask(&mut r, gs)?);
                 }
-                let mut v = Vec::with_capacity(k);
-                for _ in 0..k {
-                    let g = r.u64("successor group")?;
-                    if g >= n_groups {
-                        return Err(r.error("successor group", format!("{g} beyond the volume")));
+                for _ in 0..n_windows {
+                    let k = r.u16("context count")? as usize;
+                    if k > MAX_CONTEXTS {
+                        return Err(r.error("context count", format!("{k} > {MAX_CONTEXTS}")));
                     }
-                    v.push(Successor {
-                        group: g,
-                        probability: r.probability("successor probability")?,
-                    });
+                    let mut v = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        let after = r.u64("context group")?;
+                        if after >= n_groups {
+                            return Err(r.error("context group", format!("{after} beyond the volume")));
+                        }
+                        let episodes = r.u32("context episodes")?;
+                        v.push(ContextSuccessors {
+                            after,
+                            episodes,
+                            successors: decode_successors(&mut r, n_groups, gs, true)?,
+                        });
+                    }
+                    contexts.push(v);
                 }
-                successors.push(v);
             }
             groups.push(GroupEntry {
                 group,
@@ -420,6 +577,8 @@ impl ManifestIndex {
                 entry_count,
                 hints,
                 successors,
+                masks,
+                contexts,
             });
         }
         if stored_total != header.stored_blocks {
@@ -428,34 +587,155 @@ impl ManifestIndex {
                 "stored blocks of the groups do not add up to the header's",
             ));
         }
-        let mask_len = (group_size as usize).div_ceil(8);
-        let n_warm = r.count("warm-up count", 8 + mask_len)?;
-        let mut warmup = Vec::with_capacity(n_warm);
-        for _ in 0..n_warm {
-            let g = r.u64("warm-up group")?;
-            if g >= n_groups {
-                return Err(r.error("warm-up group", format!("{g} beyond the volume")));
-            }
-            let mut mask = vec![0u8; mask_len];
-            for m in mask.iter_mut() {
-                *m = r.u8("warm-up mask")?;
-            }
-            warmup.push(WarmUp { group: g, mask });
-        }
+        let warmup = decode_warmup(&mut r, group_size, n_groups)?;
         let prior = if version >= 2 {
             decode_prior(&mut r, n_blocks)?
         } else {
             None
         };
+        let mut history = 0;
+        let mut warmup_groups = Vec::new();
+        if version >= 3 {
+            history = r.u8("history")?;
+            if history > MAX_HISTORY {
+                return Err(r.error("history", format!("{history} > {MAX_HISTORY}")));
+            }
+            let n = r.count("warm-up group count", 12)?;
+            if n > MAX_WARMUP_GROUPS {
+                return Err(r.error("warm-up group count", format!("{n} > {MAX_WARMUP_GROUPS}")));
+            }
+            for _ in 0..n {
+                let sessions = r.u32("warm-up group sessions")?;
+                let k = r.count("signature length", 8)?;
+                if k > MAX_SIGNATURE {
+                    return Err(r.error("signature length", format!("{k} > {MAX_SIGNATURE}")));
+                }
+                let mut signature = Vec::with_capacity(k);
+                for _ in 0..k {
+                    let b = r.u64("signature block")?;
+                    if b >= n_blocks {
+                        return Err(r.error("signature block", format!("{b} beyond the volume")));
+                    }
+                    signature.push(b);
+                }
+                warmup_groups.push(WarmupGroup {
+                    sessions,
+                    signature,
+                    blocks: decode_warmup(&mut r, group_size, n_groups)?,
+                });
+            }
+        }
         r.finish()?;
         Ok(ManifestIndex {
             header,
             windows_ms,
             groups,
             warmup,
+            warmup_groups,
+            history,
             prior,
         })
     }
+}
+
+/// A block mask: a flag byte (0: none), then one byte per block.
+fn encode_mask(w: &mut Writer, mask: &[u8], gs: usize) {
+    if mask.is_empty() {
+        w.u8(0);
+        return;
+    }
+    w.u8(1);
+    let mut m = mask.to_vec();
+    m.resize(gs, 0);
+    for b in m {
+        w.u8(b);
+    }
+}
+
+fn decode_mask(r: &mut Reader<'_>, gs: usize) -> Result<Vec<u8>, FormatError> {
+    match r.u8("mask flag")? {
+        0 => Ok(Vec::new()),
+        1 => (0..gs).map(|_| r.u8("mask")).collect(),
+        v => Err(r.error("mask flag", format!("{v} is not 0 or 1"))),
+    }
+}
+
+/// A successor list: a `u16` count, then (group, probability[, mask]).
+fn encode_successors(w: &mut Writer, succ: &[Successor], gs: usize, masks: bool) {
+    let succ = &succ[..succ.len().min(MAX_SUCCESSORS)];
+    w.u16(succ.len() as u16);
+    for s in succ {
+        w.u64(s.group);
+        w.f32(s.probability);
+        if masks {
+            encode_mask(w, &s.mask, gs);
+        }
+    }
+}
+
+fn decode_successors(
+    r: &mut Reader<'_>,
+    n_groups: u64,
+    gs: usize,
+    masks: bool,
+) -> Result<Vec<Successor>, FormatError> {
+    let k = r.u16("successor count")? as usize;
+    if k > MAX_SUCCESSORS {
+        return Err(r.error("successor count", format!("{k} > {MAX_SUCCESSORS}")));
+    }
+    let mut v = Vec::with_capacity(k);
+    for _ in 0..k {
+        let g = r.u64("successor group")?;
+        if g >= n_groups {
+            return Err(r.error("successor group", format!("{g} beyond the volume")));
+        }
+        let probability = r.probability("successor probability")?;
+        let mask = if masks {
+            decode_mask(r, gs)?
+        } else {
+            Vec::new()
+        };
+        v.push(Successor {
+            group: g,
+            probability,
+            mask,
+        });
+    }
+    Ok(v)
+}
+
+/// A warm-up list: a count, then (group, bitmap of its blocks).
+fn encode_warmup(w: &mut Writer, list: &[WarmUp], group_size: u32) {
+    w.count(list.len());
+    let mask_len = (group_size as usize).div_ceil(8);
+    for e in list {
+        w.u64(e.group);
+        let mut m = e.mask.clone();
+        m.resize(mask_len, 0);
+        w.bytes(&m);
+    }
+}
+
+fn decode_warmup(
+    r: &mut Reader<'_>,
+    group_size: u32,
+    n_groups: u64,
+) -> Result<Vec<WarmUp>, FormatError> {
+    let mask_len = (group_size as usize).div_ceil(8);
+    let n_warm = r.count("warm-up count", 8 + mask_len)?;
+    let mut warmup = Vec::with_capacity(n_warm);
+    for _ in 0..n_warm {
+        let g = r.u64("warm-up group")?;
+        if g >= n_groups {
+            return Err(r.error("warm-up group", format!("{g} beyond the volume")));
+        }
+        let mut mask = vec![0u8; mask_len];
+        for m in mask.iter_mut() {
+            *m = r.u8("warm-up mask")?;
+        }
+        warmup.push(WarmUp { group: g, mask });
+    }
+    Ok(warmup)
 }
 
 /// The prior section of a version 2 index (after the warm-up list).
@@ -518,6 +798,20 @@ pub(crate) mod tests {
                     vec![Successor {
                         group: 1,
                         probability: 0.75,
+                        mask: if g == 0 { vec![] } else { vec![191; 16] },
+                    }],
+                    vec![],
+                ],
+                masks: vec![(0..16u8).map(|i| i * 16).collect(), vec![]],
+                contexts: vec![
+                    vec![ContextSuccessors {
+                        after: 4,
+                        episodes: 3,
+                        successors: vec![Successor {
+                            group: 6,
+                            probability: 1.0,
+                            mask: vec![255; 16],
+                        }],
                     }],
                     vec![],
                 ],
@@ -541,6 +835,12 @@ pub(crate) mod tests {
             windows_ms: vec![2000, 10000],
             groups,
             warmup: vec![WarmUp::new(2, 16, [32, 33]), WarmUp::new(0, 16, [0, 15])],
+            warmup_groups: vec![WarmupGroup {
+                sessions: 2,
+                signature: vec![64, 65],
+                blocks: vec![WarmUp::new(4, 16, [64, 65, 66])],
+            }],
+            history: 2,
             prior: Some(FsPrior {
                 filesystem: "ext4".into(),
                 metadata: vec![
@@ -558,21 +858,45 @@ pub(crate) mod tests {
         }
     }
 
-    /// A version 1 index (no prior section) still decodes.
+    /// Version 1 (no prior) and 2 (no masks, contexts, workload groups)
+    /// indexes still decode, as what they hold.
     #[test]
-    fn version_1_indexes_decode_without_a_prior() {
-        let ix = ManifestIndex {
-            prior: None,
-            ..sample()
+    fn version_1_and_2_indexes_decode_without_what_they_lack() {
+        let ix = sample();
+        let v2 = ManifestIndex {
+            warmup_groups: vec![],
+            history: 0,
+            groups: ix
+                .groups
+                .iter()
+                .map(|g| GroupEntry {
+                    masks: vec![],
+                    contexts: vec![],
+                    successors: g
+                        .successors
+                        .iter()
+                        .map(|v| {
+                            v.iter()
+                                .map(|s| Successor {
+                                    mask: vec![],
+                                    ..s.clone()
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                    ..g.clone()
+                })
+                .collect(),
+            ..ix.clone()
         };
-        let v2 = ix.encode();
-        // Version 1 = version 2 without the trailing has_prior byte.
-        let mut body = v2[..v2.len() - 32 - 1].to_vec();
-        assert_eq!(v2[v2.len() - 33], 0, "has_prior");
-        body[4..6].copy_from_slice(&1u16.to_le_bytes());
-        let sum = *blake3::hash(&body).as_bytes();
-        body.extend_from_slice(&sum);
-        assert_eq!(ManifestIndex::decode(&body, "v1").unwrap(), ix);
+        assert_eq!(ManifestIndex::decode(&ix.encode_version(2), "v2").unwrap(), v2);
+        let v1 = ManifestIndex {
+            prior: None,
+            ..v2.clone()
+        };
+        let enc = ix.encode_version(1);
+        assert_eq!(u16::from_le_bytes([enc[4], enc[5]]), 1);
+        assert_eq!(ManifestIndex::decode(&enc, "v1").unwrap(), v1);
         // And a prior outside the volume is refused.
         let mut bad = sample();
         bad.prior.as_mut().unwrap().metadata[0].first = 1 << 40;
@@ -617,6 +941,12 @@ pub(crate) mod tests {
         assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
         let mut ix = sample();
         ix.warmup.push(WarmUp::new(1 << 60, 16, []));
+        assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
+        let mut ix = sample();
+        ix.warmup_groups[0].signature.push(1 << 40);
+        assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
+        let mut ix = sample();
+        ix.groups[0].contexts[0][0].after = 1 << 40;
         assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
     }
 }

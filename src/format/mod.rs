@@ -24,7 +24,10 @@ pub mod page;
 pub mod span;
 
 pub use codec::FormatError;
-pub use index::{BlockRun, FsPrior, GroupEntry, ManifestIndex, SnapshotHeader, Successor, WarmUp};
+pub use index::{
+    mask_byte, mask_probability, BlockRun, ContextSuccessors, FsPrior, GroupEntry, ManifestIndex,
+    SnapshotHeader, Successor, WarmUp, WarmupGroup,
+};
 pub use page::{Compression, ManifestEntry, ManifestPage};
 pub use span::{Span, Spans};
 

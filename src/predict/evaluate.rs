@@ -2,11 +2,11 @@
 //! the prefetcher uses it, and measures what that would have bought.
 //!
 //! Replay, for a window W and a threshold T: at the session's start the
-//! warm-up groups are prefetched; on the first read of a group in an
-//! episode (W, as in learning), the rest of that group is prefetched when
-//! its hint ≥ T, and every successor with p ≥ T is prefetched — strengths
-//! discounted by the blocks already read or prefetched
-//! ([`super::remaining_precision`]). A block is prefetched at most once and
+//! warm-up core is prefetched, and a workload group's warm-up blocks once
+//! the first reads match its signature ([`super::warmup::Matcher`]); on
+//! the first read of a group in an episode (W, as in learning), what
+//! [`super::rule`] selects of the group and its successors (by block
+//! masks, in the matching context). A block is prefetched at most once and
 //! never after it was read.
 //! - **precision** = prefetched bytes that the session reads within W of
 //!   their prefetch (warm-up: within the warm-up window) / prefetched bytes;
@@ -62,6 +62,7 @@ pub fn evaluate(
     warmup: bool,
 ) -> Evaluation {
     let window_ns = index.windows_ms.get(w).copied().unwrap_or(0) as u64 * 1_000_000;
+    let warm_ns = super::WARMUP_WINDOW.as_nanos() as u64;
     let h = &index.header;
     let len = |b: u64| crate::format::block_len(h.volume_size, h.block_size, b) as u64;
     let start = session.events.first().map_or(0, |e| e.0);
@@ -70,45 +71,29 @@ pub fn evaluate(
     let mut read: HashSet<u64> = HashSet::new();
     let mut scores: HashMap<Mechanism, Score> = HashMap::new();
     let mut read_bytes = 0;
-    // Warm-up: the listed blocks, at the session's start.
-    let warmup_list = if warmup { &index.warmup[..] } else { &[] };
-    for w in warmup_list {
-        for b in w.blocks(h.group_size) {
-            if stored.is_stored(b) && !prefetched.contains_key(&b) {
-                prefetched.insert(b, (start, Mechanism::Warmup));
-                scores
-                    .entry(Mechanism::Warmup)
-                    .or_default()
-                    .prefetched_bytes += len(b);
+    let mut prefetch = |b: u64,
+                        t: u64,
+                        m: Mechanism,
+                        pf: &mut HashMap<u64, (u64, Mechanism)>,
+                        read: &HashSet<u64>| {
+        if stored.is_stored(b) && !read.contains(&b) && !pf.contains_key(&b) {
+            pf.insert(b, (t, m));
+            scores.entry(m).or_default().prefetched_bytes += len(b);
+        }
+    };
+    // Warm-up: the core at the session's start; a workload group's blocks
+    // once the first reads match its signature.
+    let mut matcher = warmup.then(|| super::warmup::Matcher::new(index));
+    if warmup {
+        for e in &index.warmup {
+            for b in e.blocks(h.group_size) {
+                prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
             }
         }
     }
-    // Prefetches the rest of group `g` when the precision of that rest
-    // (strength `p` discounted by what is already read or prefetched)
-    // reaches the threshold.
-    let mut prefetch_group =
-        |g: u64,
-         p: f32,
-         t: u64,
-         m: Mechanism,
-         read: &HashSet<u64>,
-         pf: &mut HashMap<u64, (u64, Mechanism)>| {
-            let blocks = stored.by_group.get(&g).map(Vec::as_slice).unwrap_or(&[]);
-            let covered = blocks
-                .iter()
-                .filter(|b| read.contains(b) || pf.contains_key(b))
-                .count();
-            if super::remaining_precision(p, blocks.len(), covered) < threshold {
-                return;
-            }
-            for &b in blocks {
-                if !read.contains(&b) && !pf.contains_key(&b) {
-                    pf.insert(b, (t, m));
-                    scores.entry(m).or_default().prefetched_bytes += len(b);
-                }
-            }
-        };
     let mut episode_start: HashMap<u64, u64> = HashMap::new();
+    let mut recent = super::Recent::default();
+    let history = index.history as usize;
     let mut useful: Vec<(Mechanism, u64, bool)> = Vec::new();
     for &(t, b) in &session.events {
         if read.insert(b) {
@@ -118,32 +103,45 @@ pub fn evaluate(
                 // W of the prefetch (warm-up: within the warm-up window, the
                 // horizon it is learned for).
                 let horizon = match m {
-                    Mechanism::Warmup => window_ns.max(super::WARMUP_WINDOW.as_nanos() as u64),
+                    Mechanism::Warmup => window_ns.max(warm_ns),
                     _ => window_ns,
                 };
                 useful.push((m, len(b), t.saturating_sub(tp) <= horizon));
             }
         }
+        if let Some(mt) = matcher.as_mut().filter(|_| t - start <= warm_ns) {
+            for gi in mt.on_block(b) {
+                for e in &index.warmup_groups[gi].blocks {
+                    for x in e.blocks(h.group_size) {
+                        prefetch(x, t, Mechanism::Warmup, &mut prefetched, &read);
+                    }
+                }
+            }
+        }
         let g = b / stored.group_size;
+        let before = recent.before(g, history);
+        recent.push(g, history);
         let new_episode = episode_start.get(&g).is_none_or(|&t0| t > t0 + window_ns);
         if !new_episode {
             continue;
         }
         episode_start.insert(g, t);
-        let Some(entry) = index.group(g) else {
-            continue;
-        };
-        let hint = entry.hints.get(w).copied().unwrap_or(0.0);
-        prefetch_group(g, hint, t, Mechanism::Hint, &read, &mut prefetched);
-        for s in entry.successors.get(w).into_iter().flatten() {
-            prefetch_group(
-                s.group,
-                s.probability,
-                t,
-                Mechanism::Successor,
-                &read,
-                &mut prefetched,
-            );
+        for c in super::rule::candidates(index, g, w, &before) {
+            if !c.may_pass(threshold) {
+                continue;
+            }
+            let blocks = stored.by_group.get(&c.group).map(Vec::as_slice).unwrap_or(&[]);
+            let first = c.group * stored.group_size;
+            let pick = c.select(blocks, first, threshold, |x| {
+                read.contains(&x) || prefetched.contains_key(&x)
+            });
+            let m = match c.source {
+                super::rule::Source::Hint => Mechanism::Hint,
+                super::rule::Source::Successor => Mechanism::Successor,
+            };
+            for x in pick {
+                prefetch(x, t, m, &mut prefetched, &read);
+            }
         }
     }
     for (m, bytes, in_window) in useful {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::evaluate::{self, Evaluation};
-use super::{learn, load_session, parse_windows, Session, StoredBlocks};
+use super::{learn_with, load_session, parse_windows, LearnOptions, Session, StoredBlocks};
 use crate::format::ManifestIndex;
 use crate::name::SnapshotName;
 use crate::snapshot::Snapshot;
@@ -32,11 +32,16 @@ pub async fn stored_blocks(snap: &Snapshot) -> anyhow::Result<StoredBlocks> {
 }
 
 /// Every trace stored for `snap` and its ancestors (`traces/<name>/`):
-/// the same block ids, so a parent's sessions teach its child too.
+/// the same block ids, so a parent's sessions teach its child too. At most
+/// `max_sessions`, the newest first (by the store's modification time): a
+/// fleet's store may hold far more traces than learning needs, and memory
+/// grows with the sessions held. Listing is cheap (a key each); only the
+/// kept traces are read.
 pub async fn store_sessions(
     store: &Store,
     snap: &Snapshot,
     stored: &StoredBlocks,
+    max_sessions: usize,
 ) -> anyhow::Result<Vec<(String, Session)>> {
     let h = snap.header();
     let mut names = vec![h.name.clone()];
@@ -51,17 +56,30 @@ pub async fn store_sessions(
             parent = ps.header().parent.as_ref().map(|x| x.0.clone());
         }
     }
-    let mut out = Vec::new();
+    let mut listed = Vec::new();
     for n in names {
         let prefix = format!("{}/{n}", crate::format::keys::TRACES_PREFIX);
-        for l in store.list(&prefix).await? {
-            let data = store.get(&l.key).await?;
-            let reader = TraceReader::new(&data[..]).with_context(|| format!("trace {}", l.key))?;
-            out.push((
-                l.key.clone(),
-                load_session(reader, &l.key, h.volume_size, h.block_size as u64, stored)?,
-            ));
-        }
+        listed.extend(store.list(&prefix).await?);
+    }
+    listed.sort_by(|a, b| {
+        b.last_modified_ms
+            .cmp(&a.last_modified_ms)
+            .then(b.key.cmp(&a.key))
+    });
+    if listed.len() > max_sessions {
+        log::info!(
+            "{} traces stored for {}: learning from the newest {max_sessions} (--max-sessions)",
+            listed.len(),
+            h.name
+        );
+        listed.truncate(max_sessions);
+    }
+    let mut out = Vec::with_capacity(listed.len());
+    for l in listed {
+        let data = store.get(&l.key).await?;
+        let reader = TraceReader::new(&data[..]).with_context(|| format!("trace {}", l.key))?;
+        let session = load_session(reader, &l.key, h.volume_size, h.block_size as u64, stored)?;
+        out.push((l.key, session));
     }
     Ok(out)
 }
@@ -84,22 +102,50 @@ pub struct LearnReport {
     pub block_reads: usize,
 }
 
-/// Learns hints, successors and warm-up for snapshot `name` from trace
-/// files and (with `from_store`) every trace stored for it and its
-/// ancestors, with `windows` (e.g. `2s,10s`; default: the index's), and
-/// commits the new index.
+/// What to learn from, and how.
+#[derive(Debug, Clone)]
+pub struct LearnRequest {
+    /// Trace files.
+    pub traces: Vec<PathBuf>,
+    /// Also every trace stored for the snapshot and its ancestors.
+    pub from_store: bool,
+    /// At most this many stored traces, the newest first.
+    pub max_sessions: usize,
+    /// Windows, e.g. `2s,10s` (default: the index's).
+    pub windows: Option<String>,
+    pub options: LearnOptions,
+}
+
+/// Stored traces learned from at most, by default: a day of a busy fleet
+/// at one session a minute; ~16 bytes per block read held per session.
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+
+impl LearnRequest {
+    /// From trace files only, the full model.
+    pub fn from_files(traces: &[PathBuf]) -> Self {
+        LearnRequest {
+            traces: traces.to_vec(),
+            from_store: false,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            windows: None,
+            options: LearnOptions::default(),
+        }
+    }
+}
+
+/// Learns hints, successors and warm-up for snapshot `name` from what
+/// `req` names, and commits the new index (format version 3, whatever the
+/// version it replaces).
 pub async fn learn_from(
     store: &Store,
     name: &SnapshotName,
-    traces: &[PathBuf],
-    from_store: bool,
-    windows: Option<&str>,
+    req: &LearnRequest,
 ) -> anyhow::Result<LearnReport> {
     let snap = Snapshot::open(store, name).await?;
     let h = snap.header().clone();
     let stored = stored_blocks(&snap).await?;
     let mut sessions: Vec<Session> = Vec::new();
-    for t in traces {
+    for t in &req.traces {
         let what = t.display().to_string();
         let reader = crate::trace::open(t)?;
         sessions.push(load_session(
@@ -110,9 +156,9 @@ pub async fn learn_from(
             &stored,
         )?);
     }
-    if from_store {
+    if req.from_store {
         sessions.extend(
-            store_sessions(store, &snap, &stored)
+            store_sessions(store, &snap, &stored, req.max_sessions)
                 .await?
                 .into_iter()
                 .map(|(_, s)| s),
@@ -124,12 +170,12 @@ pub async fn learn_from(
             store.url()
         );
     }
-    let windows = match windows {
+    let windows = match &req.windows {
         Some(w) => parse_windows(w)?,
         None => snap.index().windows_ms.clone(),
     };
     let block_reads = sessions.iter().map(|s| s.events.len()).sum();
-    let index = learn(snap.index(), &stored, &sessions, &windows);
+    let index = learn_with(snap.index(), &stored, &sessions, &windows, &req.options);
     commit(store, &index).await?;
     Ok(LearnReport {
         index,

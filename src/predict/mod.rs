@@ -38,12 +38,17 @@
 pub mod evaluate;
 pub mod io;
 pub mod model;
+pub mod rule;
 pub mod session;
+pub mod warmup;
 
 use std::time::Duration;
 
-pub use io::{commit, evaluate_trace, learn_from, store_sessions, stored_blocks, LearnReport};
-pub use model::{learn, parse_windows, remaining_precision};
+pub use io::{
+    commit, evaluate_trace, learn_from, store_sessions, stored_blocks, LearnReport, LearnRequest,
+    DEFAULT_MAX_SESSIONS,
+};
+pub use model::{learn, learn_with, parse_windows, remaining_precision, LearnOptions, Recent};
 pub use session::{load_session, Session, StoredBlocks};
 
 /// Successors less likely than this are not worth a prefetch at any
@@ -51,6 +56,19 @@ pub use session::{load_session, Session, StoredBlocks};
 pub const MIN_SUCCESSOR_P: f32 = 0.1;
 /// Successors kept per group and window.
 pub const MAX_SUCCESSORS: usize = 8;
+/// Distinct groups read before an episode that a context looks at: the
+/// value `bench/hints_varied.sh` measured best (docs/benchmarks.md,
+/// "history length"): 0 lets a shared group bring every workload's
+/// followers, longer histories match contexts that no longer matter.
+pub const DEFAULT_HISTORY: u8 = 2;
+/// A context is kept only when it changes some successor's strength by at
+/// least this much (else the plain list says the same).
+pub const CONTEXT_GAIN: f32 = 0.25;
+/// Episodes a context needs: one is an event, not a pattern (a random
+/// reader would learn a context from every read).
+pub const MIN_CONTEXT_EPISODES: u64 = 2;
+/// Contexts kept per group and window, the most seen first.
+pub const MAX_CONTEXTS: usize = 8;
 /// A successor scan stops after this many distinct groups or this many
 /// touches, which bounds learning on long dense windows.
 pub(crate) const SCAN_GROUPS: usize = 64;

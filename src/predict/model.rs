@@ -3,22 +3,81 @@
 //! no store and no I/O, so every rule of the module doc of [`super`] is
 //! tested with hand-made sessions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use anyhow::{bail, Context};
 
 use super::{
-    Session, StoredBlocks, MAX_SUCCESSORS, MIN_SUCCESSOR_P, SCAN_GROUPS, SCAN_TOUCHES,
-    WARMUP_MIN_PRECISION, WARMUP_SHARE, WARMUP_WINDOW,
+    Session, StoredBlocks, CONTEXT_GAIN, DEFAULT_HISTORY, MAX_CONTEXTS, MAX_SUCCESSORS,
+    MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS, SCAN_TOUCHES,
 };
-use crate::format::{ManifestIndex, Successor, WarmUp};
+use crate::format::{mask_byte, ContextSuccessors, ManifestIndex, Successor};
+
+/// What to learn; the default is the full model, [`LearnOptions::flat`]
+/// the version-2 one (for comparison in `bench/hints_varied.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnOptions {
+    /// Per-block masks on hints and successors (else whole groups).
+    pub masks: bool,
+    /// Distinct groups a context looks back (0: no contexts).
+    pub history: u8,
+    /// Warm-up per workload group of sessions (else one list for all).
+    pub workload_groups: bool,
+}
+
+impl Default for LearnOptions {
+    fn default() -> Self {
+        LearnOptions {
+            masks: true,
+            history: DEFAULT_HISTORY,
+            workload_groups: true,
+        }
+    }
+}
+
+impl LearnOptions {
+    /// Whole-group hints, no contexts, one warm-up list: the index of
+    /// version 2.
+    pub fn flat() -> Self {
+        LearnOptions {
+            masks: false,
+            history: 0,
+            workload_groups: false,
+        }
+    }
+}
+
+/// Blocks read (offset in their group → episodes that read it) and the
+/// summed fraction of the group's stored blocks read, over episodes.
+#[derive(Default)]
+struct Reads {
+    fraction_sum: f64,
+    blocks: HashMap<u32, u32>,
+}
+
+impl Reads {
+    fn add(&mut self, blocks: &HashSet<u64>, group_first: u64, stored: usize) {
+        self.fraction_sum += blocks.len() as f64 / stored.max(1) as f64;
+        for b in blocks {
+            *self.blocks.entry((b - group_first) as u32).or_default() += 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Followers {
+    episodes: u64,
+    /// successor group → what of it was read in the window
+    successors: HashMap<u64, Reads>,
+}
 
 #[derive(Default)]
 struct GroupStats {
     episodes: u64,
-    fraction_sum: f64,
-    /// successor → sum over episodes of the fraction of it read in the window
-    successors: HashMap<u64, f64>,
+    own: Reads,
+    followers: Followers,
+    /// context group → the followers of the episodes it preceded
+    contexts: HashMap<u64, Followers>,
 }
 
 /// What learning produced for one window.
@@ -26,194 +85,271 @@ struct WindowModel {
     stats: HashMap<u64, GroupStats>,
 }
 
-fn learn_window(sessions: &[Session], stored: &StoredBlocks, window_ns: u64) -> WindowModel {
+/// The last `history` distinct groups read before each read, most recent
+/// first: what a context matches against, kept the same way here and in
+/// the prefetcher ([`Recent`]).
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    groups: VecDeque<u64>,
+}
+
+impl Recent {
+    /// The groups read before `g`, most recent first (at most `history`).
+    pub fn before(&self, g: u64, history: usize) -> Vec<u64> {
+        self.groups
+            .iter()
+            .copied()
+            .filter(|&x| x != g)
+            .take(history)
+            .collect()
+    }
+
+    /// Notes a read of group `g`.
+    pub fn push(&mut self, g: u64, history: usize) {
+        if self.groups.front() == Some(&g) {
+            return;
+        }
+        self.groups.retain(|&x| x != g);
+        self.groups.push_front(g);
+        self.groups.truncate(history + 1);
+    }
+}
+
+fn learn_window(
+    sessions: &[Session],
+    stored: &StoredBlocks,
+    window_ns: u64,
+    history: usize,
+) -> WindowModel {
+    let gs = stored.group_size;
+    let n_stored = |g: u64| stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
     let mut stats: HashMap<u64, GroupStats> = HashMap::new();
     for s in sessions {
-        // Episodes: open[g] = (start time, distinct blocks read, touch index).
-        let mut open: HashMap<u64, (u64, std::collections::HashSet<u64>)> = HashMap::new();
-        let mut starts: Vec<(usize, u64, u64)> = Vec::new(); // (event index, t0, g)
-        let close = |stats: &mut HashMap<u64, GroupStats>, g: u64, blocks: usize| {
-            let n = stored.by_group.get(&g).map_or(1, |v| v.len().max(1));
+        // Episodes: open[g] = (start time, distinct blocks read).
+        let mut open: HashMap<u64, (u64, HashSet<u64>)> = HashMap::new();
+        // (event index, t0, g, the groups read before)
+        let mut starts: Vec<(usize, u64, u64, Vec<u64>)> = Vec::new();
+        let mut recent = Recent::default();
+        let close = |stats: &mut HashMap<u64, GroupStats>, g: u64, blocks: &HashSet<u64>| {
             let st = stats.entry(g).or_default();
             st.episodes += 1;
-            st.fraction_sum += blocks as f64 / n as f64;
+            st.own.add(blocks, g * gs, n_stored(g));
         };
         for (ei, &(t, b)) in s.events.iter().enumerate() {
-            let g = b / stored.group_size;
+            let g = b / gs;
             match open.get_mut(&g) {
                 Some((t0, blocks)) if t <= *t0 + window_ns => {
                     blocks.insert(b);
                 }
                 other => {
                     if let Some((_, blocks)) = other {
-                        let n = blocks.len();
-                        close(&mut stats, g, n);
+                        close(&mut stats, g, blocks);
                     }
                     open.insert(g, (t, std::iter::once(b).collect()));
-                    starts.push((ei, t, g));
+                    starts.push((ei, t, g, recent.before(g, history)));
                 }
             }
+            recent.push(g, history);
         }
         for (g, (_, blocks)) in open {
-            close(&mut stats, g, blocks.len());
+            close(&mut stats, g, &blocks);
         }
-        // Successors: how much of each other group is read within the
-        // window after each episode start.
-        for (ei, t0, g) in starts {
-            let mut seen: HashMap<u64, std::collections::HashSet<u64>> = HashMap::new();
+        // Successors: what of each other group is read within the window
+        // after each episode start, for the group and for each context.
+        for (ei, t0, g, before) in starts {
+            let mut seen: HashMap<u64, HashSet<u64>> = HashMap::new();
             for &(t, b) in s.events.iter().skip(ei).take(SCAN_TOUCHES) {
                 if t > t0 + window_ns {
                     break;
                 }
-                let h = b / stored.group_size;
+                let h = b / gs;
                 if h != g && (seen.contains_key(&h) || seen.len() < SCAN_GROUPS) {
                     seen.entry(h).or_default().insert(b);
                 }
             }
             let st = stats.entry(g).or_default();
-            for (h, blocks) in seen {
-                let n = stored.by_group.get(&h).map_or(1, |v| v.len().max(1));
-                *st.successors.entry(h).or_default() += blocks.len() as f64 / n as f64;
+            let add = |f: &mut Followers| {
+                f.episodes += 1;
+                for (h, blocks) in &seen {
+                    f.successors
+                        .entry(*h)
+                        .or_default()
+                        .add(blocks, h * gs, n_stored(*h));
+                }
+            };
+            add(&mut st.followers);
+            for c in before {
+                add(st.contexts.entry(c).or_default());
             }
         }
     }
     WindowModel { stats }
 }
 
-/// Whether early reads repeat across sessions: the mean, over ordered
-/// pairs of sessions (i, j), of the share of j's early blocks that i also
-/// reads early — the precision warm-up learned from j would have had on
-/// i. A start-up or a scan repeats its blocks (≈ 1); random I/O shares
-/// blocks only by chance (≈ the fraction of the volume it touches), and
-/// warming up that overlap would be waste.
-fn early_reads_repeat(sessions: &[Session], stored: &StoredBlocks) -> bool {
-    let _ = stored;
-    if sessions.len() < 2 {
-        return true;
-    }
-    let limit = WARMUP_WINDOW.as_nanos() as u64;
-    let sets: Vec<std::collections::HashSet<u64>> = sessions
-        .iter()
-        .map(|s| {
-            let start = s.events.first().map_or(0, |e| e.0);
-            s.events
-                .iter()
-                .take_while(|e| e.0 - start <= limit)
-                .map(|e| e.1)
-                .collect()
-        })
-        .collect();
-    let mut sum = 0.0;
-    let mut pairs = 0;
-    for (i, a) in sets.iter().enumerate() {
-        for (j, b) in sets.iter().enumerate() {
-            if i != j && !b.is_empty() {
-                sum += b.iter().filter(|x| a.contains(x)).count() as f64 / b.len() as f64;
-                pairs += 1;
-            }
+/// A block counts once it was read in `min_repeats` episodes: with more
+/// than one training session, a block read in a single episode is an
+/// event, not a pattern (a random reader's blocks are all such), and a
+/// mask learned from it would fetch it at every touch of the group.
+fn mask_of(r: &Reads, episodes: u64, gs: u64, min_repeats: u32) -> Vec<u8> {
+    let mut m = vec![0u8; gs as usize];
+    for (&i, &n) in &r.blocks {
+        if n >= min_repeats && (i as u64) < gs {
+            m[i as usize] = mask_byte(n as f64 / episodes.max(1) as f64);
         }
     }
-    pairs > 0 && sum / pairs as f64 >= WARMUP_MIN_PRECISION
+    m
 }
 
-/// The warm-up list: blocks first read within [`WARMUP_WINDOW`] of a
-/// session's start in more than [`WARMUP_SHARE`] of the sessions, grouped by
-/// group, groups ordered by the median time their first such block is read.
-fn learn_warmup(sessions: &[Session], stored: &StoredBlocks) -> Vec<WarmUp> {
-    if sessions.is_empty() {
-        return Vec::new();
+/// Mean of a mask over the group's stored blocks: the hint (or successor
+/// probability) that mask implies.
+fn mask_mean(m: &[u8], group: u64, stored: &StoredBlocks) -> f32 {
+    let blocks = stored.by_group.get(&group).map(Vec::as_slice).unwrap_or(&[]);
+    if blocks.is_empty() {
+        return 0.0;
     }
-    let limit = WARMUP_WINDOW.as_nanos() as u64;
-    // block → first-read times (relative), one per session that read it early
-    let mut early: HashMap<u64, Vec<u64>> = HashMap::new();
-    for s in sessions {
-        let Some(&(start, _)) = s.events.first() else {
-            continue;
-        };
-        let mut seen = std::collections::HashSet::new();
-        for &(t, b) in &s.events {
-            // Relative to the session's first read: mounting and the
-            // workload starting are not part of the pattern.
-            let rel = t - start;
-            if rel > limit {
-                break;
+    let first = group * stored.group_size;
+    let sum: f32 = blocks
+        .iter()
+        .map(|b| m.get((b - first) as usize).copied().unwrap_or(0) as f32 / 255.0)
+        .sum();
+    (sum / blocks.len() as f32).clamp(0.0, 1.0)
+}
+
+/// The strength deciding rank and kept-ness: the most likely block with a
+/// mask, the whole group's probability without.
+fn strength(s: &Successor) -> f32 {
+    if s.mask.is_empty() {
+        s.probability
+    } else {
+        s.mask.iter().copied().max().unwrap_or(0) as f32 / 255.0
+    }
+}
+
+/// A follower list, strongest first, at most [`MAX_SUCCESSORS`].
+fn successors_of(
+    f: &Followers,
+    index: &ManifestIndex,
+    stored: &StoredBlocks,
+    opts: &LearnOptions,
+    min_repeats: u32,
+) -> Vec<Successor> {
+    let gs = stored.group_size;
+    let mut succ: Vec<Successor> = f
+        .successors
+        .iter()
+        // Only groups with data are worth prefetching.
+        .filter(|(h, _)| index.group(**h).is_some())
+        .map(|(&h, r)| {
+            if opts.masks {
+                let mask = mask_of(r, f.episodes, gs, min_repeats);
+                Successor {
+                    group: h,
+                    probability: mask_mean(&mask, h, stored),
+                    mask,
+                }
+            } else {
+                Successor {
+                    group: h,
+                    probability: (r.fraction_sum / f.episodes.max(1) as f64).min(1.0) as f32,
+                    mask: Vec::new(),
+                }
             }
-            if seen.insert(b) {
-                early.entry(b).or_default().push(rel);
-            }
-        }
-    }
-    if !early_reads_repeat(sessions, stored) {
-        return Vec::new();
-    }
-    let need = (WARMUP_SHARE * sessions.len() as f64).floor() as usize + 1;
-    // group → (its blocks, their median first-read times)
-    let mut groups: HashMap<u64, (Vec<u64>, Vec<u64>)> = HashMap::new();
-    for (b, mut ts) in early.into_iter().filter(|(_, ts)| ts.len() >= need) {
-        ts.sort_unstable();
-        let e = groups.entry(b / stored.group_size).or_default();
-        e.0.push(b);
-        e.1.push(ts[ts.len() / 2]);
-    }
-    let mut warm: Vec<(u64, u64, Vec<u64>)> = groups
-        .into_iter()
-        .map(|(g, (blocks, times))| (times.into_iter().min().unwrap_or(0), g, blocks))
+        })
+        .filter(|x| strength(x) >= MIN_SUCCESSOR_P)
         .collect();
-    warm.sort_unstable_by_key(|w| (w.0, w.1));
-    warm.into_iter()
-        .map(|(_, g, blocks)| WarmUp::new(g, stored.group_size as u32, blocks))
-        .collect()
+    succ.sort_by(|a, b| {
+        strength(b)
+            .total_cmp(&strength(a))
+            .then(b.probability.total_cmp(&a.probability))
+            .then(a.group.cmp(&b.group))
+    });
+    succ.truncate(MAX_SUCCESSORS);
+    succ
+}
+
+/// Whether a context's list changes a decision: some successor's strength
+/// differs from the plain list's by [`CONTEXT_GAIN`] or more.
+fn differs(ctx: &[Successor], plain: &[Successor]) -> bool {
+    let of = |v: &[Successor], g: u64| v.iter().find(|s| s.group == g).map_or(0.0, strength);
+    ctx.iter()
+        .map(|s| s.group)
+        .chain(plain.iter().map(|s| s.group))
+        .any(|g| (of(ctx, g) - of(plain, g)).abs() >= CONTEXT_GAIN)
 }
 
 /// Learns hints, successors and warm-up for `windows_ms` from `sessions`
-/// and returns the new index (data and pages untouched).
+/// with the full model ([`LearnOptions::default`]).
 pub fn learn(
     index: &ManifestIndex,
     stored: &StoredBlocks,
     sessions: &[Session],
     windows_ms: &[u32],
 ) -> ManifestIndex {
+    learn_with(index, stored, sessions, windows_ms, &LearnOptions::default())
+}
+
+/// Learns hints, successors and warm-up for `windows_ms` from `sessions`
+/// and returns the new index (data and pages untouched).
+pub fn learn_with(
+    index: &ManifestIndex,
+    stored: &StoredBlocks,
+    sessions: &[Session],
+    windows_ms: &[u32],
+    opts: &LearnOptions,
+) -> ManifestIndex {
     let mut out = index.clone();
     out.windows_ms = windows_ms.to_vec();
+    out.history = opts.history.min(crate::format::index::MAX_HISTORY);
+    let history = out.history as usize;
     let models: Vec<WindowModel> = windows_ms
         .iter()
-        .map(|ms| learn_window(sessions, stored, *ms as u64 * 1_000_000))
+        .map(|ms| learn_window(sessions, stored, *ms as u64 * 1_000_000, history))
         .collect();
+    let min_repeats = if sessions.len() > 1 { 2 } else { 1 };
+    let gs = stored.group_size;
     for g in &mut out.groups {
         g.hints = Vec::with_capacity(models.len());
         g.successors = Vec::with_capacity(models.len());
+        g.masks = Vec::with_capacity(models.len());
+        g.contexts = Vec::with_capacity(models.len());
         for m in &models {
-            let st = m.stats.get(&g.group);
-            let hint = st
-                .filter(|s| s.episodes > 0)
-                .map_or(0.0, |s| (s.fraction_sum / s.episodes as f64) as f32)
-                .clamp(0.0, 1.0);
-            g.hints.push(hint);
-            let mut succ: Vec<Successor> = st
-                .map(|s| {
-                    s.successors
-                        .iter()
-                        .map(|(&h, &sum)| Successor {
-                            group: h,
-                            probability: (sum / s.episodes.max(1) as f64).min(1.0) as f32,
-                        })
-                        // Only groups with data are worth prefetching.
-                        .filter(|x| {
-                            x.probability >= MIN_SUCCESSOR_P && index.group(x.group).is_some()
-                        })
-                        .collect()
+            let Some(st) = m.stats.get(&g.group).filter(|s| s.episodes > 0) else {
+                g.hints.push(0.0);
+                g.successors.push(Vec::new());
+                g.masks.push(Vec::new());
+                g.contexts.push(Vec::new());
+                continue;
+            };
+            if opts.masks {
+                let mask = mask_of(&st.own, st.episodes, gs, min_repeats);
+                g.hints.push(mask_mean(&mask, g.group, stored));
+                g.masks.push(mask);
+            } else {
+                let hint = (st.own.fraction_sum / st.episodes as f64) as f32;
+                g.hints.push(hint.clamp(0.0, 1.0));
+                g.masks.push(Vec::new());
+            }
+            let plain = successors_of(&st.followers, index, stored, opts, min_repeats);
+            let mut ctx: Vec<ContextSuccessors> = st
+                .contexts
+                .iter()
+                .filter(|(_, f)| f.episodes >= MIN_CONTEXT_EPISODES)
+                .map(|(&c, f)| ContextSuccessors {
+                    after: c,
+                    episodes: f.episodes.min(u32::MAX as u64) as u32,
+                    successors: successors_of(f, index, stored, opts, min_repeats),
                 })
-                .unwrap_or_default();
-            succ.sort_by(|a, b| {
-                b.probability
-                    .total_cmp(&a.probability)
-                    .then(a.group.cmp(&b.group))
-            });
-            succ.truncate(MAX_SUCCESSORS);
-            g.successors.push(succ);
+                .filter(|c| differs(&c.successors, &plain))
+                .collect();
+            ctx.sort_by(|a, b| b.episodes.cmp(&a.episodes).then(a.after.cmp(&b.after)));
+            ctx.truncate(MAX_CONTEXTS);
+            g.successors.push(plain);
+            g.contexts.push(ctx);
         }
     }
-    out.warmup = learn_warmup(sessions, stored);
+    let (core, groups) = super::warmup::learn_warmup(sessions, stored, opts.workload_groups);
+    out.warmup = core;
+    out.warmup_groups = groups;
     out
 }
 
@@ -271,6 +407,8 @@ pub(crate) mod tests {
                 entry_count: gs as u32,
                 hints: vec![0.0],
                 successors: vec![vec![]],
+                masks: vec![vec![]],
+                contexts: vec![vec![]],
             })
             .collect();
         let ix = ManifestIndex {
@@ -291,6 +429,8 @@ pub(crate) mod tests {
             windows_ms: vec![2000],
             groups: entries,
             warmup: vec![],
+            warmup_groups: vec![],
+            history: 0,
             prior: None,
         };
         let stored = StoredBlocks {
@@ -330,8 +470,15 @@ pub(crate) mod tests {
         };
         let out = learn(&ix, &stored, &[s(), s()], &[2000]);
         let h: Vec<f32> = out.groups.iter().map(|g| g.hints[0]).collect();
-        // Group 3: episode 1 reads 2 of 4; the reads at 5 s start episode 2 (2 of 4).
-        assert_eq!(h, vec![1.0, 0.25, 0.0, 0.5]);
+        // Group 3: episode 1 reads 2 of 4; the reads at 5 s start episode 2
+        // (2 of 4). Masks are bytes: within 1/255.
+        for (got, want) in h.iter().zip([1.0, 0.25, 0.0, 0.5]) {
+            assert!((got - want).abs() <= 1.0 / 255.0, "{h:?}");
+        }
+        // The masks say which blocks: each of group 3's in half its episodes.
+        assert_eq!(out.groups[1].masks[0], vec![255, 0, 0, 0]);
+        assert_eq!(out.groups[3].masks[0], vec![128; 4]);
+        assert!(out.groups[2].masks[0].is_empty());
     }
 
     #[test]
@@ -348,14 +495,13 @@ pub(crate) mod tests {
         let mut e2 = vec![(0, 0)];
         e2.extend(g2(S / 2));
         e2.extend([(S, 4), (S + 1, 5), (S + 2, 6), (S + 3, 7)]);
-        let out = learn(&ix, &stored, &[session(&e1), session(&e2)], &[2000]);
+        let sessions = [session(&e1), session(&e2)];
+        // The version-2 model: whole-group strengths.
+        let out = learn_with(&ix, &stored, &sessions, &[2000], &LearnOptions::flat());
         let g0 = &out.groups[0].successors[0];
         assert_eq!(
-            g0[0],
-            Successor {
-                group: 2,
-                probability: 1.0
-            }
+            (g0[0].group, g0[0].probability, g0[0].mask.len()),
+            (2, 1.0, 0)
         );
         assert!(
             (g0[1].probability - 1.0 / 3.0).abs() < 1e-6 && g0[1].group == 1,
@@ -368,6 +514,15 @@ pub(crate) mod tests {
         );
         // Nothing follows group 1 within 2 s.
         assert!(out.groups[1].successors[0].is_empty());
+        // With masks: group 2 whole, and of group 3 exactly its first block
+        // (read after every episode); group 1, read after one episode of
+        // three, is an event, not a pattern: dropped.
+        let out = learn(&ix, &stored, &sessions, &[2000]);
+        let g0 = &out.groups[0].successors[0];
+        assert_eq!(g0.len(), 2, "{g0:?}");
+        assert_eq!((g0[0].group, g0[0].mask.clone()), (2, vec![255; 4]));
+        assert_eq!((g0[1].group, g0[1].mask.clone()), (3, vec![255, 0, 0, 0]));
+        assert!((g0[1].probability - 0.25).abs() < 1e-6);
     }
 
     #[test]

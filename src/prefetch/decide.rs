@@ -8,7 +8,7 @@
 //! carries nearly free.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::accounting::Accounting;
 use super::hints::HintState;
@@ -19,11 +19,16 @@ use super::PrefetchConfig;
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
 use crate::metrics::Metrics;
+use crate::predict::warmup::Matcher;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::{Class, Classifier};
 
 /// The classifier looks at this many recent reads per snapshot.
 pub(super) const CLASSIFY_EVERY: u64 = 256;
+/// Blocks of one read looked up in the workload signatures: the kernel's
+/// reads of an image are at most a few blocks; a huge read's tail adds
+/// nothing a signature needs.
+const MATCH_SCAN_BLOCKS: usize = 64;
 
 pub(super) struct FileState {
     pub snapshot: Arc<Snapshot>,
@@ -36,6 +41,10 @@ pub(super) struct FileState {
     pub window: usize,
     pub hints: HintState,
     unit: FetchUnit,
+    /// Matches the first reads against the index's workload groups.
+    warmup: Option<Matcher>,
+    /// When the first demand read came.
+    first_read: Option<Instant>,
 }
 
 /// What every decision of one batch of reads shares.
@@ -53,7 +62,6 @@ impl FileState {
     pub fn new(snapshot: Arc<Snapshot>, max_readahead: u64) -> Self {
         let unit = FetchUnit::new(&snapshot);
         FileState {
-            snapshot,
             readahead: Readahead::new(max_readahead),
             classifier: Classifier::default(),
             reads: 0,
@@ -61,6 +69,10 @@ impl FileState {
             window: 0,
             hints: HintState::default(),
             unit,
+            warmup: (!snapshot.index().warmup_groups.is_empty())
+                .then(|| Matcher::new(snapshot.index())),
+            first_read: None,
+            snapshot,
         }
     }
 
@@ -95,8 +107,12 @@ impl FileState {
         }
         let read_blocks = offset / bs..end.div_ceil(bs);
         cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);
-        Metrics::add(&metrics.prefetch_unit_used, self.unit.on_read(read_blocks));
+        Metrics::add(
+            &metrics.prefetch_unit_used,
+            self.unit.on_read(read_blocks.clone()),
+        );
         self.classify(offset, len, cfg);
+        jobs.extend(self.match_workload(read_blocks));
         // Sequential read-ahead.
         if let Some(r) = self.readahead.on_read(offset, len as u64) {
             let last = (r.end.min(h.volume_size)).div_ceil(bs);
@@ -133,6 +149,37 @@ impl FileState {
         }
         let n: u64 = jobs.iter().map(|j| j.1.len() as u64).sum();
         Metrics::add(&metrics.prefetch_issued, n);
+        jobs
+    }
+
+    /// A workload group's warm-up blocks, once the first reads (within the
+    /// warm-up window of the first one) match its signature.
+    fn match_workload(&mut self, read: std::ops::Range<u64>) -> Vec<(Priority, Vec<u64>)> {
+        let mut jobs = Vec::new();
+        let first = *self.first_read.get_or_insert_with(Instant::now);
+        let Some(m) = self.warmup.as_mut() else {
+            return jobs;
+        };
+        if first.elapsed() > crate::predict::WARMUP_WINDOW || !m.is_active() {
+            self.warmup = None;
+            return jobs;
+        }
+        let gs = self.snapshot.header().group_size;
+        // A signature is a few blocks: a long read's first ones suffice.
+        for b in read.take(MATCH_SCAN_BLOCKS) {
+            for gi in m.on_block(b) {
+                for e in &self.snapshot.index().warmup_groups[gi].blocks {
+                    let blocks: Vec<u64> = e
+                        .blocks(gs)
+                        .filter(|b| !self.hints.is_planned(*b))
+                        .collect();
+                    if !blocks.is_empty() {
+                        self.hints.plan(&blocks);
+                        jobs.push((Priority::Warmup, blocks));
+                    }
+                }
+            }
+        }
         jobs
     }
 

@@ -1,8 +1,9 @@
 //! Hints and successors: on the first touch of a group in an episode (the
-//! snapshot's current window W), prefetch the rest of the group when its
-//! hint, discounted by what is already cached or queued
-//! ([`crate::predict::remaining_precision`]), reaches the threshold; the
-//! same for each successor group. Blocks already queued by any job count
+//! snapshot's current window W), prefetch what [`crate::predict::rule`]
+//! selects: the group's and its successors' blocks at or above the
+//! threshold by their block masks (whole groups, discounted by what is
+//! covered, for an index without masks), the successors of the context the
+//! last distinct groups read match. Blocks already queued by any job count
 //! as covered, as `hints --evaluate` counts them: without that, a group
 //! touched while the warm-up is still fetching it looked uncovered and was
 //! fetched whole.
@@ -11,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cache::BlockCache;
+use crate::predict::{rule, Recent};
 use crate::snapshot::Snapshot;
 
 /// Episode starts remembered at most; past it, closed episodes are
@@ -24,6 +26,8 @@ pub(super) struct HintState {
     episodes: HashMap<u64, Instant>,
     /// Blocks some job was queued for (warm-up, read-ahead, hints).
     planned: HashSet<u64>,
+    /// The distinct groups read last, for contexts.
+    recent: Recent,
 }
 
 impl HintState {
@@ -43,7 +47,9 @@ impl HintState {
     }
 
     /// The block lists to prefetch for a read of `groups` of `snap`, with
-    /// the index's window number `w` (of length `window`) at `threshold`.
+    /// the index's window number `w` (of length `window`) at `threshold`:
+    /// what [`crate::predict::rule`] selects on each group's first touch in
+    /// an episode.
     pub async fn on_read(
         &mut self,
         snap: &Snapshot,
@@ -55,7 +61,11 @@ impl HintState {
     ) -> Vec<Vec<u64>> {
         let mut out = Vec::new();
         let now = Instant::now();
+        let history = snap.index().history as usize;
+        let gs = snap.header().group_size as u64;
         for g in groups {
+            let before = self.recent.before(g, history);
+            self.recent.push(g, history);
             if self
                 .episodes
                 .get(&g)
@@ -64,41 +74,28 @@ impl HintState {
                 continue;
             }
             self.episodes.insert(g, now);
-            let Some(entry) = snap.index().group(g) else {
-                continue;
-            };
-            let hint = entry.hints.get(w).copied().unwrap_or(0.0);
-            let successors = entry.successors.get(w);
-            let strong_successor =
-                successors.is_some_and(|v| v.iter().any(|s| s.probability >= threshold));
-            if hint < threshold && !strong_successor {
-                continue;
-            }
-            let candidates = std::iter::once((g, hint)).chain(
-                successors
-                    .into_iter()
-                    .flatten()
-                    .map(|s| (s.group, s.probability)),
-            );
-            for (cg, strength) in candidates {
-                if strength < threshold {
+            for c in rule::candidates(snap.index(), g, w, &before) {
+                if !c.may_pass(threshold) {
                     continue;
                 }
-                let Some(ce) = snap.index().group(cg) else {
+                let Some(ce) = snap.index().group(c.group) else {
                     continue;
                 };
                 let Ok(blocks) = snap.group_blocks(ce).await else {
                     continue;
                 };
-                let covered = blocks
+                let ids: Vec<u64> = blocks.iter().map(|b| b.block_id).collect();
+                let cached: HashSet<u64> = blocks
                     .iter()
-                    .filter(|b| self.planned.contains(&b.block_id) || cache.contains(&b.checksum))
-                    .count();
-                if crate::predict::remaining_precision(strength, blocks.len(), covered) >= threshold
-                {
-                    let ids: Vec<u64> = blocks.iter().map(|b| b.block_id).collect();
-                    self.plan(&ids);
-                    out.push(ids);
+                    .filter(|b| cache.contains(&b.checksum))
+                    .map(|b| b.block_id)
+                    .collect();
+                let pick = c.select(&ids, c.group * gs, threshold, |b| {
+                    self.planned.contains(&b) || cached.contains(&b)
+                });
+                if !pick.is_empty() {
+                    self.plan(&pick);
+                    out.push(pick);
                 }
             }
         }

@@ -1,0 +1,313 @@
+//! The warm-up: what a mount fetches before it is asked, learned from what
+//! sessions read in their first [`WARMUP_WINDOW`].
+//!
+//! One list for every session (version 2) makes each mount pay for every
+//! workload that ever ran on the image. So sessions are grouped by what
+//! they read early, and the index holds
+//! - a **core**: blocks every workload group reads early (an ext4 mount's
+//!   superblock and inode tables, an interpreter both programs start),
+//!   fetched at once;
+//! - per **workload group**, the blocks its sessions read early beyond the
+//!   core, fetched once a session's first reads match the group's
+//!   **signature** (its most typical blocks that no other group reads
+//!   early, [`SIGNATURE_LEN`] of them, [`MATCH_BLOCKS`] needed). A session
+//!   that matches no group gets the core only.
+//!
+//! Grouping: average-linkage agglomerative clustering of the sessions'
+//! early block sets under Jaccard similarity, merging while the closest
+//! pair of groups is at least [`CLUSTER_SIMILARITY`] alike. Chosen over
+//! k-means (no k to guess; sets, not vectors) and over grouping by the very
+//! first blocks (every session on one image starts with the same
+//! filesystem metadata, so the first blocks say least). Average linkage,
+//! not single: one session sharing half its blocks with each of two
+//! families does not chain them into one. A group needs
+//! [`MIN_GROUP_SESSIONS`] sessions, so noise (a random reader, a one-off
+//! session) creates none. Clustering is quadratic in sessions, so it looks
+//! at the [`MAX_WARMUP_SESSIONS`] first sessions given (newest first, as
+//! `hints --from-store` passes them).
+//!
+//! Within a group a block is warmed up when more than [`WARMUP_SHARE`] of
+//! its sessions read it early, as the one list was.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Session, StoredBlocks, WARMUP_MIN_PRECISION, WARMUP_SHARE, WARMUP_WINDOW};
+use crate::format::{ManifestIndex, WarmUp, WarmupGroup};
+
+/// Two groups of sessions merge while their mean pairwise Jaccard
+/// similarity is at least this: variants of one program start share most
+/// of their early blocks (≥ 0.6 in `bench/hints_varied.sh`), two different
+/// workloads on one image share its filesystem metadata only (< 0.2).
+pub const CLUSTER_SIMILARITY: f64 = 0.5;
+/// Sessions a workload group needs: one session alone is not a pattern.
+pub const MIN_GROUP_SESSIONS: usize = 2;
+/// Sessions clustered at most (pairwise similarity: 64² set comparisons).
+pub const MAX_WARMUP_SESSIONS: usize = 64;
+/// Signature blocks per group: enough that a few of them are read within
+/// the first reads of any of the group's sessions.
+pub const SIGNATURE_LEN: usize = 8;
+/// Signature blocks a session must read before its group's set is
+/// fetched: one could be a coincidence, two rarely are.
+pub const MATCH_BLOCKS: usize = 2;
+
+/// One session's first reads: block → time of its first read, relative to
+/// the session's first read (mounting and the workload starting are not
+/// part of the pattern).
+fn early_reads(s: &Session) -> HashMap<u64, u64> {
+    let limit = WARMUP_WINDOW.as_nanos() as u64;
+    let mut out = HashMap::new();
+    let Some(&(start, _)) = s.events.first() else {
+        return out;
+    };
+    for &(t, b) in &s.events {
+        let rel = t - start;
+        if rel > limit {
+            break;
+        }
+        out.entry(b).or_insert(rel);
+    }
+    out
+}
+
+/// Whether early reads repeat across sessions: the mean, over ordered
+/// pairs of sessions (i, j), of the share of j's early blocks that i also
+/// reads early — the precision warm-up learned from j would have had on
+/// i. A start-up or a scan repeats its blocks (≈ 1); random I/O shares
+/// blocks only by chance (≈ the fraction of the volume it touches), and
+/// warming up that overlap would be waste.
+fn early_reads_repeat(sets: &[&HashMap<u64, u64>]) -> bool {
+    if sets.len() < 2 {
+        return true;
+    }
+    let mut sum = 0.0;
+    let mut pairs = 0;
+    for (i, a) in sets.iter().enumerate() {
+        for (j, b) in sets.iter().enumerate() {
+            if i != j && !b.is_empty() {
+                sum += b.keys().filter(|x| a.contains_key(x)).count() as f64 / b.len() as f64;
+                pairs += 1;
+            }
+        }
+    }
+    pairs > 0 && sum / pairs as f64 >= WARMUP_MIN_PRECISION
+}
+
+fn jaccard(a: &HashMap<u64, u64>, b: &HashMap<u64, u64>) -> f64 {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let both = small.keys().filter(|k| large.contains_key(k)).count();
+    let either = a.len() + b.len() - both;
+    if either == 0 {
+        0.0
+    } else {
+        both as f64 / either as f64
+    }
+}
+
+/// Average-linkage clustering of `sets` (see the module doc): groups of
+/// indices into `sets`.
+pub fn cluster(sets: &[&HashMap<u64, u64>]) -> Vec<Vec<usize>> {
+    let n = sets.len();
+    let mut sim = vec![vec![0.0f64; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = jaccard(sets[i], sets[j]);
+            sim[i][j] = s;
+            sim[j][i] = s;
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for a in 0..groups.len() {
+            for b in a + 1..groups.len() {
+                let mut sum = 0.0;
+                for &i in &groups[a] {
+                    for &j in &groups[b] {
+                        sum += sim[i][j];
+                    }
+                }
+                let avg = sum / (groups[a].len() * groups[b].len()) as f64;
+                if avg >= CLUSTER_SIMILARITY && best.is_none_or(|x| avg > x.0) {
+                    best = Some((avg, a, b));
+                }
+            }
+        }
+        let Some((_, a, b)) = best else { break };
+        let merged = groups.remove(b);
+        groups[a].extend(merged);
+    }
+    groups
+}
+
+/// Blocks read early by more than [`WARMUP_SHARE`] of `sets`, with their
+/// median first-read time.
+fn shared_blocks(sets: &[&HashMap<u64, u64>]) -> HashMap<u64, u64> {
+    let need = (WARMUP_SHARE * sets.len() as f64).floor() as usize + 1;
+    let mut times: HashMap<u64, Vec<u64>> = HashMap::new();
+    for s in sets {
+        for (&b, &t) in s.iter() {
+            times.entry(b).or_default().push(t);
+        }
+    }
+    times
+        .into_iter()
+        .filter(|(_, ts)| ts.len() >= need)
+        .map(|(b, mut ts)| {
+            ts.sort_unstable();
+            (b, ts[ts.len() / 2])
+        })
+        .collect()
+}
+
+/// Warm-up entries for `blocks` (block → typical first-read time), by
+/// group, groups ordered by the earliest typical read of their blocks.
+fn entries(blocks: &HashMap<u64, u64>, group_size: u64) -> Vec<WarmUp> {
+    let mut groups: HashMap<u64, (u64, Vec<u64>)> = HashMap::new();
+    for (&b, &t) in blocks {
+        let e = groups.entry(b / group_size).or_insert((u64::MAX, Vec::new()));
+        e.0 = e.0.min(t);
+        e.1.push(b);
+    }
+    let mut warm: Vec<(u64, u64, Vec<u64>)> =
+        groups.into_iter().map(|(g, (t, v))| (t, g, v)).collect();
+    warm.sort_unstable_by_key(|w| (w.0, w.1));
+    warm.into_iter()
+        .map(|(_, g, blocks)| WarmUp::new(g, group_size as u32, blocks))
+        .collect()
+}
+
+/// The core warm-up list and the workload groups (empty with `grouped`
+/// off: then one list, of blocks most of all sessions read early).
+pub fn learn_warmup(
+    sessions: &[Session],
+    stored: &StoredBlocks,
+    grouped: bool,
+) -> (Vec<WarmUp>, Vec<WarmupGroup>) {
+    let gs = stored.group_size;
+    let early: Vec<HashMap<u64, u64>> = sessions
+        .iter()
+        .take(if grouped { MAX_WARMUP_SESSIONS } else { usize::MAX })
+        .map(early_reads)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let all: Vec<&HashMap<u64, u64>> = early.iter().collect();
+    if all.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    if !grouped || all.len() == 1 {
+        if !early_reads_repeat(&all) {
+            return (Vec::new(), Vec::new());
+        }
+        return (entries(&shared_blocks(&all), gs), Vec::new());
+    }
+    let clusters: Vec<Vec<usize>> = cluster(&all)
+        .into_iter()
+        .filter(|c| c.len() >= MIN_GROUP_SESSIONS)
+        .collect();
+    let sets: Vec<(usize, HashMap<u64, u64>)> = clusters
+        .iter()
+        .map(|c| {
+            let members: Vec<&HashMap<u64, u64>> = c.iter().map(|&i| all[i]).collect();
+            (c.len(), shared_blocks(&members))
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    if sets.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    // The core: read early in every group, at its earliest typical time.
+    let mut core: HashMap<u64, u64> = sets[0].1.clone();
+    for (_, s) in &sets[1..] {
+        core.retain(|b, t| {
+            s.get(b).is_some_and(|u| {
+                *t = (*t).min(*u);
+                true
+            })
+        });
+    }
+    if sets.len() == 1 {
+        return (entries(&core, gs), Vec::new());
+    }
+    let groups = sets
+        .iter()
+        .enumerate()
+        .map(|(i, (n, s))| {
+            let own: HashMap<u64, u64> = s
+                .iter()
+                .filter(|(b, _)| !core.contains_key(b))
+                .map(|(&b, &t)| (b, t))
+                .collect();
+            let unique = |b: &u64| sets.iter().enumerate().all(|(j, o)| j == i || !o.1.contains_key(b));
+            let mut by_time: Vec<(u64, bool, u64)> =
+                own.iter().map(|(&b, &t)| (t, !unique(&b), b)).collect();
+            // Blocks no other group reads early first, each by time.
+            by_time.sort_unstable_by_key(|x| (x.1, x.0, x.2));
+            WarmupGroup {
+                sessions: *n as u32,
+                signature: by_time.iter().take(SIGNATURE_LEN).map(|x| x.2).collect(),
+                blocks: entries(&own, gs),
+            }
+        })
+        .filter(|g| !g.blocks.is_empty())
+        .collect();
+    (entries(&core, gs), groups)
+}
+
+/// Follows a session's first reads and says when they identify a workload
+/// group (the same rule in the prefetcher and in `hints --evaluate`).
+pub struct Matcher {
+    /// signature block → the groups it belongs to
+    by_block: HashMap<u64, Vec<usize>>,
+    seen: Vec<usize>,
+    need: Vec<usize>,
+    done: Vec<bool>,
+    read: HashSet<u64>,
+}
+
+impl Matcher {
+    pub fn new(index: &ManifestIndex) -> Self {
+        let mut by_block: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, g) in index.warmup_groups.iter().enumerate() {
+            for &b in &g.signature {
+                by_block.entry(b).or_default().push(i);
+            }
+        }
+        let n = index.warmup_groups.len();
+        Matcher {
+            by_block,
+            seen: vec![0; n],
+            need: index
+                .warmup_groups
+                .iter()
+                .map(|g| MATCH_BLOCKS.min(g.signature.len()).max(1))
+                .collect(),
+            done: vec![false; n],
+            read: HashSet::new(),
+        }
+    }
+
+    /// Whether there is anything left to match.
+    pub fn is_active(&self) -> bool {
+        self.done.iter().any(|d| !d)
+    }
+
+    /// Notes a read of `block`; returns the groups it completes the match
+    /// of (each group once).
+    pub fn on_block(&mut self, block: u64) -> Vec<usize> {
+        let Some(groups) = self.by_block.get(&block) else {
+            return Vec::new();
+        };
+        if !self.read.insert(block) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for &g in groups {
+            self.seen[g] += 1;
+            if !self.done[g] && self.seen[g] >= self.need[g] {
+                self.done[g] = true;
+                out.push(g);
+            }
+        }
+        out
+    }
+}
