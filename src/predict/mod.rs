@@ -67,6 +67,13 @@ pub const CONTEXT_GAIN: f32 = 0.25;
 /// Episodes a context needs: one is an event, not a pattern (a random
 /// reader would learn a context from every read).
 pub const MIN_CONTEXT_EPISODES: u64 = 2;
+/// A session is learned from when its overlap with some other session goes
+/// at least this far from chance towards identical (see
+/// `model::patterned`): variants of one program start score 0.5–0.9,
+/// random readers 0 ± 0.05.
+pub const MATE_SCORE: f64 = 0.25;
+/// Other sessions compared with each, at most (the test is quadratic).
+pub const MATE_CANDIDATES: usize = 64;
 /// Contexts kept per group and window, the most seen first.
 pub const MAX_CONTEXTS: usize = 8;
 /// A successor scan stops after this many distinct groups or this many

@@ -8,8 +8,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use anyhow::{bail, Context};
 
 use super::{
-    Session, StoredBlocks, CONTEXT_GAIN, DEFAULT_HISTORY, MAX_CONTEXTS, MAX_SUCCESSORS,
-    MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS, SCAN_TOUCHES,
+    Session, StoredBlocks, CONTEXT_GAIN, DEFAULT_HISTORY, MATE_CANDIDATES, MATE_SCORE,
+    MAX_CONTEXTS, MAX_SUCCESSORS, MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS,
+    SCAN_TOUCHES,
 };
 use crate::format::{mask_byte, ContextSuccessors, ManifestIndex, Successor};
 
@@ -200,6 +201,49 @@ fn mask_of(r: &Reads, episodes: u64, gs: u64, min_repeats: u32) -> Vec<u8> {
     m
 }
 
+/// Which sessions hold a pattern worth learning: with more than one
+/// session, those whose blocks overlap another session's well beyond
+/// chance, looking at up to [`MATE_CANDIDATES`] others. The score is how
+/// far the overlap goes from what chance gives (`|A|·|B|/N`, N the stored
+/// blocks) towards the most it can be (`min(|A|,|B|)`): 0 for two random
+/// readers however dense they are, 1 for the same session twice; a pair
+/// is alike at [`MATE_SCORE`]. Block masks alone would take a dense random
+/// reader's chance repeats for patterns.
+fn patterned(sessions: &[Session], stored: &StoredBlocks) -> Vec<bool> {
+    if sessions.len() < 2 {
+        return vec![true; sessions.len()];
+    }
+    let n: usize = stored.by_group.values().map(Vec::len).sum();
+    let sets: Vec<HashSet<u64>> = sessions
+        .iter()
+        .map(|s| s.events.iter().map(|e| e.1).collect())
+        .collect();
+    (0..sets.len())
+        .map(|i| {
+            sets.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .take(MATE_CANDIDATES)
+                .any(|(_, b)| {
+                    let a = &sets[i];
+                    if a.is_empty() || b.is_empty() {
+                        return false;
+                    }
+                    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+                    let both = small.iter().filter(|x| large.contains(x)).count() as f64;
+                    let chance = a.len() as f64 * b.len() as f64 / n.max(1) as f64;
+                    let most = small.len() as f64;
+                    if most - chance < 1.0 {
+                        // Dense sessions (most of the volume): nothing to
+                        // tell chance from pattern by; alike if nearly equal.
+                        return both >= 0.9 * most;
+                    }
+                    (both - chance) / (most - chance) >= MATE_SCORE
+                })
+        })
+        .collect()
+}
+
 /// Mean of a mask over the group's stored blocks: the hint (or successor
 /// probability) that mask implies.
 fn mask_mean(m: &[u8], group: u64, stored: &StoredBlocks) -> f32 {
@@ -301,11 +345,24 @@ pub fn learn_with(
     out.windows_ms = windows_ms.to_vec();
     out.history = opts.history.min(crate::format::index::MAX_HISTORY);
     let history = out.history as usize;
+    let keep = if opts.masks {
+        patterned(sessions, stored)
+    } else {
+        vec![true; sessions.len()]
+    };
+    let learned: Vec<Session> = sessions
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(s, _)| Session {
+            events: s.events.clone(),
+        })
+        .collect();
     let models: Vec<WindowModel> = windows_ms
         .iter()
-        .map(|ms| learn_window(sessions, stored, *ms as u64 * 1_000_000, history))
+        .map(|ms| learn_window(&learned, stored, *ms as u64 * 1_000_000, history))
         .collect();
-    let min_repeats = if sessions.len() > 1 { 2 } else { 1 };
+    let min_repeats = if learned.len() > 1 { 2 } else { 1 };
     let gs = stored.group_size;
     for g in &mut out.groups {
         g.hints = Vec::with_capacity(models.len());
@@ -599,5 +656,121 @@ mod remaining_tests {
         assert_eq!(remaining_precision(0.5, 4, 2), 0.0);
         assert_eq!(remaining_precision(0.75, 4, 2), 0.5);
         assert_eq!(remaining_precision(1.0, 4, 4), 0.0);
+    }
+}
+
+#[cfg(test)]
+mod generalize_tests {
+    use super::tests::index;
+    use super::*;
+    use crate::predict::evaluate::evaluate;
+
+    const S: u64 = 1_000_000_000;
+
+    fn session(events: &[(u64, u64)]) -> Session {
+        Session {
+            events: events.to_vec(),
+        }
+    }
+
+    /// Two sessions read the same small file (blocks 1-2) of group 0: the
+    /// mask names those blocks, and a session touching another block of
+    /// the group (another small file) fetches nothing of it.
+    #[test]
+    fn a_mask_brings_the_blocks_read_not_the_group() {
+        let (ix, stored) = index(4);
+        let s = || session(&[(0, 1), (1, 2)]);
+        let out = learn(&ix, &stored, &[s(), s()], &[2000]);
+        assert_eq!(out.groups[0].masks[0], vec![0, 255, 255, 0]);
+        // The same reads again, without warm-up: block 1 misses, block 2 is
+        // prefetched by the mask; 0 and 3 never are.
+        let e = evaluate(&out, &stored, &s(), 0, 0.5, false);
+        assert_eq!(e.hint.prefetched_bytes, 65536, "{e:?}");
+        // Another file of the group (block 3): the mask says block 1 and 2,
+        // which this session never reads. The flat model brought the whole
+        // group at the touch; with masks at most those two blocks.
+        let other = session(&[(0, 3)]);
+        let flat = learn_with(&ix, &stored, &[s(), s()], &[2000], &LearnOptions::flat());
+        let e_flat = evaluate(&flat, &stored, &other, 0, 0.5, false);
+        assert_eq!(e_flat.hint.prefetched_bytes, 0, "hint 0.5 of 3 uncovered");
+        let mut masked = out.clone();
+        masked.groups[0].masks[0] = vec![0, 255, 255, 255];
+        let e = evaluate(&masked, &stored, &other, 0, 0.5, false);
+        assert_eq!(e.hint.prefetched_bytes, 2 * 65536, "{e:?}");
+    }
+
+    /// Group 1 is read by two workloads: A reads group 0 before it and
+    /// group 2 after, B reads group 3 before and group 4 after (twice
+    /// each). Without context group 1's successors are both at 0.5; with
+    /// it, a session that came from group 0 gets group 2 only.
+    #[test]
+    fn a_shared_group_brings_the_followers_of_the_workload_that_reached_it() {
+        let (ix, stored) = index(6);
+        let a = |t: u64| session(&[(t, 0), (t + 1, 4), (t + 2, 8), (t + 3, 9)]);
+        let b = |t: u64| session(&[(t, 12), (t + 1, 4), (t + 2, 16), (t + 3, 17)]);
+        let train = [a(0), b(0), a(0), b(0)];
+        let out = learn(&ix, &stored, &train, &[2000]);
+        let g1 = &out.groups[1];
+        let plain: Vec<(u64, f32)> = g1.successors[0]
+            .iter()
+            .map(|s| (s.group, strength(s)))
+            .collect();
+        assert!(
+            plain.iter().all(|&(_, p)| (p - 0.5).abs() < 0.01) && plain.len() == 2,
+            "{plain:?}"
+        );
+        let from_a: Vec<u64> = g1
+            .successors_in(0, &[0], 2)
+            .iter()
+            .map(|s| s.group)
+            .collect();
+        assert_eq!(from_a, vec![2]);
+        let from_b: Vec<u64> = g1
+            .successors_in(0, &[3], 2)
+            .iter()
+            .map(|s| s.group)
+            .collect();
+        assert_eq!(from_b, vec![4]);
+        // Replayed: A's session prefetches its own blocks 4, 8, 9 (as
+        // successors of groups 0 and 1), nothing of B's.
+        let e = evaluate(&out, &stored, &a(0), 0, 0.5, false);
+        assert_eq!(e.successor.prefetched_bytes, 3 * 65536, "{e:?}");
+        assert!((e.successor.precision - 1.0).abs() < 1e-9, "{e:?}");
+        // Without contexts (history 0) a threshold of 0.5 brings both.
+        let opts = LearnOptions {
+            history: 0,
+            ..LearnOptions::default()
+        };
+        let no_ctx = learn_with(&ix, &stored, &train, &[2000], &opts);
+        assert!(no_ctx.groups[1].contexts[0].is_empty());
+        let e = evaluate(&no_ctx, &stored, &a(0), 0, 0.5, false);
+        assert_eq!(e.successor.prefetched_bytes, 5 * 65536, "{e:?}");
+    }
+
+    /// A random reader's blocks are each read once: with several sessions
+    /// nothing of them is learned, so nothing is prefetched.
+    #[test]
+    fn reads_that_never_repeat_teach_nothing() {
+        let (ix, stored) = index(64);
+        let mut x = 7u64;
+        let mut rand = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % 256
+        };
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            sessions.push(session(
+                &(0..100).map(|i| (i * S / 50, rand())).collect::<Vec<_>>(),
+            ));
+        }
+        let held_out = session(&(0..100).map(|i| (i * S / 50, rand())).collect::<Vec<_>>());
+        let out = learn(&ix, &stored, &sessions, &[2000]);
+        let e = evaluate(&out, &stored, &held_out, 0, 0.5, true);
+        assert!(
+            e.overall.prefetched_bytes * 20 <= e.read_bytes,
+            "prefetched {} for {} read",
+            e.overall.prefetched_bytes,
+            e.read_bytes
+        );
     }
 }
