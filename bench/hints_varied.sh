@@ -6,7 +6,7 @@
 #           a different pair per variant
 #   sqlite  queries on one database, new predicates (ids, ranges) per variant
 #   tree    grep -r over 6 of 30 directories, a different choice per variant
-#   random  fio randread 4 KiB on one large file, new offsets per variant
+#   random  300 random 4 KiB reads of one large file, new offsets per variant
 # Hints are learned from some variants and replayed (`hints --evaluate`,
 # threshold 0.5, window 2 s) on variants never seen: per family alone, all
 # three first families on one snapshot (mixed), a family never trained on,
@@ -31,6 +31,8 @@ PYLIB=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 mkdir -p "$D/tree/lib"
 CORE="json email http xml asyncio urllib logging collections"
 EXTRA="unittest html importlib concurrent multiprocessing xmlrpc"
+# What each extra imports (deeper than the package's __init__).
+EXTRA_MODS="unittest.mock html.parser importlib.metadata concurrent.futures.thread multiprocessing.pool xmlrpc.server"
 for p in $CORE $EXTRA; do cp -r "$PYLIB/$p" "$D/tree/lib/"; done
 find "$D/tree/lib" -name __pycache__ -prune -exec rm -rf {} +
 python3 -m compileall -q "$D/tree/lib" > /dev/null
@@ -60,12 +62,17 @@ start_monitor() {
   for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && return; sleep 0.1; done
   cat "$D/monitor.log"; exit 1
 }
-stop_monitor() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+# The loop device detaches shortly after umount (autoclear): wait for it
+# (polling, 10 s at most) before the monitor unmounts, else it stays busy.
+stop_monitor() {
+  for _ in $(seq 1 100); do [ -z "$(losetup -j "$MON/vol.img")" ] && break; sleep 0.1; done
+  kill -TERM "$PID"; wait "$PID" || true; PID=""
+}
 
 # The workloads; $1 is the variant number.
 python_v() {
   local extras
-  extras=$(python3 -c "import random; e='$EXTRA'.split(); print(','.join(random.Random($1).sample(e, 2)))")
+  extras=$(python3 -c "import random; e='$EXTRA_MODS'.split(); print(','.join(random.Random($1).sample(e, 2)))")
   python3 -I -S -c "import sys, importlib; sys.path.insert(0, '$LO/lib'); sys.dont_write_bytecode = True
 for m in '$CORE'.split() + '$extras'.split(','):
     importlib.import_module(m)
@@ -90,9 +97,17 @@ tree_v() {
   dirs=$(python3 -c "import random; print(' '.join('$LO/files/d%d' % d for d in random.Random(200 + $1).sample(range(30), 6)))")
   grep -r -l zzzzqqqq $dirs > /dev/null || true
 }
+# (Python, not fio: fio's offsets repeated across --randseed values here.)
 random_v() {
-  fio --name=rr --filename="$LO/big.bin" --rw=randread --bs=4k --size=256M --direct=1 --randseed=$((300 + $1)) \
-      --number_ios=300 --ioengine=psync > /dev/null 2>&1
+  python3 - "$LO/big.bin" "$1" <<'PY'
+import os, random, sys
+r = random.Random(300 + int(sys.argv[2]))
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+n = os.fstat(fd).st_size // 4096
+for _ in range(300):
+    os.pread(fd, 4096, r.randrange(n) * 4096)
+PY
 }
 
 # Sessions: training variants 1..TRAIN, unseen variants after them, and

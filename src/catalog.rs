@@ -217,7 +217,11 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                 sessions: w.sessions,
                 signature: w.signature.clone(),
                 groups: w.blocks.len() as u64,
-                blocks: w.blocks.iter().map(|e| e.blocks(h.group_size).count() as u64).sum(),
+                blocks: w
+                    .blocks
+                    .iter()
+                    .map(|e| e.blocks(h.group_size).count() as u64)
+                    .sum(),
                 bytes: warmup_bytes(ix, &w.blocks),
             })
             .collect(),

@@ -297,3 +297,132 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
         "{e}"
     );
 }
+
+/// A version 1 index (written as an old `create` did) still mounts and
+/// serves the same bytes; the next `hints` writes it back as version 3,
+/// with block masks.
+#[test]
+fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vol = common::random_bytes(5, 64 * BS as usize);
+    common::write(&d.join("v.img"), &vol);
+    let store_dir = d.join("store");
+    let store = format!("file://{}", store_dir.display());
+    create_v(d, &store);
+    let key = store_dir.join(keys::index(&SnapshotName::parse("v").unwrap()));
+    let ix = ManifestIndex::decode(&std::fs::read(&key).unwrap(), "v").unwrap();
+    let v1 = ix.encode_version(1);
+    assert_eq!(u16::from_le_bytes([v1[4], v1[5]]), 1);
+    std::fs::write(&key, &v1).unwrap();
+    let out = ok(&cli(d, &store, &["inspect", "v"]));
+    assert!(out.contains("64 blocks") || out.contains("groups"), "{out}");
+    if common::fuse_available("hints: mount a version 1 index") {
+        let m = common::Mount::start(d, &store, &d.join("cache"), &[], "v.img");
+        let data = std::fs::read(m.mountpoint.join("v.img")).unwrap();
+        assert!(data == vol, "a version 1 index served other bytes");
+    }
+    for i in [1, 2] {
+        write_session(&d.join(format!("s{i}.trace")), vol.len() as u64, i * 1000);
+    }
+    ok(&cli(
+        d,
+        &store,
+        &["hints", "v", "--trace", "s1.trace", "--trace", "s2.trace"],
+    ));
+    let up = std::fs::read(&key).unwrap();
+    assert_eq!(u16::from_le_bytes([up[4], up[5]]), 3);
+    let j: serde_json::Value =
+        serde_json::from_slice(&cli(d, &store, &["inspect", "v", "--json"]).stdout).unwrap();
+    // Groups 0, 5 and 9 were read: each has a mask.
+    assert_eq!(j["windows"][0]["groups_with_masks"], 3, "{j}");
+}
+
+/// `--from-store` learns from the newest `--max-sessions` traces only.
+#[test]
+fn from_store_takes_the_newest_traces_up_to_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vol = common::random_bytes(6, 64 * BS as usize);
+    common::write(&d.join("v.img"), &vol);
+    let store_dir = d.join("store");
+    let store = format!("file://{}", store_dir.display());
+    create_v(d, &store);
+    let traces = store_dir.join("traces/v");
+    std::fs::create_dir_all(&traces).unwrap();
+    for i in 0..5 {
+        write_session(&traces.join(format!("h-{i}.trace")), vol.len() as u64, i);
+    }
+    let out = ok(&cli(
+        d,
+        &store,
+        &["hints", "v", "--from-store", "--max-sessions", "2"],
+    ));
+    assert!(out.contains("learned from 2 session(s)"), "{out}");
+    let out = ok(&cli(d, &store, &["hints", "v", "--from-store"]));
+    assert!(out.contains("learned from 5 session(s)"), "{out}");
+}
+
+/// `trace plot` draws reads and writes; with `--snapshot`, hits and
+/// misses of that snapshot's index (the colours of `trace::plot::Kind`).
+#[test]
+fn trace_plot_draws_reads_writes_hits_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vol = common::random_bytes(7, 64 * BS as usize);
+    common::write(&d.join("v.img"), &vol);
+    let store = format!("file://{}", d.join("store").display());
+    create_v(d, &store);
+    for i in [1, 2, 3] {
+        write_session(&d.join(format!("s{i}.trace")), vol.len() as u64, i * 1000);
+    }
+    let fill = |rgb: (u8, u8, u8), svg: &str| {
+        let hex = format!("#{:02X}{:02X}{:02X}", rgb.0, rgb.1, rgb.2);
+        svg.to_uppercase().contains(&hex)
+    };
+    use snapahead::trace::plot::Kind;
+    ok(&cli(
+        d,
+        &store,
+        &["trace", "plot", "s1.trace", "--out", "a.svg"],
+    ));
+    let svg = std::fs::read_to_string(d.join("a.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
+    assert!(svg.contains("volume offset (MiB)") && svg.contains("time (s)"));
+    // The legend shows each kind present at full colour.
+    assert!(fill(Kind::Read.rgb(), &svg) && fill(Kind::Write.rgb(), &svg));
+    assert!(!fill(Kind::Hit.rgb(), &svg));
+    ok(&cli(
+        d,
+        &store,
+        &["hints", "v", "--trace", "s1.trace", "--trace", "s2.trace"],
+    ));
+    let out = ok(&cli(
+        d,
+        &store,
+        &[
+            "trace",
+            "plot",
+            "s3.trace",
+            "--out",
+            "b.svg",
+            "--snapshot",
+            "v",
+            "--no-warmup",
+        ],
+    ));
+    assert!(out.contains("precision"), "{out}");
+    let svg = std::fs::read_to_string(d.join("b.svg")).unwrap();
+    // Without warm-up the first read of each group is a miss, the rest hits.
+    assert!(fill(Kind::Hit.rgb(), &svg), "no hits drawn");
+    assert!(fill(Kind::Miss.rgb(), &svg), "no misses drawn");
+    assert!(fill(Kind::Write.rgb(), &svg), "writes not drawn");
+    assert!(
+        !fill(Kind::Read.rgb(), &svg),
+        "reads drawn plain beside outcomes"
+    );
+    // A trace that is not one is an error naming it.
+    std::fs::write(d.join("bad.trace"), b"nope").unwrap();
+    let o = cli(d, &store, &["trace", "plot", "bad.trace", "--out", "c.svg"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("bad.trace"));
+}

@@ -1,5 +1,5 @@
-//! `snapahead trace import|show`: [`crate::trace::import::import_to_file`]
-//! and [`crate::trace::summary::summarize`].
+//! `snapahead trace import|show|plot`: [`crate::trace::import::import_to_file`],
+//! [`crate::trace::summary::summarize`] and [`crate::predict::plot_trace`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +41,24 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a trace as a heat map (volume offset x time, reads and writes coloured) into an SVG
+    /// file; with --snapshot, what that snapshot's index would prefetch: hits, misses and waste
+    Plot {
+        trace: PathBuf,
+        /// The SVG file to write
+        #[arg(long)]
+        out: PathBuf,
+        /// Replay the trace against this snapshot's index (as `hints --evaluate` does) and colour
+        /// each block read by whether it was prefetched
+        #[arg(long)]
+        snapshot: Option<SnapshotName>,
+        /// With --snapshot: the threshold to replay at
+        #[arg(long, default_value_t = 0.5, requires = "snapshot")]
+        threshold: f32,
+        /// With --snapshot: replay without the warm-up
+        #[arg(long, requires = "snapshot")]
+        no_warmup: bool,
+    },
 }
 
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<ExitCode> {
@@ -78,6 +96,25 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<ExitCode> {
             block_size,
             json,
         } => show(&trace, block_size.as_u64(), json),
+        Cmd::Plot {
+            trace,
+            out,
+            snapshot,
+            threshold,
+            no_warmup,
+        } => {
+            let store = match snapshot {
+                Some(_) => Some(ctx.store()?),
+                None => None,
+            };
+            let what = match (&store, &snapshot) {
+                (Some(store), Some(name)) => Some((store, name)),
+                _ => None,
+            };
+            let r = crate::predict::plot_trace(&trace, &out, what, threshold, !no_warmup).await?;
+            out!("wrote {} ({})", out.display(), r);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

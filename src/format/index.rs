@@ -166,7 +166,10 @@ impl GroupEntry {
 
     /// The mask of window `w`, when the index has one.
     pub fn mask(&self, w: usize) -> Option<&[u8]> {
-        self.masks.get(w).map(Vec::as_slice).filter(|m| !m.is_empty())
+        self.masks
+            .get(w)
+            .map(Vec::as_slice)
+            .filter(|m| !m.is_empty())
     }
 
     /// Whether any block of this group is worth prefetching at `threshold`
@@ -554,7 +557,9 @@ impl ManifestIndex {
                     for _ in 0..k {
                         let after = r.u64("context group")?;
                         if after >= n_groups {
-                            return Err(r.error("context group", format!("{after} beyond the volume")));
+                            return Err(
+                                r.error("context group", format!("{after} beyond the volume"))
+                            );
                         }
                         let episodes = r.u32("context episodes")?;
                         v.push(ContextSuccessors {
@@ -889,7 +894,10 @@ pub(crate) mod tests {
                 .collect(),
             ..ix.clone()
         };
-        assert_eq!(ManifestIndex::decode(&ix.encode_version(2), "v2").unwrap(), v2);
+        assert_eq!(
+            ManifestIndex::decode(&ix.encode_version(2), "v2").unwrap(),
+            v2
+        );
         let v1 = ManifestIndex {
             prior: None,
             ..v2.clone()

@@ -61,6 +61,59 @@ pub fn evaluate(
     threshold: f32,
     warmup: bool,
 ) -> Evaluation {
+    replay(index, stored, session, w, threshold, warmup, None)
+}
+
+/// What happened to one block in a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Read, and prefetched before.
+    Hit,
+    /// Read, not prefetched.
+    Miss,
+    /// Prefetched, never read in the session.
+    Waste,
+}
+
+/// A block's outcome and when (the read; for waste, the prefetch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub t_ns: u64,
+    pub block: u64,
+    pub outcome: Outcome,
+}
+
+/// [`evaluate`], and every block's [`Outcome`] (for `trace plot`).
+pub fn evaluate_marks(
+    index: &ManifestIndex,
+    stored: &StoredBlocks,
+    session: &Session,
+    w: usize,
+    threshold: f32,
+    warmup: bool,
+) -> (Evaluation, Vec<Mark>) {
+    let mut marks = Vec::new();
+    let e = replay(
+        index,
+        stored,
+        session,
+        w,
+        threshold,
+        warmup,
+        Some(&mut marks),
+    );
+    (e, marks)
+}
+
+fn replay(
+    index: &ManifestIndex,
+    stored: &StoredBlocks,
+    session: &Session,
+    w: usize,
+    threshold: f32,
+    warmup: bool,
+    mut marks: Option<&mut Vec<Mark>>,
+) -> Evaluation {
     let window_ns = index.windows_ms.get(w).copied().unwrap_or(0) as u64 * 1_000_000;
     let warm_ns = super::WARMUP_WINDOW.as_nanos() as u64;
     let h = &index.header;
@@ -98,6 +151,17 @@ pub fn evaluate(
     for &(t, b) in &session.events {
         if read.insert(b) {
             read_bytes += len(b);
+            if let Some(v) = marks.as_deref_mut() {
+                v.push(Mark {
+                    t_ns: t,
+                    block: b,
+                    outcome: if prefetched.contains_key(&b) {
+                        Outcome::Hit
+                    } else {
+                        Outcome::Miss
+                    },
+                });
+            }
             if let Some(&(tp, m)) = prefetched.get(&b) {
                 // Covered: prefetched before this read; useful if read within
                 // W of the prefetch (warm-up: within the warm-up window, the
@@ -130,7 +194,11 @@ pub fn evaluate(
             if !c.may_pass(threshold) {
                 continue;
             }
-            let blocks = stored.by_group.get(&c.group).map(Vec::as_slice).unwrap_or(&[]);
+            let blocks = stored
+                .by_group
+                .get(&c.group)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let first = c.group * stored.group_size;
             let pick = c.select(blocks, first, threshold, |x| {
                 read.contains(&x) || prefetched.contains_key(&x)
@@ -143,6 +211,16 @@ pub fn evaluate(
                 prefetch(x, t, m, &mut prefetched, &read);
             }
         }
+    }
+    if let Some(v) = marks {
+        v.extend(prefetched.iter().filter(|(b, _)| !read.contains(b)).map(
+            |(&block, &(t_ns, _))| Mark {
+                t_ns,
+                block,
+                outcome: Outcome::Waste,
+            },
+        ));
+        v.sort_by_key(|m| (m.t_ns, m.block));
     }
     for (m, bytes, in_window) in useful {
         let s = scores.entry(m).or_default();

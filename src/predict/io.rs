@@ -209,3 +209,80 @@ pub async fn evaluate_trace(
         .map(|w| evaluate::evaluate(snap.index(), &stored, &session, w, threshold, warmup))
         .collect())
 }
+
+/// `trace plot`: draws the trace at `path` into `out` (SVG); with a
+/// snapshot, each block read as a hit or a miss of that snapshot's index
+/// and what it prefetched unread as waste (replayed at `threshold`, the
+/// 2 s window). Returns a one-line summary.
+pub async fn plot_trace(
+    path: &Path,
+    out: &Path,
+    snapshot: Option<(&Store, &SnapshotName)>,
+    threshold: f32,
+    warmup: bool,
+) -> anyhow::Result<String> {
+    use crate::trace::plot::{render, Access, Heat, Kind};
+    let reader = crate::trace::open(path)?;
+    let volume_size = reader.header.volume_size;
+    let volume = reader.header.volume.clone();
+    let mut accesses = Vec::new();
+    for r in reader {
+        let r = r.with_context(|| format!("trace {}", path.display()))?;
+        let kind = match r.op {
+            crate::trace::Op::Read => Kind::Read,
+            crate::trace::Op::Write => Kind::Write,
+        };
+        accesses.push(Access {
+            t_ns: r.t_ns,
+            offset: r.offset,
+            len: r.len as u64,
+            kind,
+        });
+    }
+    let title;
+    let summary;
+    if let Some((store, name)) = snapshot {
+        let snap = Snapshot::open(store, name).await?;
+        let h = snap.header().clone();
+        let stored = stored_blocks(&snap).await?;
+        let session = load_session(
+            crate::trace::open(path)?,
+            &path.display().to_string(),
+            h.volume_size,
+            h.block_size as u64,
+            &stored,
+        )?;
+        let (e, marks) =
+            evaluate::evaluate_marks(snap.index(), &stored, &session, 0, threshold, warmup);
+        // Reads of stored blocks become their outcome; writes stay.
+        accesses.retain(|a| a.kind == Kind::Write);
+        let bs = h.block_size as u64;
+        accesses.extend(marks.iter().map(|m| Access {
+            t_ns: m.t_ns,
+            offset: m.block * bs,
+            len: crate::format::block_len(h.volume_size, h.block_size, m.block) as u64,
+            kind: match m.outcome {
+                evaluate::Outcome::Hit => Kind::Hit,
+                evaluate::Outcome::Miss => Kind::Miss,
+                evaluate::Outcome::Waste => Kind::Waste,
+            },
+        }));
+        title = format!(
+            "{} against {name}: precision {:.2}, recall {:.2} (threshold {threshold}, window {} ms)",
+            path.display(),
+            e.overall.precision,
+            e.overall.recall,
+            e.window_ms
+        );
+        summary = format!(
+            "precision {:.2}, recall {:.2}",
+            e.overall.precision, e.overall.recall
+        );
+    } else {
+        title = format!("{} ({volume})", path.display());
+        summary = format!("{} accesses", accesses.len());
+    }
+    let heat = Heat::new(&accesses, volume_size);
+    render(&heat, &title, out)?;
+    Ok(summary)
+}

@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 
 use super::{
     Session, StoredBlocks, CONTEXT_GAIN, DEFAULT_HISTORY, MATE_CANDIDATES, MATE_SCORE,
-    MAX_CONTEXTS, MAX_SUCCESSORS, MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS,
-    SCAN_TOUCHES,
+    MAX_CONTEXTS, MAX_SUCCESSORS, MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS, SCAN_TOUCHES,
 };
 use crate::format::{mask_byte, ContextSuccessors, ManifestIndex, Successor};
 
@@ -247,7 +246,11 @@ fn patterned(sessions: &[Session], stored: &StoredBlocks) -> Vec<bool> {
 /// Mean of a mask over the group's stored blocks: the hint (or successor
 /// probability) that mask implies.
 fn mask_mean(m: &[u8], group: u64, stored: &StoredBlocks) -> f32 {
-    let blocks = stored.by_group.get(&group).map(Vec::as_slice).unwrap_or(&[]);
+    let blocks = stored
+        .by_group
+        .get(&group)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     if blocks.is_empty() {
         return 0.0;
     }
@@ -329,7 +332,13 @@ pub fn learn(
     sessions: &[Session],
     windows_ms: &[u32],
 ) -> ManifestIndex {
-    learn_with(index, stored, sessions, windows_ms, &LearnOptions::default())
+    learn_with(
+        index,
+        stored,
+        sessions,
+        windows_ms,
+        &LearnOptions::default(),
+    )
 }
 
 /// Learns hints, successors and warm-up for `windows_ms` from `sessions`
@@ -754,7 +763,9 @@ mod generalize_tests {
         let (ix, stored) = index(64);
         let mut x = 7u64;
         let mut rand = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) % 256
         };
         let mut sessions = Vec::new();

@@ -164,7 +164,9 @@ fn shared_blocks(sets: &[&HashMap<u64, u64>]) -> HashMap<u64, u64> {
 fn entries(blocks: &HashMap<u64, u64>, group_size: u64) -> Vec<WarmUp> {
     let mut groups: HashMap<u64, (u64, Vec<u64>)> = HashMap::new();
     for (&b, &t) in blocks {
-        let e = groups.entry(b / group_size).or_insert((u64::MAX, Vec::new()));
+        let e = groups
+            .entry(b / group_size)
+            .or_insert((u64::MAX, Vec::new()));
         e.0 = e.0.min(t);
         e.1.push(b);
     }
@@ -186,7 +188,11 @@ pub fn learn_warmup(
     let gs = stored.group_size;
     let early: Vec<HashMap<u64, u64>> = sessions
         .iter()
-        .take(if grouped { MAX_WARMUP_SESSIONS } else { usize::MAX })
+        .take(if grouped {
+            MAX_WARMUP_SESSIONS
+        } else {
+            usize::MAX
+        })
         .map(early_reads)
         .filter(|e| !e.is_empty())
         .collect();
@@ -237,7 +243,11 @@ pub fn learn_warmup(
                 .filter(|(b, _)| !core.contains_key(b))
                 .map(|(&b, &t)| (b, t))
                 .collect();
-            let unique = |b: &u64| sets.iter().enumerate().all(|(j, o)| j == i || !o.1.contains_key(b));
+            let unique = |b: &u64| {
+                sets.iter()
+                    .enumerate()
+                    .all(|(j, o)| j == i || !o.1.contains_key(b))
+            };
             let mut by_time: Vec<(u64, bool, u64)> =
                 own.iter().map(|(&b, &t)| (t, !unique(&b), b)).collect();
             // Blocks no other group reads early first, each by time.

@@ -23,6 +23,7 @@
 
 pub mod classify;
 pub mod import;
+pub mod plot;
 pub mod record;
 pub mod summary;
 
