@@ -31,6 +31,7 @@ fn index() -> Vec<u8> {
             }]],
             masks: vec![vec![255, 128, 0, 7]],
             contexts: vec![vec![]],
+            entries: vec![vec![]],
         })
         .collect();
     ManifestIndex {

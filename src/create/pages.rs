@@ -74,6 +74,7 @@ pub(super) fn build_pages(
             successors: Vec::new(),
             masks: Vec::new(),
             contexts: Vec::new(),
+            entries: Vec::new(),
         });
         i = j;
     }

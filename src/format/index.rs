@@ -20,6 +20,9 @@
 //!   threshold would be wrong at every other. 16 bytes a group at the
 //!   default 16-block groups, only for groups that sessions read;
 //! - the same mask on each successor (which of its blocks follow);
+//! - **entry masks**: the mask of the episodes that start at a given block
+//!   of the group, where it differs from the plain one (which file of a
+//!   group of small files was opened says which blocks follow);
 //! - **contexts**: successor lists that apply only when one of the last
 //!   `history` distinct groups read before the episode was a given group,
 //!   so a group shared by two workloads does not bring both followers;
@@ -39,6 +42,8 @@ pub const INDEX_MAGIC: &[u8; 4] = b"SAIX";
 pub const INDEX_VERSION: u16 = 3;
 /// Contexts per group and window at most.
 pub const MAX_CONTEXTS: usize = 64;
+/// Entry masks per group and window at most.
+pub const MAX_ENTRY_MASKS: usize = 64;
 /// Workload groups of the warm-up at most.
 pub const MAX_WARMUP_GROUPS: usize = 256;
 /// Signature blocks per workload group at most.
@@ -145,6 +150,21 @@ pub struct GroupEntry {
     pub masks: Vec<Vec<u8>>,
     /// Per window: successor lists by context.
     pub contexts: Vec<Vec<ContextSuccessors>>,
+    /// Per window: block masks by the block an episode starts at, where
+    /// that says more than the plain mask (see [`EntryMask`]).
+    pub entries: Vec<Vec<EntryMask>>,
+}
+
+/// The block mask of the episodes of a group that start at block `entry`
+/// (offset in the group): which file of a group of small files was opened
+/// says which of its blocks follow; the plain mask only says what is read
+/// on average.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMask {
+    pub entry: u32,
+    /// Training episodes that started there.
+    pub episodes: u32,
+    pub mask: Vec<u8>,
 }
 
 impl GroupEntry {
@@ -170,6 +190,17 @@ impl GroupEntry {
             .get(w)
             .map(Vec::as_slice)
             .filter(|m| !m.is_empty())
+    }
+
+    /// The mask of window `w` for an episode starting at the group's
+    /// block `entry` (its offset in the group): its entry mask when there
+    /// is one, else the plain mask.
+    pub fn mask_at(&self, w: usize, entry: u64) -> Option<&[u8]> {
+        self.entries
+            .get(w)
+            .and_then(|v| v.iter().find(|e| e.entry as u64 == entry))
+            .map(|e| e.mask.as_slice())
+            .or_else(|| self.mask(w))
     }
 
     /// Whether any block of this group is worth prefetching at `threshold`
@@ -374,6 +405,16 @@ impl ManifestIndex {
                     encode_successors(&mut w, &c.successors, gs, true);
                 }
             }
+            for i in 0..self.windows_ms.len() {
+                let en = g.entries.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                let en = &en[..en.len().min(MAX_ENTRY_MASKS)];
+                w.u16(en.len() as u16);
+                for e in en {
+                    w.u32(e.entry);
+                    w.u32(e.episodes);
+                    encode_mask(&mut w, &e.mask, gs);
+                }
+            }
         }
         encode_warmup(&mut w, &self.warmup, self.header.group_size);
         if version < 2 {
@@ -544,6 +585,7 @@ impl ManifestIndex {
             }
             let mut masks = Vec::with_capacity(n_windows);
             let mut contexts = Vec::with_capacity(n_windows);
+            let mut entries = Vec::with_capacity(n_windows);
             if v3 {
                 for _ in 0..n_windows {
                     masks.push(decode_mask(&mut r, gs)?);
@@ -570,6 +612,25 @@ impl ManifestIndex {
                     }
                     contexts.push(v);
                 }
+                for _ in 0..n_windows {
+                    let k = r.u16("entry mask count")? as usize;
+                    if k > MAX_ENTRY_MASKS {
+                        return Err(r.error("entry mask count", format!("{k} > {MAX_ENTRY_MASKS}")));
+                    }
+                    let mut v = Vec::with_capacity(k);
+                    for _ in 0..k {
+                        let entry = r.u32("entry block")?;
+                        if entry >= group_size {
+                            return Err(r.error("entry block", format!("{entry} beyond the group")));
+                        }
+                        v.push(EntryMask {
+                            entry,
+                            episodes: r.u32("entry episodes")?,
+                            mask: decode_mask(&mut r, gs)?,
+                        });
+                    }
+                    entries.push(v);
+                }
             }
             groups.push(GroupEntry {
                 group,
@@ -584,6 +645,7 @@ impl ManifestIndex {
                 successors,
                 masks,
                 contexts,
+                entries,
             });
         }
         if stored_total != header.stored_blocks {
@@ -808,6 +870,14 @@ pub(crate) mod tests {
                     vec![],
                 ],
                 masks: vec![(0..16u8).map(|i| i * 16).collect(), vec![]],
+                entries: vec![
+                    vec![EntryMask {
+                        entry: 3,
+                        episodes: 2,
+                        mask: vec![255; 16],
+                    }],
+                    vec![],
+                ],
                 contexts: vec![
                     vec![ContextSuccessors {
                         after: 4,
@@ -877,6 +947,7 @@ pub(crate) mod tests {
                 .map(|g| GroupEntry {
                     masks: vec![],
                     contexts: vec![],
+                    entries: vec![],
                     successors: g
                         .successors
                         .iter()

@@ -25,7 +25,7 @@ pub mod span;
 
 pub use codec::FormatError;
 pub use index::{
-    mask_byte, mask_probability, BlockRun, ContextSuccessors, FsPrior, GroupEntry, ManifestIndex,
+    mask_byte, mask_probability, BlockRun, ContextSuccessors, EntryMask, FsPrior, GroupEntry, ManifestIndex,
     SnapshotHeader, Successor, WarmUp, WarmupGroup,
 };
 pub use page::{Compression, ManifestEntry, ManifestPage};

@@ -190,7 +190,8 @@ fn replay(
             continue;
         }
         episode_start.insert(g, t);
-        for c in super::rule::candidates(index, g, w, &before) {
+        let entry = b - g * stored.group_size;
+        for c in super::rule::candidates(index, g, entry, w, &before) {
             if !c.may_pass(threshold) {
                 continue;
             }

@@ -76,6 +76,9 @@ pub const MATE_SCORE: f64 = 0.25;
 pub const MATE_CANDIDATES: usize = 64;
 /// Contexts kept per group and window, the most seen first.
 pub const MAX_CONTEXTS: usize = 8;
+/// Entry masks kept per group and window, the most seen first: a group of
+/// 16 blocks holds at most a few files that sessions open.
+pub const MAX_ENTRY_MASKS: usize = 8;
 /// A successor scan stops after this many distinct groups or this many
 /// touches, which bounds learning on long dense windows.
 pub(crate) const SCAN_GROUPS: usize = 64;

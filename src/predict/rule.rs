@@ -3,7 +3,8 @@
 //! ([`super::evaluate`]), so what the benchmark scores is what a mount does.
 //!
 //! On the first read of group g in an episode, the candidates are g itself
-//! (its hint) and its successors — the list of the first context that
+//! (its hint: the mask of episodes that started at the same block when the
+//! index has one, else the plain mask) and its successors — the list of the first context that
 //! matches the distinct groups read just before ([`super::Recent`]), else
 //! the plain list. Of a candidate with a block mask, the blocks at or above
 //! the threshold that are not yet read, cached or queued are fetched (each
@@ -28,24 +29,30 @@ pub struct Candidate<'a> {
     pub source: Source,
 }
 
-/// The candidates of an episode start of `g` in window `w`, given
-/// `recent` (distinct groups read before, most recent first).
+/// The candidates of an episode of `g` in window `w` that starts at the
+/// group's block `entry` (offset in the group), given `recent` (distinct
+/// groups read before, most recent first).
 pub fn candidates<'a>(
     index: &'a ManifestIndex,
     g: u64,
+    entry: u64,
     w: usize,
     recent: &[u64],
 ) -> Vec<Candidate<'a>> {
-    let Some(entry) = index.group(g) else {
+    let Some(e) = index.group(g) else {
         return Vec::new();
     };
     let mut out = vec![Candidate {
         group: g,
-        probability: entry.hints.get(w).copied().unwrap_or(0.0),
-        mask: entry.mask(w),
+        probability: e.hints.get(w).copied().unwrap_or(0.0),
+        mask: if index.history > 0 {
+            e.mask_at(w, entry)
+        } else {
+            e.mask(w)
+        },
         source: Source::Hint,
     }];
-    for s in entry.successors_in(w, recent, index.history as usize) {
+    for s in e.successors_in(w, recent, index.history as usize) {
         out.push(Candidate {
             group: s.group,
             probability: s.probability,

@@ -112,7 +112,7 @@ impl FileState {
             self.unit.on_read(read_blocks.clone()),
         );
         self.classify(offset, len, cfg);
-        jobs.extend(self.match_workload(read_blocks));
+        jobs.extend(self.match_workload(read_blocks.clone()));
         // Sequential read-ahead.
         if let Some(r) = self.readahead.on_read(offset, len as u64) {
             let last = (r.end.min(h.volume_size)).div_ceil(bs);
@@ -124,11 +124,9 @@ impl FileState {
         }
         // Hints and successors on the first touch of a group in an episode.
         let window = Duration::from_millis(self.window_ms() as u64);
-        let gs = h.group_size as u64;
-        let groups = (offset / bs) / gs..=((end - 1) / bs) / gs;
         for blocks in self
             .hints
-            .on_read(&snap, cache, groups, self.window, window, threshold)
+            .on_read(&snap, cache, read_blocks.clone(), self.window, window, threshold)
             .await
         {
             jobs.push((Priority::Hint, blocks));

@@ -54,7 +54,7 @@ impl HintState {
         &mut self,
         snap: &Snapshot,
         cache: &BlockCache,
-        groups: std::ops::RangeInclusive<u64>,
+        blocks: std::ops::Range<u64>,
         w: usize,
         window: Duration,
         threshold: f32,
@@ -63,7 +63,12 @@ impl HintState {
         let now = Instant::now();
         let history = snap.index().history as usize;
         let gs = snap.header().group_size as u64;
-        for g in groups {
+        if blocks.is_empty() {
+            return out;
+        }
+        for g in blocks.start / gs..=(blocks.end - 1) / gs {
+            // The episode's first block in this group.
+            let entry = blocks.start.max(g * gs) - g * gs;
             let before = self.recent.before(g, history);
             self.recent.push(g, history);
             if self
@@ -74,7 +79,7 @@ impl HintState {
                 continue;
             }
             self.episodes.insert(g, now);
-            for c in rule::candidates(snap.index(), g, w, &before) {
+            for c in rule::candidates(snap.index(), g, entry, w, &before) {
                 if !c.may_pass(threshold) {
                     continue;
                 }
