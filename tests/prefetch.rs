@@ -276,13 +276,20 @@ async fn a_hint_counts_blocks_the_warm_up_already_queued() {
     let bs = 64 * 1024u64;
     let vol = common::random_bytes(6, 64 * bs as usize);
     let s = setup(&vol, bs as u32, 16).await;
-    // Every session reads blocks 0..10 of group 0 at its start: hint 10/16.
+    // Every session reads blocks 0..10 of group 0 at its start: its mask
+    // names those 10 (at 2/3: read in both of 2 episodes, k/(n+1)).
     let session = || Session {
         events: (0..10u64).map(|b| (b * 1_000_000, b)).collect(),
     };
     let (snap, fetcher, p) = learn_and_mount(&s, &[session(), session()], &[2000]).await;
     let g0 = &snap.index().groups[0];
-    assert!(g0.hints[0] >= 0.6, "{g0:?}");
+    let likely: Vec<usize> = g0.masks[0]
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| snapahead::format::mask_probability(m) >= 0.5)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(likely, (0..10).collect::<Vec<_>>(), "{g0:?}");
     // The first read comes at once, before the warm-up's GETs (20 ms) end;
     // the daemon hears of each read before it is served, as from FUSE.
     for b in 0..10u64 {
