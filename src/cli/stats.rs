@@ -108,6 +108,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             m.prefetch_unit_blocks,
             m.prefetch_unit_used
         );
+        let judged = m.readahead_used + m.readahead_unused;
+        out!(
+            "               read-ahead: {} of {} judged blocks read (precision {}), windows at 1/{}",
+            m.readahead_used,
+            judged,
+            if judged == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.2}", m.readahead_used as f64 / judged as f64)
+            },
+            1u64 << p.readahead_backoff.min(63)
+        );
         let l = &p.link;
         out!(
             "               link: {}round trip {:.1} ms, {}/s per GET, decode {}/s ({} GETs measured)",

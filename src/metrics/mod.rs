@@ -205,6 +205,8 @@ counters! {
     prefetch_wasted: "prefetched blocks evicted unread",
     prefetch_wasted_bytes: "bytes of prefetched blocks evicted unread",
     prefetch_dropped: "queued prefetches dropped (already cached or no longer useful)",
+    readahead_used: "read-ahead blocks read within the read-ahead horizon of their prefetch",
+    readahead_unused: "read-ahead blocks not read within the read-ahead horizon of their prefetch",
 }
 
 /// Gauges owned by the cache, sampled when reporting.

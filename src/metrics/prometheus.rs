@@ -108,6 +108,13 @@ pub fn render(st: &MountStats) -> String {
         let _ = writeln!(s, "snapahead_prefetch_queue_depth {}", p.queue_depth);
         metric(
             &mut s,
+            "readahead_backoff",
+            "gauge",
+            "read-ahead windows are divided by 2 to this (it backs off while its blocks go unread)",
+        );
+        let _ = writeln!(s, "snapahead_readahead_backoff {}", p.readahead_backoff);
+        metric(
+            &mut s,
             "link_rtt_seconds",
             "gauge",
             "store round trip as measured from the mount's GETs",

@@ -61,6 +61,10 @@ pub struct PrefetchStats {
     pub reads_accepted: u64,
     pub reads_handled: u64,
     pub unread_prefetched_bytes: u64,
+    /// Read-ahead windows are divided by 2^this: it backs off while its
+    /// blocks go unused (`readahead_used` / `readahead_unused`).
+    #[serde(default)]
+    pub readahead_backoff: u32,
     /// The store link as the mount measures it (sizes the fetch unit).
     #[serde(default)]
     pub link: LinkStats,

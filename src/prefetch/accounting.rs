@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::controller::{self, Signals};
 use crate::cache::{BlockCache, BlockKey};
@@ -24,10 +24,17 @@ pub(super) const MAX_TRACKED: usize = 1 << 20;
 /// follow a change of workload.
 const ACCURACY_TICKS: usize = 20;
 
+/// A read-ahead block not read within this long of its prefetch counts as
+/// unused for read-ahead's own precision: a sequential reader consumes its
+/// window within a few round trips, so by 5 s it has passed it by.
+pub(super) const READAHEAD_HORIZON: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 pub(super) struct Accounting {
     /// Prefetched, not yet read: key → bytes.
     unread: Mutex<HashMap<BlockKey, u64>>,
+    /// Read-ahead blocks not yet judged: key → when prefetched.
+    readahead: Mutex<HashMap<BlockKey, Instant>>,
 }
 
 impl Accounting {
@@ -40,12 +47,21 @@ impl Accounting {
         }
     }
 
+    /// A block prefetched by read-ahead, to judge read-ahead by.
+    pub fn prefetched_readahead(&self, key: BlockKey) {
+        if let Ok(mut r) = self.readahead.lock() {
+            if r.len() < MAX_TRACKED {
+                r.insert(key, Instant::now());
+            }
+        }
+    }
+
     /// Demand reads of `blocks` of `snap`: the prefetched ones are used.
     pub fn mark_used(&self, snap: &Snapshot, blocks: std::ops::Range<u64>, m: &Metrics) {
-        let Ok(mut u) = self.unread.lock() else {
+        let (Ok(mut u), Ok(mut ra)) = (self.unread.lock(), self.readahead.lock()) else {
             return;
         };
-        if u.is_empty() {
+        if u.is_empty() && ra.is_empty() {
             return;
         }
         for b in blocks {
@@ -54,8 +70,25 @@ impl Accounting {
                     Metrics::inc(&m.prefetch_used);
                     Metrics::add(&m.prefetch_used_bytes, bytes);
                 }
+                if ra.remove(&block.checksum).is_some() {
+                    Metrics::inc(&m.readahead_used);
+                }
             }
         }
+    }
+
+    /// Read-ahead blocks past [`READAHEAD_HORIZON`] unread: unused.
+    pub fn judge_readahead(&self, m: &Metrics) {
+        let Ok(mut ra) = self.readahead.lock() else {
+            return;
+        };
+        ra.retain(|_, t| {
+            let pending = t.elapsed() < READAHEAD_HORIZON;
+            if !pending {
+                Metrics::inc(&m.readahead_unused);
+            }
+            pending
+        });
     }
 
     /// Prefetched blocks that left the cache unread: wasted.

@@ -2,7 +2,9 @@
 //! account for the prefetched blocks it reads, feed the workload
 //! classifier (every [`CLASSIFY_EVERY`] reads it picks the hint window and
 //! bounds read-ahead: all of `max_readahead` for sequential work, a quarter
-//! for mixed, none for random), extend the stream's read-ahead, ask
+//! for mixed, none for random), match the first reads against the warm-up's
+//! workload groups, extend the stream's read-ahead (not into groups the
+//! index has block masks for: there the prediction replaces it), ask
 //! [`super::hints`] for the groups it touches, and, for a miss where the
 //! index knows nothing, [`super::unit`] for the neighbours the link
 //! carries nearly free.
@@ -113,10 +115,18 @@ impl FileState {
         );
         self.classify(offset, len, cfg);
         jobs.extend(self.match_workload(read_blocks.clone()));
-        // Sequential read-ahead.
+        // Sequential read-ahead, outside the groups the index has learned
+        // block by block: there its masks say what follows (a start-up
+        // reading small files in ascending order looks sequential, and
+        // blind read-ahead fetched what it never read).
         if let Some(r) = self.readahead.on_read(offset, len as u64) {
             let last = (r.end.min(h.volume_size)).div_ceil(bs);
-            let blocks: Vec<u64> = (r.start / bs..last).collect();
+            let gs = h.group_size as u64;
+            let w = self.window;
+            let ix = snap.index();
+            let blocks: Vec<u64> = (r.start / bs..last)
+                .filter(|b| ix.group(b / gs).is_none_or(|e| e.mask(w).is_none()))
+                .collect();
             if !blocks.is_empty() {
                 self.hints.plan(&blocks);
                 jobs.push((Priority::Readahead, blocks));

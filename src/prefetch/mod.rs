@@ -141,6 +141,8 @@ pub struct Prefetcher {
     stop: tokio::sync::Notify,
     /// The loop has ended (after a shutdown).
     ended: std::sync::atomic::AtomicBool,
+    /// Read-ahead's back-off (windows divided by 2^this).
+    readahead_backoff: AtomicU64,
 }
 
 impl Prefetcher {
@@ -182,6 +184,7 @@ impl Prefetcher {
             stopped: false.into(),
             stop: tokio::sync::Notify::new(),
             ended: false.into(),
+            readahead_backoff: AtomicU64::new(0),
         });
         tokio::spawn(p.clone().run(snapshots, files, sched, hydrator));
         p
@@ -229,6 +232,7 @@ impl Prefetcher {
             reads_accepted,
             reads_handled,
             unread_prefetched_bytes: self.accounting.unread_bytes(),
+            readahead_backoff: self.readahead_backoff.load(Relaxed) as u32,
             link: {
                 let l = self.fetcher.link_estimate();
                 crate::metrics::stats::LinkStats {
@@ -291,6 +295,7 @@ impl Prefetcher {
         let job_done = sched.done();
         let mut controller = Controller::new(self.cfg.threshold, RealClock::default());
         let mut sampler = Sampler::default();
+        let mut backoff = readahead::Backoff::default();
         let mut tick = tokio::time::interval(controller::TICK);
         let m = self.fetcher.metrics().clone();
         let mut batch: Vec<ReadEvent> = Vec::new();
@@ -413,6 +418,16 @@ impl Prefetcher {
                 }
                 _ = tick.tick() => {
                     self.accounting.account_wasted(self.fetcher.cache(), &m);
+                    self.accounting.judge_readahead(&m);
+                    if let Some(shift) = backoff.observe(
+                        m.readahead_used.load(Relaxed),
+                        m.readahead_unused.load(Relaxed),
+                    ) {
+                        for f in &mut files {
+                            f.readahead.set_backoff(shift);
+                        }
+                    }
+                    self.readahead_backoff.store(backoff.shift() as u64, Relaxed);
                     let s = sampler.sample(&self.fetcher, self.accounting.unread_bytes());
                     let t = controller.tick(&s);
                     self.threshold_milli.store((t * 1000.0) as u64, Relaxed);
@@ -487,6 +502,9 @@ impl Prefetcher {
                 Metrics::inc(&m.prefetch_completed);
                 Metrics::add(&m.prefetch_bytes, w.len as u64);
                 self.accounting.prefetched(w.block.checksum, w.len as u64);
+                if job.priority == Priority::Readahead {
+                    self.accounting.prefetched_readahead(w.block.checksum);
+                }
             }
         }
         brought

@@ -32,6 +32,9 @@ pub struct Readahead {
     heads: Vec<Head>,
     clock: u64,
     max_window: u64,
+    /// The bound the class set, before [`Backoff`].
+    class_max: u64,
+    backoff: u32,
 }
 
 impl Readahead {
@@ -40,6 +43,8 @@ impl Readahead {
             heads: Vec::new(),
             clock: 0,
             max_window,
+            class_max: max_window,
+            backoff: 0,
         }
     }
 
@@ -99,6 +104,18 @@ impl Readahead {
     /// sequential work, a quarter for mixed, none for random); windows
     /// already above it shrink to it.
     pub fn set_max_window(&mut self, max: u64) {
+        self.class_max = max;
+        self.apply();
+    }
+
+    /// Divides the bound by 2^`shift` (see [`Backoff`]).
+    pub fn set_backoff(&mut self, shift: u32) {
+        self.backoff = shift;
+        self.apply();
+    }
+
+    fn apply(&mut self) {
+        let max = self.class_max >> self.backoff.min(63);
         self.max_window = max;
         for h in &mut self.heads {
             h.window = h.window.min(max);
@@ -111,9 +128,81 @@ impl Readahead {
     }
 }
 
+/// Read-ahead judged by its own precision: of the read-ahead blocks
+/// judged (read, or not read within the horizon), the share read. Every
+/// [`BACKOFF_SAMPLE`] judged blocks, a precision under [`BACKOFF_BELOW`]
+/// halves the windows once more (down to 1/2^[`MAX_BACKOFF`]), one at or
+/// above [`RECOVER_AT`] doubles them back. A start-up reading many small
+/// files in ascending order looks sequential and fetched windows it never
+/// read; a real stream reads all of its window and never backs off.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    /// (used, unused) counters when the current sample began.
+    base: (u64, u64),
+    shift: u32,
+}
+
+/// Judged blocks per decision: enough that one stream's window ending
+/// unread at a file's end (a few blocks) does not decide alone.
+pub const BACKOFF_SAMPLE: u64 = 32;
+pub const BACKOFF_BELOW: f64 = 0.5;
+pub const RECOVER_AT: f64 = 0.8;
+/// At most 1/64 of the class's window (64 MiB → 1 MiB: two blocks).
+pub const MAX_BACKOFF: u32 = 6;
+
+impl Backoff {
+    /// Feeds the cumulative (used, unused) counters; returns the new shift
+    /// when it changes.
+    pub fn observe(&mut self, used: u64, unused: u64) -> Option<u32> {
+        let (u, n) = (
+            used.saturating_sub(self.base.0),
+            unused.saturating_sub(self.base.1),
+        );
+        if u + n < BACKOFF_SAMPLE {
+            return None;
+        }
+        self.base = (used, unused);
+        let precision = u as f64 / (u + n) as f64;
+        let before = self.shift;
+        if precision < BACKOFF_BELOW {
+            self.shift = (self.shift + 1).min(MAX_BACKOFF);
+        } else if precision >= RECOVER_AT {
+            self.shift = self.shift.saturating_sub(1);
+        }
+        (self.shift != before).then_some(self.shift)
+    }
+
+    pub fn shift(&self) -> u32 {
+        self.shift
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_halves_while_read_ahead_goes_unread_and_recovers() {
+        let mut b = Backoff::default();
+        // Too few judged: no decision.
+        assert_eq!(b.observe(5, 20), None);
+        // 5 of 40 read: back off, twice, then keep at the floor.
+        assert_eq!(b.observe(5, 35), Some(1));
+        assert_eq!(b.observe(5, 70), Some(2));
+        for i in 3..=MAX_BACKOFF {
+            assert_eq!(b.observe(5, 35 * (i as u64 + 1)), Some(i));
+        }
+        assert_eq!(b.observe(5, 35 * 20), None);
+        assert_eq!(b.shift(), MAX_BACKOFF);
+        // All read again: windows double back.
+        assert_eq!(b.observe(40, 35 * 20), Some(MAX_BACKOFF - 1));
+        // In between (60%): stays.
+        assert_eq!(b.observe(40 + 20, 35 * 20 + 12), None);
+        let mut ra = Readahead::new(64 << 20);
+        ra.set_backoff(6);
+        ra.set_max_window(64 << 20);
+        assert_eq!(ra.max_window, 1 << 20);
+    }
 
     #[test]
     fn a_sequential_stream_grows_its_window_up_to_the_bound() {
