@@ -723,3 +723,88 @@ async fn an_untrained_ext4_snapshot_fetches_its_metadata_and_a_files_rest() {
     assert_eq!(m.prefetch_unit_blocks.load(Relaxed), rest.len() as u64);
     drop(p);
 }
+
+/// A mounted index with block masks: a read of a group prefetches the
+/// blocks its mask names, not the rest of the group; and a workload
+/// group's warm-up comes once the first reads match its signature, the
+/// other workload's never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let vol = common::random_bytes(9, 256 * bs as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    const S: u64 = 1_000_000_000;
+    // Two workloads share a start (blocks 0-3). A then reads 32-35 at
+    // once and 128-135 5 s later (within the warm-up's 10 s, beyond the
+    // 2 s window: only its workload warm-up can bring them), and later
+    // blocks 100-101 of group 6; B reads 64-67, then 192-199.
+    let workload = |own: std::ops::Range<u64>, late: std::ops::Range<u64>| {
+        (0..4u64)
+            .chain(own)
+            .enumerate()
+            .map(|(i, b)| (i as u64 * 1_000_000, b))
+            .chain(late.map(|b| (5 * S + b, b)))
+            .collect::<Vec<_>>()
+    };
+    let a = || Session {
+        events: workload(32..36, 128..136)
+            .into_iter()
+            .chain([(20 * S, 100), (20 * S + 1, 101)])
+            .collect(),
+    };
+    let b = || Session {
+        events: workload(64..68, 192..200),
+    };
+    let (snap, fetcher, p) = learn_and_mount(&s, &[a(), b(), a(), b()], &[2000]).await;
+    let ix = snap.index();
+    assert_eq!(ix.warmup_groups.len(), 2, "{:?}", ix.warmup_groups);
+    let core: Vec<u64> = ix.warmup.iter().flat_map(|w| w.blocks(16)).collect();
+    assert_eq!(core, vec![0, 1, 2, 3]);
+    quiesce(&p).await;
+    let m = fetcher.metrics();
+    assert_eq!(m.prefetch_warmup_blocks.load(Relaxed), 4, "the core only");
+    // A session of A: its first own blocks match A's signature.
+    let sig = &ix
+        .warmup_groups
+        .iter()
+        .find(|g| g.signature.contains(&32))
+        .expect("A's group")
+        .signature;
+    assert_eq!(sig[..2], [32, 33]);
+    for blk in [32, 33] {
+        let off = blk * bs;
+        p.on_read(0, off, 4096);
+        let data = read_range(&snap, &fetcher, off, 4096).await.unwrap();
+        assert!(data == vol[off as usize..off as usize + 4096]);
+    }
+    quiesce(&p).await;
+    let cached = |blk: u64| {
+        let snap = snap.clone();
+        let fetcher = fetcher.clone();
+        async move {
+            let key = snap.locate(blk).await.unwrap().unwrap().checksum;
+            fetcher.cache().contains(&key)
+        }
+    };
+    for blk in 128..136u64 {
+        assert!(cached(blk).await, "A's late block {blk} not warmed up");
+    }
+    let w = m.prefetch_warmup_blocks.load(Relaxed);
+    // The core and A's late 8 (34-35 go to whichever of warm-up and the
+    // group's hint queued them first).
+    assert!((12..=14).contains(&w), "warm-up prefetched {w}");
+    for blk in (64..68u64).chain(192..200) {
+        assert!(!cached(blk).await, "B's block {blk} fetched");
+    }
+    // Group 6: a read of block 100 brings 101 (its mask), not 96-111.
+    let before = m.prefetch_hint_blocks.load(Relaxed);
+    p.on_read(0, 100 * bs, 4096);
+    read_range(&snap, &fetcher, 100 * bs, 4096).await.unwrap();
+    quiesce(&p).await;
+    assert_eq!(m.prefetch_hint_blocks.load(Relaxed) - before, 1);
+    let key = snap.locate(101).await.unwrap().unwrap().checksum;
+    assert!(fetcher.cache().contains(&key));
+    let key = snap.locate(102).await.unwrap().unwrap().checksum;
+    assert!(!fetcher.cache().contains(&key));
+}

@@ -25,6 +25,20 @@
 //!   blocks (cross-session precision ≥ [`WARMUP_MIN_PRECISION`]): random
 //!   workloads overlap by chance alone and warm up nothing.
 //!
+//! Version 3 of the index makes each of these finer (see [`model`] and
+//! [`warmup`] for the reasons, `bench/hints_varied.sh` for the measurements):
+//! - a hint and each successor carry a **block mask**: per block, the
+//!   probability it is read (k of n episodes: k/(n+1)), so prefetch takes
+//!   the likely blocks, not the group; the hint is the mask's mean;
+//! - **entry masks**: the mask of the episodes that start at a given block
+//!   of the group (the file opened says what follows), and **contexts**:
+//!   successor lists that apply after a given group was read (history: the
+//!   last [`DEFAULT_HISTORY`] distinct groups);
+//! - the warm-up is a **core** plus a set per **workload group** of
+//!   sessions, fetched once a session's first reads match its signature;
+//! - a session teaches only when it overlaps some other session beyond
+//!   chance (`model::patterned`): random readers teach nothing.
+//!
 //! Learning is offline and streaming per session: the reads of one session
 //! (at most a few million) are held while it is processed, one session at a
 //! time; the counters are per group.

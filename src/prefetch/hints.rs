@@ -46,7 +46,7 @@ impl HintState {
         self.planned.contains(&b)
     }
 
-    /// The block lists to prefetch for a read of `groups` of `snap`, with
+    /// The block lists to prefetch for a read of blocks `read` of `snap`, with
     /// the index's window number `w` (of length `window`) at `threshold`:
     /// what [`crate::predict::rule`] selects on each group's first touch in
     /// an episode.
@@ -54,7 +54,7 @@ impl HintState {
         &mut self,
         snap: &Snapshot,
         cache: &BlockCache,
-        blocks: std::ops::Range<u64>,
+        read: std::ops::Range<u64>,
         w: usize,
         window: Duration,
         threshold: f32,
@@ -63,12 +63,12 @@ impl HintState {
         let now = Instant::now();
         let history = snap.index().history as usize;
         let gs = snap.header().group_size as u64;
-        if blocks.is_empty() {
+        if read.is_empty() {
             return out;
         }
-        for g in blocks.start / gs..=(blocks.end - 1) / gs {
+        for g in read.start / gs..=(read.end - 1) / gs {
             // The episode's first block in this group.
-            let entry = blocks.start.max(g * gs) - g * gs;
+            let entry = read.start.max(g * gs) - g * gs;
             let before = self.recent.before(g, history);
             self.recent.push(g, history);
             if self
@@ -95,8 +95,9 @@ impl HintState {
                     .filter(|b| cache.contains(&b.checksum))
                     .map(|b| b.block_id)
                     .collect();
+                // The read's own blocks are being fetched by the read.
                 let pick = c.select(&ids, c.group * gs, threshold, |b| {
-                    self.planned.contains(&b) || cached.contains(&b)
+                    self.planned.contains(&b) || cached.contains(&b) || read.contains(&b)
                 });
                 if !pick.is_empty() {
                     self.plan(&pick);
