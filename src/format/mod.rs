@@ -25,8 +25,8 @@ pub mod span;
 
 pub use codec::FormatError;
 pub use index::{
-    mask_byte, mask_probability, BlockRun, ContextSuccessors, EntryMask, FsPrior, GroupEntry, ManifestIndex,
-    SnapshotHeader, Successor, WarmUp, WarmupGroup,
+    mask_byte, mask_probability, BlockRun, ContextSuccessors, EntryMask, FsPrior, GroupEntry,
+    ManifestIndex, SnapshotHeader, Successor, WarmUp, WarmupGroup,
 };
 pub use page::{Compression, ManifestEntry, ManifestPage};
 pub use span::{Span, Spans};

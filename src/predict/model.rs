@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 
 use super::{
     Session, StoredBlocks, CONTEXT_GAIN, DEFAULT_HISTORY, MATE_CANDIDATES, MATE_SCORE,
-    MAX_CONTEXTS, MAX_ENTRY_MASKS, MAX_SUCCESSORS, MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P, SCAN_GROUPS, SCAN_TOUCHES,
+    MAX_CONTEXTS, MAX_ENTRY_MASKS, MAX_SUCCESSORS, MIN_CONTEXT_EPISODES, MIN_SUCCESSOR_P,
+    SCAN_GROUPS, SCAN_TOUCHES,
 };
 use crate::format::{mask_byte, ContextSuccessors, EntryMask, ManifestIndex, Successor};
 

@@ -136,7 +136,14 @@ impl FileState {
         let window = Duration::from_millis(self.window_ms() as u64);
         for blocks in self
             .hints
-            .on_read(&snap, cache, read_blocks.clone(), self.window, window, threshold)
+            .on_read(
+                &snap,
+                cache,
+                read_blocks.clone(),
+                self.window,
+                window,
+                threshold,
+            )
             .await
         {
             jobs.push((Priority::Hint, blocks));

@@ -67,10 +67,14 @@ pub struct Access {
     pub kind: Kind,
 }
 
-/// The binned plane.
+/// The binned plane: time from 0 to the last access, offsets over the
+/// span the accesses touch (a start-up reads a few percent of a volume:
+/// over the whole volume it would be a line).
 pub struct Heat {
     pub t_max_ns: u64,
     pub volume_size: u64,
+    /// The offsets the rows cover.
+    pub span: std::ops::Range<u64>,
     /// [x][y] → bytes per kind (index in [`Kind::ALL`])
     cells: Vec<[u64; 5]>,
 }
@@ -79,31 +83,55 @@ impl Heat {
     pub fn new(accesses: &[Access], volume_size: u64) -> Heat {
         let t_max_ns = accesses.iter().map(|a| a.t_ns).max().unwrap_or(0).max(1);
         let volume_size = volume_size.max(1);
+        let lo = accesses.iter().map(|a| a.offset).min().unwrap_or(0);
+        let hi = accesses
+            .iter()
+            .map(|a| a.offset.saturating_add(a.len.max(1)))
+            .max()
+            .unwrap_or(volume_size)
+            .min(volume_size);
+        // A twentieth of the span as margin, rounded out to MiB.
+        let margin = (hi.saturating_sub(lo) / 20).max(1 << 20);
+        let span = (lo.saturating_sub(margin) >> 20 << 20)
+            ..(hi + margin)
+                .div_ceil(1 << 20)
+                .saturating_mul(1 << 20)
+                .min(volume_size);
+        let span = if span.is_empty() {
+            0..volume_size
+        } else {
+            span
+        };
         let mut cells = vec![[0u64; 5]; X_BINS * Y_BINS];
         for a in accesses {
             let x = ((a.t_ns as u128 * X_BINS as u128) / (t_max_ns as u128 + 1)) as usize;
-            let end = a.offset.saturating_add(a.len.max(1)).min(volume_size);
-            if a.offset >= end {
+            let end = a.offset.saturating_add(a.len.max(1)).min(span.end);
+            if a.offset >= end || a.offset < span.start {
                 continue;
             }
-            let y0 = Self::y_of(a.offset, volume_size);
-            let y1 = Self::y_of(end - 1, volume_size);
+            let y0 = Self::y_of(a.offset, &span);
+            let y1 = Self::y_of(end - 1, &span);
             let k = Kind::ALL.iter().position(|k| *k == a.kind).unwrap_or(0);
-            // Bytes spread over the cells the range covers.
-            let per = (end - a.offset) / (y1 - y0 + 1) as u64;
+            // Bytes spread over the cells the range covers (the remainder
+            // to the first).
+            let rows = (y1 - y0 + 1) as u64;
+            let (per, rest) = ((end - a.offset) / rows, (end - a.offset) % rows);
             for y in y0..=y1 {
-                cells[x.min(X_BINS - 1) * Y_BINS + y][k] += per.max(1);
+                let extra = if y == y0 { rest } else { 0 };
+                cells[x.min(X_BINS - 1) * Y_BINS + y][k] += per + extra;
             }
         }
         Heat {
             t_max_ns,
             volume_size,
+            span,
             cells,
         }
     }
 
-    fn y_of(offset: u64, volume_size: u64) -> usize {
-        (((offset as u128) * Y_BINS as u128 / volume_size as u128) as usize).min(Y_BINS - 1)
+    fn y_of(offset: u64, span: &std::ops::Range<u64>) -> usize {
+        let len = (span.end - span.start).max(1) as u128;
+        ((((offset - span.start) as u128) * Y_BINS as u128 / len) as usize).min(Y_BINS - 1)
     }
 
     /// The kind with the most bytes in cell (x, y), and those bytes.
@@ -126,13 +154,14 @@ pub fn render(heat: &Heat, title: &str, out: &Path) -> anyhow::Result<()> {
         let root = SVGBackend::new(out, (1200, 800)).into_drawing_area();
         root.fill(&WHITE)?;
         let t_max = heat.t_max_ns as f64 / 1e9;
-        let v_max = heat.volume_size as f64 / (1 << 20) as f64;
+        let mib = (1u64 << 20) as f64;
+        let (v_min, v_max) = (heat.span.start as f64 / mib, heat.span.end as f64 / mib);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..t_max, 0f64..v_max)?;
+            .build_cartesian_2d(0f64..t_max, v_min..v_max)?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -147,7 +176,7 @@ pub fn render(heat: &Heat, title: &str, out: &Path) -> anyhow::Result<()> {
             .max()
             .unwrap_or(1)
             .max(1) as f64;
-        let (dx, dy) = (t_max / X_BINS as f64, v_max / Y_BINS as f64);
+        let (dx, dy) = (t_max / X_BINS as f64, (v_max - v_min) / Y_BINS as f64);
         let mut rects = Vec::new();
         for x in 0..X_BINS {
             for y in 0..Y_BINS {
@@ -157,7 +186,7 @@ pub fn render(heat: &Heat, title: &str, out: &Path) -> anyhow::Result<()> {
                     let (r, g, b) = k.rgb();
                     let mix = |c: u8| (255.0 - (255.0 - c as f64) * f).round() as u8;
                     let x0 = x as f64 * dx;
-                    let y0 = y as f64 * dy;
+                    let y0 = v_min + y as f64 * dy;
                     rects.push(Rectangle::new(
                         [(x0, y0), (x0 + dx, y0 + dy)],
                         RGBColor(mix(r), mix(g), mix(b)).filled(),
@@ -216,9 +245,12 @@ mod tests {
             },
         ];
         let h = Heat::new(&acc, 160 * mib);
+        // The span: 0 to 81 MiB plus a twentieth, rounded up to 86 MiB.
+        assert_eq!(h.span, 0..86 * mib);
         assert_eq!(h.cell(0, 0).map(|c| c.0), Some(Kind::Read));
-        // 160 MiB over 160 rows: 1 MiB a row; the last time is the last column.
-        assert_eq!(h.cell(X_BINS - 1, 80).map(|c| c.0), Some(Kind::Write));
+        // The write at 80 MiB: row 80/85 of 160; the last column.
+        let row = (80 * Y_BINS) / 86;
+        assert_eq!(h.cell(X_BINS - 1, row).map(|c| c.0), Some(Kind::Write));
         assert!(h.cell(5, 5).is_none());
         assert_eq!(h.total(Kind::Write), mib);
     }
