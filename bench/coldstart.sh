@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Trained cold starts against local disk (issue: hints that generalize):
+#   program    python importing a fixed set of packages from a library tree
+#   container  a container start from a Debian root image (debootstrap
+#              minbase): chroot into it and run what an entrypoint would
+#              (the shell, dpkg's database, apt's configuration, perl)
+# Each on its own ext4 image; hints learned from two sessions recorded with
+# `mount --record-traces`; then, side by side per run: the image on local
+# disk (loop-mounted directly, page cache dropped), snapahead with a fresh
+# cache (20 ms added to every GET of a file:// store), and the same with
+# the build before this wave's index (SNAPAHEAD_OLD_BIN, if given: its own
+# store, learned by itself).
+# usage: bench/coldstart.sh [--quick]   (env: RUNS, SNAPAHEAD_OLD_BIN)
+source "$(dirname "$0")/lib.sh"
+RUNS=${RUNS:-3}; [ "${1:-}" = "--quick" ] && RUNS=${RUNS_QUICK:-1}
+OLD=${SNAPAHEAD_OLD_BIN:-}
+D="$WORK/coldstart"; MNT="$D/mnt"; LO="$D/lo"; PID=""
+LAT=20ms
+cleanup() {
+  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
+  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  mountpoint -q "$MNT" 2>/dev/null && fusermount3 -u -z "$MNT"
+  rm -rf "$D"
+}
+trap cleanup EXIT
+cleanup; mkdir -p "$D" "$MNT" "$LO"
+command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+f2() { printf %.2f "$1"; }
+
+echo "coldstart.sh: building the images" >&2
+mkdir -p "$D/tree"; tree_pylib "$D/tree"
+truncate -s 512M "$D/program.img"; mkfs.ext4 -q -F -d "$D/tree" "$D/program.img"; rm -rf "$D/tree"
+ROOTFS=${DEBOOTSTRAP_CACHE:-$WORK/debootstrap-bookworm}
+if [ ! -x "$ROOTFS/bin/bash" ]; then
+  rm -rf "$ROOTFS"
+  debootstrap --variant=minbase bookworm "$ROOTFS" http://deb.debian.org/debian >/dev/null
+fi
+truncate -s 1G "$D/container.img"; mkfs.ext4 -q -F -d "$ROOTFS" "$D/container.img"
+
+wl_container() {
+  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
+    'dpkg-query -W > /dev/null; apt-config dump > /dev/null; apt-cache policy > /dev/null 2>&1;
+     perl -MFile::Find -MGetopt::Long -e 1; ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
+}
+
+start_mount() { # bin store cache [flags...]
+  local bin=$1 store=$2 cache=$3; shift 3
+  "$bin" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 500); do [ -n "$(ls "$MNT" 2>/dev/null)" ] && return; sleep 0.02; done
+  cat "$D/mount.log"; exit 1
+}
+stop_mount() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+# Seconds of one start from the loop mount on (the mount is up already).
+start_on() { # image workload
+  mount -o loop,ro,noload "$1" "$LO"
+  local t; t=$(timeit "wl_$2" "$LO"); umount "$LO"; echo "$t"
+}
+snap_start() { # bin store workload [record]: fresh cache, prefetch on
+  local bin=$1 store=$2 w=$3; shift 3
+  rm -rf "$D/c"; drop; start_mount "$bin" "$store" "$D/c" "$@"
+  T=$(start_on "$MNT/$w.img" "$w"); stop_mount
+}
+
+rows=""
+for w in program container; do
+  builds="new"; [ -n "$OLD" ] && builds="new old"
+  for b in $builds; do
+    bin=$S; [ $b = old ] && bin=$OLD
+    "$bin" --store "file://$D/$b-$w" create "$w" --source "$D/$w.img" >/dev/null
+    for i in 1 2; do snap_start "$bin" "$D/$b-$w" "$w" --record-traces; done
+    "$bin" --store "file://$D/$b-$w" hints "$w" --from-store >/dev/null
+  done
+  local_t=(); new_t=(); old_t=()
+  for r in $(seq 1 "$RUNS"); do
+    drop; local_t+=("$(start_on "$D/$w.img" "$w")")
+    snap_start "$S" "$D/new-$w" "$w"; new_t+=("$T")
+    if [ -n "$OLD" ]; then snap_start "$OLD" "$D/old-$w" "$w"; old_t+=("$T"); fi
+  done
+  l=$(median "${local_t[@]}"); n=$(median "${new_t[@]}")
+  if [ -n "$OLD" ]; then
+    o=$(median "${old_t[@]}"); old_cells="$(f2 "$o") s | $(f2 "$(echo "$o / $l" | bc -l)")"
+  else old_cells="– | –"; fi
+  rows+="| $w | $(f2 "$l") s | $(f2 "$n") s | $(f2 "$(echo "$n / $l" | bc -l)") | $old_cells |"$'\n'
+  echo "coldstart.sh: $w done" >&2
+done
+
+cat > "$RESULTS/coldstart.md" <<MD
+## coldstart (trained cold starts against local disk)
+
+Command: \`bench/coldstart.sh\` (part of \`make bench\`; \`SNAPAHEAD_OLD_BIN=path\` adds the build
+before). Machine: $(machine_line).
+Each start on its own ext4 image: **program** python importing a dozen stdlib packages from a library
+tree; **container** a chroot into a Debian bookworm minbase root (debootstrap) running the shell,
+\`dpkg-query -W\`, \`apt-config dump\`, \`apt-cache policy\`, perl with two modules, \`ls -R\` of the
+zoneinfo tree and the \`/etc/*.conf\` files. Hints learned from two sessions recorded with
+\`mount --record-traces\`; each run (median of $RUNS, side by side): local disk = the image file
+loop-mounted directly, page cache dropped; snapahead = fresh cache, a \`file://\` store with 20 ms
+added to every GET (\`mount --inject-latency 20ms\`), timed from the loop mount on.
+
+| start | local disk | snapahead | / local (target ≤ 1.5) | build before | / local |
+| --- | --- | --- | --- | --- | --- |
+$rows
+MD
+cat "$RESULTS/coldstart.md"
