@@ -25,7 +25,6 @@ cleanup() {
 trap cleanup EXIT
 cleanup; mkdir -p "$D" "$MNT" "$LO"
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 f2() { printf %.2f "$1"; }
 
 echo "coldstart.sh: building the images" >&2

@@ -12,14 +12,8 @@
 # usage: bench/hints.sh [--quick]
 source "$(dirname "$0")/lib.sh"
 D="$WORK/hints"; MON="$D/mon"; LO="$D/lo"; PID=""
-cleanup() {
-  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  mountpoint -q "$MON" 2>/dev/null && fusermount3 -u -z "$MON"
-  rm -rf "$D"
-}
-trap '[ -n "${KEEP:-}" ] || cleanup' EXIT
-cleanup; mkdir -p "$D/tree" "$MON" "$LO"
+trap '[ -n "${KEEP:-}" ] || monitor_cleanup' EXIT
+monitor_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
 
 echo "hints.sh: building the image" >&2
 # (a) a file tree: 1500 files; (b) a library tree.
@@ -42,29 +36,6 @@ truncate -s 1G "$IMG"
 mkfs.ext4 -q -F -d "$D/tree" "$IMG"
 rm -rf "$D/tree"
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-start_monitor() {
-  "$S" monitor "$IMG" "$MON" --trace "$1" >"$D/monitor.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && return; sleep 0.1; done
-  cat "$D/monitor.log"; exit 1
-}
-stop_monitor() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
-
-scan() { wl_scan "$LO"; }
-program() { wl_program "$LO"; }
-sqlite() {
-  python3 - "$LO/db.sqlite" <<'PY'
-import sqlite3, sys, random
-db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro&immutable=1", uri=True)
-r = random.Random(11)
-for i in range(300):
-    db.execute("select name, payload from items where id = ?", (r.randrange(100000),)).fetchall()
-for i in range(100):
-    db.execute("select o.qty, i.name from orders o join items i on i.id = o.item where o.item = ?", (r.randrange(100000),)).fetchall()
-db.execute("select count(*), sum(qty) from orders where id between 20000 and 30000").fetchall()
-PY
-}
 # 300 random reads: a random workload touches a small part of a large volume.
 fio_rand() {
   fio --name=rr --filename="$MON/vol.img" --rw=randread --bs=4k --size=1G --direct=1 --randrepeat=0 \

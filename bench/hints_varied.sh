@@ -15,14 +15,8 @@
 # usage: bench/hints_varied.sh [--quick]
 source "$(dirname "$0")/lib.sh"
 D="$WORK/hints_varied"; MON="$D/mon"; LO="$D/lo"; PID=""
-cleanup() {
-  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  mountpoint -q "$MON" 2>/dev/null && fusermount3 -u -z "$MON"
-  rm -rf "$D"
-}
-trap '[ -n "${KEEP:-}" ] || cleanup' EXIT
-cleanup; mkdir -p "$D/tree" "$MON" "$LO"
+trap '[ -n "${KEEP:-}" ] || monitor_cleanup' EXIT
+monitor_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
 QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
 
 echo "hints_varied.sh: building the image" >&2
@@ -55,19 +49,6 @@ rm -rf "$D/tree"
 STORE="file://$D/store"
 "$S" --store "$STORE" create vol --source "$IMG" >/dev/null
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-start_monitor() {
-  "$S" monitor "$IMG" "$MON" --trace "$1" >"$D/monitor.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && return; sleep 0.1; done
-  cat "$D/monitor.log"; exit 1
-}
-# The loop device detaches shortly after umount (autoclear): wait for it
-# (polling, 10 s at most) before the monitor unmounts, else it stays busy.
-stop_monitor() {
-  for _ in $(seq 1 100); do [ -z "$(losetup -j "$MON/vol.img")" ] && break; sleep 0.1; done
-  kill -TERM "$PID"; wait "$PID" || true; PID=""
-}
 
 # The workloads; $1 is the variant number.
 python_v() {

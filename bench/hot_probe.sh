@@ -26,7 +26,6 @@ PID=$!
 for _ in $(seq 1 100); do [ -e "$MNT/vol.img" ] && break; sleep 0.1; done
 dd if="$MNT/vol.img" of=/dev/null bs=1M status=none; sleep 2   # fill the cache
 bindfs -r --multithreaded "$D/src" "$BIND"
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 r0=$(stat_of reads)
 PP=""
 [ -n "${PERF:-}" ] && { perf record -F 1999 -g -p "$PID" -o "$WORK/hot-perf.data" 2>/dev/null & PP=$!; sleep 0.3; }

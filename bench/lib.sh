@@ -76,3 +76,27 @@ fio_iops() {
 cpu_seconds() {
   awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
 }
+
+# Recording sessions through `snapahead monitor` (hints.sh, hints_varied.sh).
+# Uses $D (work dir), $MON (the monitor's mountpoint), $LO (the loop mount),
+# $IMG (the image) and sets $PID. usage: monitor_cleanup; start_monitor TRACE;
+# stop_monitor
+monitor_cleanup() {
+  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
+  [ -n "${PID:-}" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  mountpoint -q "$MON" 2>/dev/null && fusermount3 -u -z "$MON"
+  rm -rf "$D"
+}
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+start_monitor() {
+  "$S" monitor "$IMG" "$MON" --trace "$1" >"$D/monitor.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && return; sleep 0.1; done
+  cat "$D/monitor.log"; exit 1
+}
+# The loop device detaches shortly after umount (autoclear): wait for it
+# (polling, 10 s at most) before the monitor unmounts, else it stays busy.
+stop_monitor() {
+  for _ in $(seq 1 100); do [ -z "$(losetup -j "$MON/vol.img")" ] && break; sleep 0.1; done
+  kill -TERM "$PID"; wait "$PID" || true; PID=""
+}

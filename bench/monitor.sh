@@ -19,7 +19,6 @@ prng 4 $((SIZE_MB * 1048576)) > "$D/src/vol.img"
 PID=$!
 for _ in $(seq 1 100); do [ -e "$MON/vol.img" ] && break; sleep 0.1; done
 bindfs --multithreaded "$D/src" "$BIND"
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 fio_iops() {
   fio --name=rr --filename="$1" --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
       --time_based --runtime="$FIO_SECS" --size="${SIZE_MB}M" --output-format=json 2>/dev/null \

@@ -24,7 +24,6 @@ cleanup; mkdir -p "$D/src" "$MNT" "$BIND"
 IMG="$D/src/vol.img"
 prng 3 $((SIZE_MB * 1048576)) > "$IMG"
 "$S" --store "file://$D/store" create vol --source "$IMG" >/dev/null
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 mb_per_s() { echo "$SIZE_MB / $1" | bc -l; }
 
 start_mount() {

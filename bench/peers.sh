@@ -118,7 +118,6 @@ stored_seq=$("$S" --config "$D/snap-direct.yaml" --store "$SNAP_STORE" inspect s
 stored_snap=$(RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE rclone size "g:$BUCKET/bench-$RUN_ID/snap" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 stored_peer=$(RCLONE_CONFIG_G_ENDPOINT=http://$UP env -u AWS_CA_BUNDLE rclone size "g:$BUCKET/$PEERS_PREFIX" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])')
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 wait_file() {
   for _ in $(seq 1 300); do [ -e "$MNT/$1" ] && return 0; sleep 0.02; done
   echo "peers.sh: $TOOL did not come up"; cat "$D/tool.log"; exit 1

@@ -21,7 +21,6 @@ cleanup() {
 }
 trap cleanup EXIT
 cleanup; mkdir -p "$D" "$MNT" "$LO"
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 start_mount() { # store cache [flags...]
   local store=$1 cache=$2; shift 2
   "$S" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &

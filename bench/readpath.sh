@@ -41,7 +41,6 @@ with open(sys.argv[1], "wb") as f:
         f.write(r.randbytes(32768)); f.write(text)
 PY
 "$S" --store "file://$D/store" create vol --source "$D/src/vol.img" >/dev/null
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # usage: start BIN CACHE_DIR — a mount of the store on $MNT, $PID set
 start() {
   "$1" --store "file://$D/store" mount "$MNT" --cache-dir "$2" --no-prefetch >"$D/mount.log" 2>&1 &

@@ -24,7 +24,6 @@ cleanup() {
 }
 trap cleanup EXIT
 rm -rf "$D"; mkdir -p "$D/tree" "$D/mnt" "$D/lo"
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # (1) trained cold start.
 tree_files "$D/tree" 1500; tree_pylib "$D/tree"
