@@ -22,7 +22,7 @@ cleanup() {
   mountpoint -q "$MNT" 2>/dev/null && fusermount3 -u -z "$MNT"
   rm -rf "$D"
 }
-trap cleanup EXIT
+trap '[ -n "${KEEP:-}" ] || cleanup' EXIT
 cleanup; mkdir -p "$D" "$MNT" "$LO"
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
 f2() { printf %.2f "$1"; }
@@ -39,8 +39,9 @@ truncate -s 1G "$D/container.img"; mkfs.ext4 -q -F -d "$ROOTFS" "$D/container.im
 
 wl_container() {
   chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
-    'dpkg-query -W > /dev/null; apt-config dump > /dev/null; apt-cache policy > /dev/null 2>&1;
-     perl -MFile::Find -MGetopt::Long -e 1; ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
+    'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
+     apt-cache policy > /dev/null 2>&1; perl -MFile::Find -MGetopt::Long -MPOSIX -e 1;
+     ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
 }
 
 start_mount() { # bin store cache [flags...]
@@ -51,15 +52,21 @@ start_mount() { # bin store cache [flags...]
   cat "$D/mount.log"; exit 1
 }
 stop_mount() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
-# Seconds of one start from the loop mount on (the mount is up already).
+# One start: loop mount, workload, loop unmount.
 start_on() { # image workload
-  mount -o loop,ro,noload "$1" "$LO"
-  local t; t=$(timeit "wl_$2" "$LO"); umount "$LO"; echo "$t"
+  mount -o loop,ro,noload "$1" "$LO"; "wl_$2" "$LO" > /dev/null; umount "$LO"
 }
-snap_start() { # bin store workload [record]: fresh cache, prefetch on
-  local bin=$1 store=$2 w=$3; shift 3
-  rm -rf "$D/c"; drop; start_mount "$bin" "$store" "$D/c" "$@"
-  T=$(start_on "$MNT/$w.img" "$w"); stop_mount
+local_start() { # workload: seconds of a start from the image on local disk
+  local t0; drop; t0=$(date +%s.%N); start_on "$D/$1.img" "$1"
+  echo "$(date +%s.%N) - $t0" | bc -l
+}
+# Seconds from launching the mount to the loop unmount (what a user waits
+# for): fresh cache, prefetch on. Sets T.
+snap_start() { # bin store workload [mount flags]
+  local bin=$1 store=$2 w=$3 t0; shift 3
+  rm -rf "$D/c"; drop; t0=$(date +%s.%N)
+  start_mount "$bin" "$store" "$D/c" "$@"; start_on "$MNT/$w.img" "$w"
+  T=$(echo "$(date +%s.%N) - $t0" | bc -l); stop_mount
 }
 
 rows=""
@@ -73,7 +80,7 @@ for w in program container; do
   done
   local_t=(); new_t=(); old_t=()
   for r in $(seq 1 "$RUNS"); do
-    drop; local_t+=("$(start_on "$D/$w.img" "$w")")
+    local_t+=("$(local_start "$w")")
     snap_start "$S" "$D/new-$w" "$w"; new_t+=("$T")
     if [ -n "$OLD" ]; then snap_start "$OLD" "$D/old-$w" "$w"; old_t+=("$T"); fi
   done
@@ -89,14 +96,15 @@ cat > "$RESULTS/coldstart.md" <<MD
 ## coldstart (trained cold starts against local disk)
 
 Command: \`bench/coldstart.sh\` (part of \`make bench\`; \`SNAPAHEAD_OLD_BIN=path\` adds the build
-before). Machine: $(machine_line).
+before${OLD:+: here $OLD, ${OLD_DESC:-a build of an earlier commit}}). Machine: $(machine_line).
 Each start on its own ext4 image: **program** python importing a dozen stdlib packages from a library
 tree; **container** a chroot into a Debian bookworm minbase root (debootstrap) running the shell,
-\`dpkg-query -W\`, \`apt-config dump\`, \`apt-cache policy\`, perl with two modules, \`ls -R\` of the
-zoneinfo tree and the \`/etc/*.conf\` files. Hints learned from two sessions recorded with
-\`mount --record-traces\`; each run (median of $RUNS, side by side): local disk = the image file
-loop-mounted directly, page cache dropped; snapahead = fresh cache, a \`file://\` store with 20 ms
-added to every GET (\`mount --inject-latency 20ms\`), timed from the loop mount on.
+\`dpkg -L\` of every package, \`apt-config dump\`, \`apt-cache policy\`, perl with three modules,
+\`ls -R\` of the zoneinfo tree and the \`/etc/*.conf\` files. Hints learned from two sessions recorded with
+\`mount --record-traces\`; each run (median of $RUNS, side by side), page cache dropped: local disk =
+the image file loop-mounted directly, timed from the loop mount to its unmount; snapahead = fresh
+cache, a \`file://\` store with 20 ms added to every GET (\`mount --inject-latency 20ms\`), timed from
+launching the mount (its start included) to the loop unmount.
 
 | start | local disk | snapahead | / local (target ≤ 1.5) | build before | / local |
 | --- | --- | --- | --- | --- | --- |

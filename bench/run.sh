@@ -4,7 +4,7 @@
 #   SECTIONS="peers" bench/run.sh   reruns only those sections; the document is
 #   assembled from every section's latest result (bench/results/*.md).
 source "$(dirname "$0")/lib.sh"
-ALL="create sparse mount readpath monitor hints hints_varied prefetch peers"
+ALL="create sparse mount readpath monitor hints hints_varied coldstart prefetch peers"
 for sec in ${SECTIONS:-$ALL}; do
   "$ROOT/bench/$sec.sh" "$@"
 done
@@ -18,7 +18,7 @@ done
   [ -f "$RESULTS/peers.md" ] && { cat "$RESULTS/peers.md"; echo; }
   # What the peers comparison does not show by itself (written by hand).
   cat "$ROOT/bench/analysis.md"; echo
-  for sec in create sparse mount readpath monitor hints hints_varied prefetch; do
+  for sec in create sparse mount readpath monitor hints hints_varied coldstart prefetch; do
     [ -f "$RESULTS/$sec.md" ] && { cat "$RESULTS/$sec.md"; echo; }
   done
 } > "$ROOT/docs/benchmarks.md"
