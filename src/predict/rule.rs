@@ -1,5 +1,5 @@
 //! How an index's predictions turn into blocks to prefetch: one rule,
-//! used by the prefetcher ([`crate::prefetch`]) and by `hints --evaluate`
+//! used by the prefetcher (`prefetch/hints.rs`) and by `hints --evaluate`
 //! ([`super::evaluate`]), so what the benchmark scores is what a mount does.
 //!
 //! On the first read of group g in an episode, the candidates are g itself
