@@ -36,6 +36,20 @@ truncate -s 1G "$IMG"
 mkfs.ext4 -q -F -d "$D/tree" "$IMG"
 rm -rf "$D/tree"
 
+scan() { wl_scan "$LO"; }
+program() { wl_program "$LO"; }
+sqlite() {
+  python3 - "$LO/db.sqlite" <<'PY'
+import sqlite3, sys, random
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro&immutable=1", uri=True)
+r = random.Random(11)
+for i in range(300):
+    db.execute("select name, payload from items where id = ?", (r.randrange(100000),)).fetchall()
+for i in range(100):
+    db.execute("select o.qty, i.name from orders o join items i on i.id = o.item where o.item = ?", (r.randrange(100000),)).fetchall()
+db.execute("select count(*), sum(qty) from orders where id between 20000 and 30000").fetchall()
+PY
+}
 # 300 random reads: a random workload touches a small part of a large volume.
 fio_rand() {
   fio --name=rr --filename="$MON/vol.img" --rw=randread --bs=4k --size=1G --direct=1 --randrepeat=0 \
