@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod index;
+mod index_codec;
 pub mod page;
 pub mod span;
 

@@ -1,7 +1,8 @@
 //! Learning hints, successors and the warm-up list from sessions: pure
 //! computation over [`Session`]s and the snapshot's [`StoredBlocks`], with
 //! no store and no I/O, so every rule of the module doc of [`super`] is
-//! tested with hand-made sessions.
+//! tested with hand-made sessions. Over 500 lines with those known-answer
+//! tests, on purpose: each rule is read beside the sessions that pin it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -37,7 +37,10 @@
 //! windows), `hints` (hints and successors per episode) and `unit`;
 //! `scheduler` holds the priority queue and the prefetch slots;
 //! `accounting` tracks used and wasted prefetches and samples the
-//! [`controller`]'s signals; this file runs the loop that ties them.
+//! [`controller`]'s signals (and read-ahead's own precision, which
+//! [`readahead::Backoff`] turns into smaller windows); this file runs the
+//! loop that ties them. Just over 500 lines, on purpose: the loop, the job
+//! runner and the status they publish share the daemon's state.
 
 mod accounting;
 pub mod controller;
