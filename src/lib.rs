@@ -12,11 +12,12 @@
 //!    block arithmetic) and [`store`] (file://, s3://, memory://, with its
 //!    own options).
 //! 3. [`cache`] (memory tier + disk tier, verified reads), [`trace`] (the
-//!    trace format, recording, import, classification), [`snapshot`] (an
+//!    trace format, recording, import, classification, plots), [`snapshot`] (an
 //!    opened snapshot: lookup, decode, verify), [`metrics`] (counters,
 //!    histograms, the mount's stats as one type, Prometheus text, the HTTP
 //!    endpoint).
-//! 4. [`predict`] (the hint model and learning it from traces), [`fetch`]
+//! 4. [`predict`] (the hint model, learning it from traces, and the rule
+//!    that turns it into blocks to prefetch), [`fetch`]
 //!    (cache-or-store block fetches, shared and coalesced), [`create`]
 //!    (volume → blocks → objects → manifest → index), [`catalog`] (list,
 //!    inspect, delete, gc).
