@@ -122,16 +122,18 @@ pub(super) fn print_learned(name: &SnapshotName, r: &LearnReport) -> anyhow::Res
             w.groups_with_successors
         );
     }
+    let groups: Vec<String> = ins
+        .workloads
+        .iter()
+        .map(|w| format!("{} sessions, {}", w.sessions, ByteSize(w.bytes)))
+        .collect();
     out!(
-        "  warm-up: core {} groups, {}; {} workload group(s): {}",
+        "  warm-up: core {} groups, {}; {} workload group(s){}{}",
         ins.warmup_groups,
         ByteSize(ins.warmup_bytes),
-        ins.workloads.len(),
-        ins.workloads
-            .iter()
-            .map(|w| format!("{} sessions, {}", w.sessions, ByteSize(w.bytes)))
-            .collect::<Vec<_>>()
-            .join("; ")
+        groups.len(),
+        if groups.is_empty() { "" } else { ": " },
+        groups.join("; ")
     );
     Ok(())
 }
