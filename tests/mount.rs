@@ -703,13 +703,19 @@ fn a_restart_after_kill_9_detaches_the_dead_mount_and_keeps_the_cache() {
     let started = std::time::Instant::now();
     // The kernel still has v.img's entry cached from the dead mount, so
     // Mount::start's "the file is there" proves nothing: wait until the
-    // mountpoint answers a listing, which only a live server does.
+    // mountpoint answers a listing that holds v.img, which only a live
+    // server does (between the dead mount's detach and the new mount, the
+    // bare directory answers an empty listing: a fresh-clone CI run read
+    // v.img there and found nothing).
     let mut m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_dir(&m.mountpoint)
-        .and_then(|mut d| d.next().transpose())
-        .is_err()
-    {
+    let lists_v_img = |p: &std::path::Path| {
+        std::fs::read_dir(p).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name() == std::ffi::OsStr::new("v.img"))
+        })
+    };
+    while !lists_v_img(&m.mountpoint) {
         if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
             panic!("the restarted mount exited ({st}): {}", m.log_text());
         }
