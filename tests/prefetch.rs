@@ -187,6 +187,13 @@ async fn sequential_read_grows_the_window_and_then_hits() {
         m.prefetch_completed.load(Relaxed)
     );
     assert!(m.prefetch_readahead_blocks.load(Relaxed) > 64);
+    // Read-ahead judges itself: the stream read what it brought.
+    assert!(
+        m.readahead_used.load(Relaxed) > 64,
+        "read-ahead blocks read: {}",
+        m.readahead_used.load(Relaxed)
+    );
+    assert_eq!(st.readahead_backoff, 0, "{st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

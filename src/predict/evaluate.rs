@@ -61,7 +61,7 @@ pub fn evaluate(
     threshold: f32,
     warmup: bool,
 ) -> Evaluation {
-    replay(index, stored, session, w, threshold, warmup, None)
+    evaluate_marks(index, stored, session, w, threshold, warmup).0
 }
 
 /// What happened to one block in a replay.
@@ -83,7 +83,8 @@ pub struct Mark {
     pub outcome: Outcome,
 }
 
-/// [`evaluate`], and every block's [`Outcome`] (for `trace plot`).
+/// [`evaluate`], and every block's [`Outcome`] (for `trace plot`; a mark
+/// per distinct block, which an offline replay can afford).
 pub fn evaluate_marks(
     index: &ManifestIndex,
     stored: &StoredBlocks,
@@ -93,27 +94,6 @@ pub fn evaluate_marks(
     warmup: bool,
 ) -> (Evaluation, Vec<Mark>) {
     let mut marks = Vec::new();
-    let e = replay(
-        index,
-        stored,
-        session,
-        w,
-        threshold,
-        warmup,
-        Some(&mut marks),
-    );
-    (e, marks)
-}
-
-fn replay(
-    index: &ManifestIndex,
-    stored: &StoredBlocks,
-    session: &Session,
-    w: usize,
-    threshold: f32,
-    warmup: bool,
-    mut marks: Option<&mut Vec<Mark>>,
-) -> Evaluation {
     let window_ns = index.windows_ms.get(w).copied().unwrap_or(0) as u64 * 1_000_000;
     let warm_ns = super::WARMUP_WINDOW.as_nanos() as u64;
     let h = &index.header;
@@ -151,17 +131,15 @@ fn replay(
     for &(t, b) in &session.events {
         if read.insert(b) {
             read_bytes += len(b);
-            if let Some(v) = marks.as_deref_mut() {
-                v.push(Mark {
-                    t_ns: t,
-                    block: b,
-                    outcome: if prefetched.contains_key(&b) {
-                        Outcome::Hit
-                    } else {
-                        Outcome::Miss
-                    },
-                });
-            }
+            marks.push(Mark {
+                t_ns: t,
+                block: b,
+                outcome: if prefetched.contains_key(&b) {
+                    Outcome::Hit
+                } else {
+                    Outcome::Miss
+                },
+            });
             if let Some(&(tp, m)) = prefetched.get(&b) {
                 // Covered: prefetched before this read; useful if read within
                 // W of the prefetch (warm-up: within the warm-up window, the
@@ -213,16 +191,14 @@ fn replay(
             }
         }
     }
-    if let Some(v) = marks {
-        v.extend(prefetched.iter().filter(|(b, _)| !read.contains(b)).map(
-            |(&block, &(t_ns, _))| Mark {
-                t_ns,
-                block,
-                outcome: Outcome::Waste,
-            },
-        ));
-        v.sort_by_key(|m| (m.t_ns, m.block));
-    }
+    marks.extend(prefetched.iter().filter(|(b, _)| !read.contains(b)).map(
+        |(&block, &(t_ns, _))| Mark {
+            t_ns,
+            block,
+            outcome: Outcome::Waste,
+        },
+    ));
+    marks.sort_by_key(|m| (m.t_ns, m.block));
     for (m, bytes, in_window) in useful {
         let s = scores.entry(m).or_default();
         s.covered_read_bytes += bytes;
@@ -250,7 +226,7 @@ fn replay(
         overall.covered_read_bytes += s.covered_read_bytes;
     }
     let get = |m| finish(scores.get(&m).copied().unwrap_or_default());
-    Evaluation {
+    let e = Evaluation {
         window_ms: index.windows_ms.get(w).copied().unwrap_or(0),
         threshold,
         read_bytes,
@@ -258,7 +234,8 @@ fn replay(
         warmup: get(Mechanism::Warmup),
         hint: get(Mechanism::Hint),
         successor: get(Mechanism::Successor),
-    }
+    };
+    (e, marks)
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl Recent {
 }
 
 fn learn_window(
-    sessions: &[Session],
+    sessions: &[&Session],
     stored: &StoredBlocks,
     window_ns: u64,
     history: usize,
@@ -430,13 +430,12 @@ pub fn learn_with(
     } else {
         vec![true; sessions.len()]
     };
-    let learned: Vec<Session> = sessions
+    // By reference: a fleet's sessions are most of learning's memory.
+    let learned: Vec<&Session> = sessions
         .iter()
         .zip(&keep)
         .filter(|(_, k)| **k)
-        .map(|(s, _)| Session {
-            events: s.events.clone(),
-        })
+        .map(|(s, _)| s)
         .collect();
     let models: Vec<WindowModel> = windows_ms
         .iter()

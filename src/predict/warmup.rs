@@ -405,6 +405,14 @@ mod tests {
             got.extend(m.on_block(blk));
         }
         assert_eq!(got, vec![which]);
+        // Past the first MATCH_WITHIN distinct blocks nothing matches: a
+        // session that reads B's signature only after 64 others.
+        let mut late = Matcher::new(&ix);
+        for blk in 100..100 + MATCH_WITHIN as u64 {
+            assert!(late.on_block(blk).is_empty());
+        }
+        assert!(!late.is_active());
+        assert!(late.on_block(40).is_empty() && late.on_block(41).is_empty());
         // Evaluated: B's session gets the core at once and its own set after
         // two reads: recall (58 of 64 blocks... less the two that matched).
         let e = crate::predict::evaluate::evaluate(&ix, &stored, &b(), 0, 0.5, true);

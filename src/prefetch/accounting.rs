@@ -31,36 +31,46 @@ pub(super) const READAHEAD_HORIZON: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub(super) struct Accounting {
+    /// One lock for both: every demand read looks in both.
+    tracked: Mutex<Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
     /// Prefetched, not yet read: key → bytes.
-    unread: Mutex<HashMap<BlockKey, u64>>,
+    unread: HashMap<BlockKey, u64>,
     /// Read-ahead blocks not yet judged: key → when prefetched.
-    readahead: Mutex<HashMap<BlockKey, Instant>>,
+    readahead: HashMap<BlockKey, Instant>,
 }
 
 impl Accounting {
     /// A block was prefetched into the cache.
     pub fn prefetched(&self, key: BlockKey, bytes: u64) {
-        if let Ok(mut u) = self.unread.lock() {
-            if u.len() < MAX_TRACKED {
-                u.insert(key, bytes);
+        if let Ok(mut t) = self.tracked.lock() {
+            if t.unread.len() < MAX_TRACKED {
+                t.unread.insert(key, bytes);
             }
         }
     }
 
     /// A block prefetched by read-ahead, to judge read-ahead by.
     pub fn prefetched_readahead(&self, key: BlockKey) {
-        if let Ok(mut r) = self.readahead.lock() {
-            if r.len() < MAX_TRACKED {
-                r.insert(key, Instant::now());
+        if let Ok(mut t) = self.tracked.lock() {
+            if t.readahead.len() < MAX_TRACKED {
+                t.readahead.insert(key, Instant::now());
             }
         }
     }
 
     /// Demand reads of `blocks` of `snap`: the prefetched ones are used.
     pub fn mark_used(&self, snap: &Snapshot, blocks: std::ops::Range<u64>, m: &Metrics) {
-        let (Ok(mut u), Ok(mut ra)) = (self.unread.lock(), self.readahead.lock()) else {
+        let Ok(mut t) = self.tracked.lock() else {
             return;
         };
+        let Tracked {
+            unread: u,
+            readahead: ra,
+        } = &mut *t;
         if u.is_empty() && ra.is_empty() {
             return;
         }
@@ -79,10 +89,10 @@ impl Accounting {
 
     /// Read-ahead blocks past [`READAHEAD_HORIZON`] unread: unused.
     pub fn judge_readahead(&self, m: &Metrics) {
-        let Ok(mut ra) = self.readahead.lock() else {
+        let Ok(mut tracked) = self.tracked.lock() else {
             return;
         };
-        ra.retain(|_, t| {
+        tracked.readahead.retain(|_, t| {
             let pending = t.elapsed() < READAHEAD_HORIZON;
             if !pending {
                 Metrics::inc(&m.readahead_unused);
@@ -93,9 +103,10 @@ impl Accounting {
 
     /// Prefetched blocks that left the cache unread: wasted.
     pub fn account_wasted(&self, cache: &BlockCache, m: &Metrics) {
-        let Ok(mut u) = self.unread.lock() else {
+        let Ok(mut t) = self.tracked.lock() else {
             return;
         };
+        let u = &mut t.unread;
         u.retain(|k, bytes| {
             let kept = cache.contains(k);
             if !kept {
@@ -107,7 +118,10 @@ impl Accounting {
     }
 
     pub fn unread_bytes(&self) -> u64 {
-        self.unread.lock().map(|u| u.values().sum()).unwrap_or(0)
+        self.tracked
+            .lock()
+            .map(|t| t.unread.values().sum())
+            .unwrap_or(0)
     }
 }
 

@@ -49,6 +49,15 @@ pub(super) struct FileState {
     first_read: Option<Instant>,
 }
 
+/// The blocks of `range` outside the groups the index has a block mask for
+/// in window `w`: where read-ahead may go.
+fn unlearned(ix: &crate::format::ManifestIndex, w: usize, range: std::ops::Range<u64>) -> Vec<u64> {
+    let gs = ix.header.group_size as u64;
+    range
+        .filter(|b| ix.group(b / gs).is_none_or(|e| e.mask(w).is_none()))
+        .collect()
+}
+
 /// What every decision of one batch of reads shares.
 pub(super) struct Context<'a> {
     pub threshold: f32,
@@ -121,12 +130,7 @@ impl FileState {
         // blind read-ahead fetched what it never read).
         if let Some(r) = self.readahead.on_read(offset, len as u64) {
             let last = (r.end.min(h.volume_size)).div_ceil(bs);
-            let gs = h.group_size as u64;
-            let w = self.window;
-            let ix = snap.index();
-            let blocks: Vec<u64> = (r.start / bs..last)
-                .filter(|b| ix.group(b / gs).is_none_or(|e| e.mask(w).is_none()))
-                .collect();
+            let blocks = unlearned(snap.index(), self.window, r.start / bs..last);
             if !blocks.is_empty() {
                 self.hints.plan(&blocks);
                 jobs.push((Priority::Readahead, blocks));
@@ -219,5 +223,30 @@ impl FileState {
         self.readahead.set_max_window(c.readahead_bytes);
         self.window = windows.iter().position(|&w| w == c.window_ms).unwrap_or(0);
         self.classifier = Classifier::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unlearned;
+
+    #[test]
+    fn read_ahead_skips_the_groups_the_index_learned_block_by_block() {
+        // Four groups of 16 blocks; group 1 has a mask in window 0, group 2
+        // only a whole-group hint (a version-2 index), group 3 a mask in
+        // window 1 only.
+        let mut ix = crate::format::index::tests::sample();
+        ix.header.group_size = 16;
+        for g in &mut ix.groups {
+            g.masks = vec![vec![], vec![]];
+        }
+        // sample()'s groups are 0, 2, 4, 6.
+        ix.groups[1].masks[0] = vec![200; 16];
+        ix.groups[3].masks[1] = vec![200; 16];
+        let got = unlearned(&ix, 0, 30..100);
+        assert!(got.iter().all(|b| !(32..48).contains(b)), "{got:?}");
+        assert!(got.contains(&30) && got.contains(&48) && got.contains(&99));
+        assert_eq!(unlearned(&ix, 1, 96..112), Vec::<u64>::new());
+        assert_eq!(unlearned(&ix, 0, 96..112).len(), 16);
     }
 }

@@ -69,13 +69,19 @@ impl HintState {
         for g in read.start / gs..=(read.end - 1) / gs {
             // The episode's first block in this group.
             let entry = read.start.max(g * gs) - g * gs;
-            let before = self.recent.before(g, history);
-            self.recent.push(g, history);
-            if self
+            let open = self
                 .episodes
                 .get(&g)
-                .is_some_and(|t0| now.duration_since(*t0) <= window)
-            {
+                .is_some_and(|t0| now.duration_since(*t0) <= window);
+            // The history is read only where an episode starts (most reads
+            // fall in an open one), but kept up to date on every read.
+            let before = if open {
+                Vec::new()
+            } else {
+                self.recent.before(g, history)
+            };
+            self.recent.push(g, history);
+            if open {
                 continue;
             }
             self.episodes.insert(g, now);
@@ -90,14 +96,14 @@ impl HintState {
                     continue;
                 };
                 let ids: Vec<u64> = blocks.iter().map(|b| b.block_id).collect();
-                let cached: HashSet<u64> = blocks
-                    .iter()
-                    .filter(|b| cache.contains(&b.checksum))
-                    .map(|b| b.block_id)
-                    .collect();
-                // The read's own blocks are being fetched by the read.
+                // The read's own blocks are being fetched by the read; the
+                // cache is asked only of blocks the rule would take.
+                let cached = |b: u64| {
+                    ids.binary_search(&b)
+                        .is_ok_and(|i| cache.contains(&blocks[i].checksum))
+                };
                 let pick = c.select(&ids, c.group * gs, threshold, |b| {
-                    self.planned.contains(&b) || cached.contains(&b) || read.contains(&b)
+                    read.contains(&b) || self.planned.contains(&b) || cached(b)
                 });
                 if !pick.is_empty() {
                     self.plan(&pick);
