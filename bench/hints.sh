@@ -12,25 +12,15 @@
 # usage: bench/hints.sh [--quick]
 source "$(dirname "$0")/lib.sh"
 D="$WORK/hints"; MON="$D/mon"; LO="$D/lo"; PID=""
-trap '[ -n "${KEEP:-}" ] || monitor_cleanup' EXIT
-monitor_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
+trap '[ -n "${KEEP:-}" ] || mount_cleanup' EXIT
+mount_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
 
 echo "hints.sh: building the image" >&2
 # (a) a file tree: 1500 files; (b) a library tree.
 tree_files "$D/tree" 1500
 tree_pylib "$D/tree"
 # (c) a database.
-python3 - "$D/tree/db.sqlite" <<'PY'
-import sqlite3, sys, random
-r = random.Random(5)
-db = sqlite3.connect(sys.argv[1])
-db.execute("create table items(id integer primary key, name text, payload blob)")
-db.execute("create table orders(id integer primary key, item integer, qty integer)")
-db.executemany("insert into items values(?,?,?)", ((i, f"item{i}", r.randbytes(200)) for i in range(100000)))
-db.executemany("insert into orders values(?,?,?)", ((i, r.randrange(100000), r.randrange(10)) for i in range(100000)))
-db.execute("create index orders_item on orders(item)")
-db.commit()
-PY
+make_db "$D/tree/db.sqlite"
 IMG="$D/vol.img"
 truncate -s 1G "$IMG"
 mkfs.ext4 -q -F -d "$D/tree" "$IMG"

@@ -15,8 +15,8 @@
 # usage: bench/hints_varied.sh [--quick]
 source "$(dirname "$0")/lib.sh"
 D="$WORK/hints_varied"; MON="$D/mon"; LO="$D/lo"; PID=""
-trap '[ -n "${KEEP:-}" ] || monitor_cleanup' EXIT
-monitor_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
+trap '[ -n "${KEEP:-}" ] || mount_cleanup' EXIT
+mount_cleanup; mkdir -p "$D/tree" "$MON" "$LO"
 QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
 
 echo "hints_varied.sh: building the image" >&2
@@ -30,17 +30,7 @@ EXTRA_MODS="unittest.mock html.parser importlib.metadata concurrent.futures.thre
 for p in $CORE $EXTRA; do cp -r "$PYLIB/$p" "$D/tree/lib/"; done
 find "$D/tree/lib" -name __pycache__ -prune -exec rm -rf {} +
 python3 -m compileall -q "$D/tree/lib" > /dev/null
-python3 - "$D/tree/db.sqlite" <<'PY'
-import sqlite3, sys, random
-r = random.Random(5)
-db = sqlite3.connect(sys.argv[1])
-db.execute("create table items(id integer primary key, name text, payload blob)")
-db.execute("create table orders(id integer primary key, item integer, qty integer)")
-db.executemany("insert into items values(?,?,?)", ((i, f"item{i}", r.randbytes(200)) for i in range(100000)))
-db.executemany("insert into orders values(?,?,?)", ((i, r.randrange(100000), r.randrange(10)) for i in range(100000)))
-db.execute("create index orders_item on orders(item)")
-db.commit()
-PY
+make_db "$D/tree/db.sqlite"
 prng 77 $((256 << 20)) > "$D/tree/big.bin"
 IMG="$D/vol.img"
 truncate -s 1G "$IMG"

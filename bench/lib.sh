@@ -28,6 +28,22 @@ machine_line() {
   echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
 }
 
+# A 100k-row SQLite database (items with 200-byte payloads, orders with an
+# index on item), the same bytes every run. usage: make_db FILE
+make_db() {
+  python3 - "$1" <<'PY'
+import sqlite3, sys, random
+r = random.Random(5)
+db = sqlite3.connect(sys.argv[1])
+db.execute("create table items(id integer primary key, name text, payload blob)")
+db.execute("create table orders(id integer primary key, item integer, qty integer)")
+db.executemany("insert into items values(?,?,?)", ((i, f"item{i}", r.randbytes(200)) for i in range(100000)))
+db.executemany("insert into orders values(?,?,?)", ((i, r.randrange(100000), r.randrange(10)) for i in range(100000)))
+db.execute("create index orders_item on orders(item)")
+db.commit()
+PY
+}
+
 # The real workloads of the hints and prefetch benchmarks, on a tree that
 # becomes an ext4 image. Deterministic: the same bytes and reads every run.
 # usage: tree_files DIR N   — N files of 4-300 KiB in 30 directories under DIR/files
@@ -77,14 +93,20 @@ cpu_seconds() {
   awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"
 }
 
-# Recording sessions through `snapahead monitor` (hints.sh, hints_varied.sh).
+# Recording sessions through `snapahead monitor` (hints.sh, hints_varied.sh),
+# and cleaning up after a benchmark that mounts.
 # Uses $D (work dir), $MON (the monitor's mountpoint), $LO (the loop mount),
-# $IMG (the image) and sets $PID. usage: monitor_cleanup; start_monitor TRACE;
+# $IMG (the image) and sets $PID. usage: mount_cleanup; start_monitor TRACE;
 # stop_monitor
-monitor_cleanup() {
+# Unmounts the loop mount $LO, stops the mount or monitor $PID, detaches
+# its mountpoint ($MON or $MNT) and removes $D.
+mount_cleanup() {
   mountpoint -q "$LO" 2>/dev/null && umount "$LO"
   [ -n "${PID:-}" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  mountpoint -q "$MON" 2>/dev/null && fusermount3 -u -z "$MON"
+  local mp
+  for mp in "${MON:-}" "${MNT:-}"; do
+    [ -n "$mp" ] && mountpoint -q "$mp" 2>/dev/null && fusermount3 -u -z "$mp"
+  done
   rm -rf "$D"
 }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

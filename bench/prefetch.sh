@@ -13,14 +13,8 @@ SIZE_MB=1024; RUNS=3; FIO_SECS=15
 [ "${1:-}" = "--quick" ] && { SIZE_MB=256; RUNS=1; FIO_SECS=5; }
 D="$WORK/prefetch"; MNT="$D/mnt"; LO="$D/lo"; PID=""
 LAT=20ms
-cleanup() {
-  mountpoint -q "$LO" 2>/dev/null && umount "$LO"
-  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-  mountpoint -q "$MNT" 2>/dev/null && fusermount3 -u -z "$MNT"
-  rm -rf "$D"
-}
-trap cleanup EXIT
-cleanup; mkdir -p "$D" "$MNT" "$LO"
+trap mount_cleanup EXIT
+mount_cleanup; mkdir -p "$D" "$MNT" "$LO"
 start_mount() { # store cache [flags...]
   local store=$1 cache=$2; shift 2
   "$S" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &
