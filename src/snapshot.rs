@@ -219,7 +219,9 @@ impl Snapshot {
         cell.get_or_try_init(|| async {
             let h = &self.index.header;
             let key = keys::page(h.id, n);
+            let t0 = std::time::Instant::now();
             let data = self.store.get(&key).await?;
+            log::trace!("page {n}: GET {:?}, {} B", t0.elapsed(), data.len());
             self.pages_fetched
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let page = ManifestPage::decode(&data, &key)?;

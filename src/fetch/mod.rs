@@ -22,6 +22,7 @@
 //! measurement of its store link (round trip, throughput per GET, decode
 //! rate), which sizes the prefetcher's fetch unit.
 
+pub mod gate;
 pub mod link;
 
 use std::collections::HashMap;
@@ -47,6 +48,10 @@ pub const DEFAULT_FETCH_SLOTS: usize = 64;
 /// Longest run fetched with one GET: larger runs are split so one request
 /// never holds more than this in memory.
 pub const MAX_RUN_BYTES: u64 = 8 << 20;
+
+/// Prefetch and hydration decodes running at once, per CPU ([`gate`]):
+/// one, so the run needed soonest is decoded first and finishes early.
+const DECODES_PER_CPU: usize = 1;
 
 /// The outcome of one run's fetch: per block of the run, its bytes or why not.
 type RunResult = Arc<Vec<Result<Bytes, BlockError>>>;
@@ -85,8 +90,8 @@ pub struct Fetcher {
     store: Store,
     cache: Arc<BlockCache>,
     metrics: Arc<Metrics>,
-    /// Block content → (the run fetching it, its position in the run).
-    inflight: Arc<DashMap<BlockKey, (u64, RunFuture, usize)>>,
+    /// Block content → the run fetching it.
+    inflight: Arc<DashMap<BlockKey, InFlight>>,
     slots: Arc<Semaphore>,
     slot_count: usize,
     next_run: std::sync::atomic::AtomicU64,
@@ -97,6 +102,8 @@ pub struct Fetcher {
     slot_wait: Arc<SlotWait>,
     /// The link as measured from this fetcher's GETs.
     link: Arc<link::LinkModel>,
+    /// Who decodes next among prefetch and hydration runs.
+    decode_gate: Arc<gate::DecodeGate>,
 }
 
 /// Demand GETs' waits for a fetch slot (cumulative; the controller takes
@@ -139,6 +146,10 @@ impl Fetcher {
             demand_waiting: 0.into(),
             slot_wait: Arc::default(),
             link: Arc::default(),
+            decode_gate: Arc::new(gate::DecodeGate::new(
+                DECODES_PER_CPU
+                    * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
         }
     }
 
@@ -167,20 +178,29 @@ impl Fetcher {
     /// The wanted bytes of every wanted block, in order; each fails alone.
     /// A demand read: counted in the hit/miss metrics.
     pub async fn get_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
-        self.get(wants, Purpose::Demand).await
+        self.get(wants, Purpose::Demand, 0).await
     }
 
     /// Fetches blocks for the prefetcher: the same shared, coalesced path,
-    /// not counted as demand hits or misses.
-    pub async fn prefetch_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
-        self.get(wants, Purpose::Prefetch).await
+    /// not counted as demand hits or misses. `order`: the job's rank, which
+    /// decodes first among prefetch runs (smaller first, see [`gate`]).
+    pub async fn prefetch_blocks(
+        &self,
+        wants: &[Want],
+        order: u64,
+    ) -> Vec<Result<Bytes, BlockError>> {
+        self.get(wants, Purpose::Prefetch, order).await
     }
 
     /// Fetches blocks for background hydration: like a prefetch, but cached
     /// cold (disk tier, memory only into free room), so it pushes out
     /// nothing that was read.
-    pub async fn hydrate_blocks(&self, wants: &[Want]) -> Vec<Result<Bytes, BlockError>> {
-        self.get(wants, Purpose::Hydrate).await
+    pub async fn hydrate_blocks(
+        &self,
+        wants: &[Want],
+        order: u64,
+    ) -> Vec<Result<Bytes, BlockError>> {
+        self.get(wants, Purpose::Hydrate, order).await
     }
 
     /// Demand reads waiting on a fetch right now.
@@ -194,7 +214,12 @@ impl Fetcher {
         1.0 - self.slots.available_permits() as f64 / self.slot_count as f64
     }
 
-    async fn get(&self, wants: &[Want], purpose: Purpose) -> Vec<Result<Bytes, BlockError>> {
+    async fn get(
+        &self,
+        wants: &[Want],
+        purpose: Purpose,
+        order: u64,
+    ) -> Vec<Result<Bytes, BlockError>> {
         let demand = purpose == Purpose::Demand;
         let mut out: Vec<Option<Result<Bytes, BlockError>>> =
             (0..wants.len()).map(|_| None).collect();
@@ -238,12 +263,21 @@ impl Fetcher {
             }
             seen.insert(key, i);
             match self.inflight.get(&key) {
-                Some(e) => waits.push((i, e.1.clone(), e.2)),
+                Some(e) => {
+                    if demand {
+                        e.ticket.make_urgent();
+                    }
+                    waits.push((i, e.fut.clone(), e.pos))
+                }
                 None => to_fetch.push(i),
             }
         }
         for run in runs(wants, &to_fetch) {
-            let fut = self.start_run(run.iter().map(|&i| wants[i].clone()).collect(), purpose);
+            let fut = self.start_run(
+                run.iter().map(|&i| wants[i].clone()).collect(),
+                purpose,
+                order,
+            );
             for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
                 // Our run fetches the block, or someone else's claimed it first.
                 match owner {
@@ -271,6 +305,8 @@ impl Fetcher {
         // prefetcher doing its job: holding back then would stall a
         // sequential reader's pipeline.)
         let _waiting = (demand && started_own).then(|| WaitGuard::new(&self.demand_waiting));
+        let waited = Instant::now();
+        let n_waits = waits.len();
         for (i, fut, pos) in waits {
             let r = fut.await;
             out[i] = Some(match r.get(pos) {
@@ -278,6 +314,13 @@ impl Fetcher {
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(wants[i].internal("run result too short")),
             });
+        }
+        if demand && n_waits > 0 {
+            log::trace!(
+                "demand read of blocks {}..: waited {:?} for {n_waits} block(s)",
+                wants.first().map_or(0, |w| w.block.block_id),
+                waited.elapsed()
+            );
         }
         out.into_iter()
             .zip(wants)
@@ -288,7 +331,7 @@ impl Fetcher {
     /// Claims the run's blocks in the in-flight map (atomically per block)
     /// and starts one GET for the run unless every block was claimed by a
     /// fetch already under way. Returns, per block, the future to wait on.
-    fn start_run(&self, run: Vec<Want>, purpose: Purpose) -> Vec<Claim> {
+    fn start_run(&self, run: Vec<Want>, purpose: Purpose, order: u64) -> Vec<Claim> {
         let demand = purpose == Purpose::Demand;
         let id = self
             .next_run
@@ -300,6 +343,8 @@ impl Fetcher {
         let inflight = self.inflight.clone();
         let slot_wait = demand.then(|| self.slot_wait.clone());
         let link = self.link.clone();
+        let ticket = gate::Ticket::new(order);
+        let gate = (!demand).then(|| (self.decode_gate.clone(), ticket.clone()));
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
         let registered = keys.clone();
         // Shared with the decode thread without copying the wants.
@@ -312,6 +357,7 @@ impl Fetcher {
                 &link,
                 &slots,
                 slot_wait.as_deref(),
+                gate.as_ref().map(|(g, t)| (&**g, t.clone())),
             )
             .await
             .into_iter()
@@ -324,7 +370,7 @@ impl Fetcher {
             })
             .collect();
             for k in &keys {
-                inflight.remove_if(k, |_, v| v.0 == id);
+                inflight.remove_if(k, |_, v| v.id == id);
             }
             Arc::new(results)
         }
@@ -334,14 +380,24 @@ impl Fetcher {
             .into_iter()
             .enumerate()
             .map(|(pos, k)| match self.inflight.entry(k) {
-                dashmap::Entry::Occupied(e) => Claim::Theirs(e.get().1.clone(), e.get().2),
+                dashmap::Entry::Occupied(e) => {
+                    if demand {
+                        e.get().ticket.make_urgent();
+                    }
+                    Claim::Theirs(e.get().fut.clone(), e.get().pos)
+                }
                 dashmap::Entry::Vacant(v) => {
                     // A fetch that just finished cached the block before it
                     // left this map: with the entry locked, look once more.
                     if let Some(b) = self.cache.get_memory(&k) {
                         return Claim::Ready(b);
                     }
-                    v.insert((id, fut.clone(), pos));
+                    v.insert(InFlight {
+                        id,
+                        fut: fut.clone(),
+                        pos,
+                        ticket: ticket.clone(),
+                    });
                     Claim::Ours(fut.clone())
                 }
             })
@@ -354,6 +410,16 @@ impl Fetcher {
         }
         claims
     }
+}
+
+/// A run in flight, as the blocks it fetches know it.
+struct InFlight {
+    id: u64,
+    fut: RunFuture,
+    /// The block's position in the run.
+    pos: usize,
+    /// Its place at the decode gate (a demand reader joining makes it urgent).
+    ticket: Arc<gate::Ticket>,
 }
 
 /// Who asked for a fetch: counted, prioritized and cached accordingly.
@@ -425,6 +491,7 @@ async fn fetch_run(
     link: &Arc<link::LinkModel>,
     slots: &Semaphore,
     slot_wait: Option<&SlotWait>,
+    decode_gate: Option<(&gate::DecodeGate, Arc<gate::Ticket>)>,
 ) -> Vec<Result<(Bytes, Vec<ChainingValue>), BlockError>> {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Vec::new();
@@ -432,7 +499,7 @@ async fn fetch_run(
     let key = first.block.object.clone();
     let range = first.block.offset..last.block.offset + last.block.length as u64;
     let asked = Instant::now();
-    let _slot = slots.acquire().await;
+    let slot = slots.acquire().await;
     if let Some(w) = slot_wait {
         w.record(asked.elapsed());
     }
@@ -486,8 +553,25 @@ async fn fetch_run(
                 })
                 .collect::<Vec<_>>();
             link.record_decode(decoded, t0.elapsed());
+            log::trace!(
+                "run {}..={} ({} blocks, {} B stored): slot {:?}, GET {:?}, decode {:?}",
+                run[0].block.block_id,
+                run[run.len() - 1].block.block_id,
+                run.len(),
+                data.len(),
+                started - asked,
+                latency,
+                t0.elapsed()
+            );
             out
         }
+    };
+    // The GET is done: its slot goes to the next one while this run waits
+    // to decode.
+    drop(slot);
+    let _decoding = match decode_gate {
+        Some((g, t)) => Some(g.enter(t).await),
+        None => None,
     };
     match tokio::task::spawn_blocking(decode).await {
         Ok(r) => r,

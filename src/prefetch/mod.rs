@@ -383,7 +383,7 @@ impl Prefetcher {
                                 _ = job_done.notified() => {}
                                 _ = tick.tick() => {}
                                 _ = sleep_until(hydrate_wake) => {}
-                            }
+                                            }
                         }
                         self.intake.busy();
                         continue;
@@ -469,6 +469,7 @@ impl Prefetcher {
             Priority::Unit => &m.prefetch_unit_blocks,
             Priority::Hydrate => &m.hydrate_blocks,
         };
+        let order = job.order();
         let mut wants = Vec::new();
         for b in job.blocks {
             match snap.locate(b).await {
@@ -488,9 +489,9 @@ impl Prefetcher {
         }
         let hydrating = job.priority == Priority::Hydrate;
         let results = if hydrating {
-            self.fetcher.hydrate_blocks(&wants).await
+            self.fetcher.hydrate_blocks(&wants, order).await
         } else {
-            self.fetcher.prefetch_blocks(&wants).await
+            self.fetcher.prefetch_blocks(&wants, order).await
         };
         let mut brought = 0;
         for (w, r) in wants.iter().zip(results) {

@@ -45,6 +45,15 @@ impl Ord for Job {
         (self.priority, self.seq).cmp(&(o.priority, o.seq))
     }
 }
+impl Job {
+    /// The job's rank as one number, smaller first: priority, then age
+    /// (the order the fetcher's decode gate serves prefetch runs in).
+    pub fn order(&self) -> u64 {
+        let rank = Priority::Unit as u64 - self.priority as u64;
+        (rank << 56) | (self.seq.0 & ((1 << 56) - 1))
+    }
+}
+
 impl PartialOrd for Job {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
@@ -138,11 +147,19 @@ mod tests {
         // A demand read waits: 8 / 4 = 2 slots.
         let first = s.dispatch(true);
         let blocks: Vec<u64> = first.iter().map(|(j, _)| j.blocks[0]).collect();
+        // The decode gate's order agrees: warm-up before hints, older first.
+        let orders: Vec<u64> = first.iter().map(|(j, _)| j.order()).collect();
+        assert!(orders[0] < orders[1], "{orders:?}");
         assert_eq!(blocks, vec![2, 4], "warm-up first, older first");
         assert!(s.dispatch(true).is_empty(), "both back-off slots taken");
         let rest = s.dispatch(false);
         let blocks: Vec<u64> = rest.iter().map(|(j, _)| j.blocks[0]).collect();
         assert_eq!(blocks, vec![3, 1]);
+        let later: Vec<u64> = rest.iter().map(|(j, _)| j.order()).collect();
+        assert!(
+            orders[1] < later[0] && later[0] < later[1],
+            "{orders:?} {later:?}"
+        );
         drop(first);
         assert_eq!(s.len(), 0);
     }

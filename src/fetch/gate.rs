@@ -1,0 +1,198 @@
+//! The decode gate: which fetched run is decoded next.
+//!
+//! Decoding a run (zstd, then BLAKE3 of every block) is CPU work: about
+//! 500 MB/s of volume per core on the 2-core machines we measure on. A
+//! mount's warm-up starts dozens of GETs together; their data arrives in
+//! whatever order the store answers, and decoding all of it at once shares
+//! the cores among every run, so the block the first read waits for (an
+//! ext4 superblock, say) finishes as late as the last. Measured on the
+//! trained container start of `bench/coldstart.sh`: the loop mount's first
+//! read waited for a run that had arrived among the first and was decoded
+//! among the last.
+//!
+//! So prefetch and hydration decodes pass through this gate, at most one
+//! per CPU at a time, and a free place goes to the waiting run that is
+//! needed soonest:
+//! 1. a run a demand read has joined (marked *urgent* by the reader);
+//! 2. otherwise the run with the smallest *order*, the prefetcher's rank of
+//!    the job it belongs to (priority, then age: the warm-up in first-read
+//!    order before hints, hints before hydration).
+//!
+//! A demand read's own runs never enter the gate: they decode at once,
+//! beside whatever prefetch is decoding (one extra thread on the cores for
+//! as long as that block takes, against a reader waiting behind prefetch).
+//! The gate is work-conserving: a place never waits for a run that has
+//! not arrived yet. The trade-off is throughput for order: with one place
+//! per CPU the cores also serve the FUSE threads and the readers'
+//! programs, where an unbounded pool had them all decoding.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// A run's place in line.
+#[derive(Debug)]
+pub struct Ticket {
+    order: u64,
+    urgent: AtomicBool,
+}
+
+impl Ticket {
+    pub fn new(order: u64) -> Arc<Self> {
+        Arc::new(Ticket {
+            order,
+            urgent: AtomicBool::new(false),
+        })
+    }
+
+    /// A demand read waits for this run: it goes before every other.
+    pub fn make_urgent(&self) {
+        self.urgent.store(true, Ordering::Relaxed);
+    }
+
+    /// Sort key: urgent first, then by order.
+    fn key(&self) -> (bool, u64) {
+        (!self.urgent.load(Ordering::Relaxed), self.order)
+    }
+}
+
+struct State {
+    free: usize,
+    waiting: Vec<(Arc<Ticket>, oneshot::Sender<()>)>,
+}
+
+/// At most `places` runs decode at once; see the module doc for who is next.
+pub struct DecodeGate {
+    state: Mutex<State>,
+}
+
+/// A place in the gate, given back when dropped.
+pub struct Pass<'a> {
+    gate: &'a DecodeGate,
+}
+
+impl DecodeGate {
+    pub fn new(places: usize) -> Self {
+        DecodeGate {
+            state: Mutex::new(State {
+                free: places.max(1),
+                waiting: Vec::new(),
+            }),
+        }
+    }
+
+    /// Waits for a place for the run holding `ticket`.
+    pub async fn enter(&self, ticket: Arc<Ticket>) -> Pass<'_> {
+        let rx = {
+            let mut s = self.lock();
+            if s.free > 0 {
+                s.free -= 1;
+                return Pass { gate: self };
+            }
+            let (tx, rx) = oneshot::channel();
+            s.waiting.push((ticket, tx));
+            rx
+        };
+        // The sender is only dropped after sending (a place handed over)
+        // or with the gate itself; either way the caller may go on.
+        let _ = rx.await;
+        Pass { gate: self }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands a freed place to the best waiter, or keeps it free.
+    fn release(&self) {
+        let mut s = self.lock();
+        while !s.waiting.is_empty() {
+            let best = (0..s.waiting.len())
+                .min_by_key(|&i| s.waiting[i].0.key())
+                .unwrap_or(0);
+            let (_, tx) = s.waiting.swap_remove(best);
+            if tx.send(()).is_ok() {
+                return;
+            }
+            // That waiter is gone (its task dropped): the next one.
+        }
+        s.free += 1;
+    }
+
+    /// Runs waiting for a place (for tests and stats).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.gate.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Waits (polling, under a deadline) until `n` runs wait at the gate.
+    async fn until_waiting(g: &DecodeGate, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while g.waiting() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waiters never queued"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_place_goes_to_the_urgent_run_then_the_smallest_order() {
+        let gate = Arc::new(DecodeGate::new(1));
+        let first = gate.enter(Ticket::new(0)).await;
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let tickets: Vec<Arc<Ticket>> = [30, 10, 20].into_iter().map(Ticket::new).collect();
+        for t in &tickets {
+            let (g, t, tx) = (gate.clone(), t.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let _p = g.enter(t.clone()).await;
+                let _ = tx.send(t.order);
+            });
+        }
+        until_waiting(&gate, 3).await;
+        // A reader joins the run of order 30: it goes first.
+        tickets[0].make_urgent();
+        drop(first);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            order.push(done.recv().await.expect("a waiter finished"));
+        }
+        assert_eq!(order, vec![30, 10, 20]);
+        // Every place came back.
+        let a = gate.enter(Ticket::new(1)).await;
+        assert_eq!(gate.lock().free, 0);
+        drop(a);
+        assert_eq!(gate.lock().free, 1);
+    }
+
+    #[tokio::test]
+    async fn places_bound_the_runs_inside() {
+        let gate = Arc::new(DecodeGate::new(2));
+        let a = gate.enter(Ticket::new(1)).await;
+        let b = gate.enter(Ticket::new(2)).await;
+        let g = gate.clone();
+        let third = tokio::spawn(async move {
+            let _p = g.enter(Ticket::new(3)).await;
+        });
+        until_waiting(&gate, 1).await;
+        assert!(!third.is_finished());
+        drop(a);
+        third.await.expect("the third run got the freed place");
+        drop(b);
+        assert_eq!(gate.lock().free, 2);
+    }
+}
