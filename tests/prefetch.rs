@@ -403,7 +403,7 @@ async fn demand_waits_for_fetch_slots_are_measured() {
     assert_eq!(n, 2);
     assert!(waited >= LATENCY * 3 / 4, "waited {waited:?}");
     let wants = vec![want(200).await, want(240).await];
-    for r in fetcher.prefetch_blocks(&wants).await {
+    for r in fetcher.prefetch_blocks(&wants, 0).await {
         r.unwrap();
     }
     assert_eq!(
