@@ -82,15 +82,15 @@ for spec in program:512KiB container:512KiB container:128KiB; do
     for i in 1 2; do snap_start "$bin" "$D/$b-$w-$bs" "$w" --record-traces; done
     "$bin" --store "file://$D/$b-$w-$bs" hints "$w" --from-store >/dev/null
   done
-  local_t=(); local_l=(); new_t=(); new_l=(); old_t=()
+  local_t=(); local_l=(); new_t=(); new_l=(); old_t=(); old_l=()
   for r in $(seq 1 "$RUNS"); do
     local_start "$w"; local_t+=("$T"); local_l+=("$TL")
     snap_start "$S" "$D/new-$w-$bs" "$w"; new_t+=("$T"); new_l+=("$TL"); new_pf=$PF
-    if [ -n "$OLD" ]; then snap_start "$OLD" "$D/old-$w-$bs" "$w"; old_t+=("$T"); fi
+    if [ -n "$OLD" ]; then snap_start "$OLD" "$D/old-$w-$bs" "$w"; old_t+=("$T"); old_l+=("$TL"); fi
   done
   l=$(median "${local_t[@]}"); n=$(median "${new_t[@]}")
   if [ -n "$OLD" ]; then
-    o=$(median "${old_t[@]}"); old_cells="$(f2 "$o") s | $(f2 "$(echo "$o / $l" | bc -l)")"
+    o=$(median "${old_t[@]}"); old_cells="$(f2 "$o") s ($(f2 "$(median "${old_l[@]}")") s) | $(f2 "$(echo "$o / $l" | bc -l)")"
   else old_cells="– | –"; fi
   rows+="| $w, $bs blocks | $(f2 "$l") s ($(f2 "$(median "${local_l[@]}")") s) | $(f2 "$n") s ($(f2 "$(median "${new_l[@]}")") s) | $(f2 "$(echo "$n / $l" | bc -l)") | $new_pf | $old_cells |"$'\n'
   echo "coldstart.sh: $w at $bs done" >&2
@@ -111,7 +111,7 @@ cache, a \`file://\` store with 20 ms added to every GET (\`mount --inject-laten
 launching the mount (its start included) to the loop unmount. In brackets: the loop mount alone.
 "prefetched / read": blocks this build prefetched in its last run, and how many of them were read.
 
-| start | local disk (loop mount) | snapahead (loop mount) | / local (target ≤ 1.5) | prefetched / read | build before | / local |
+| start | local disk (loop mount) | snapahead (loop mount) | / local (target ≤ 1.5) | prefetched / read | build before (loop mount) | / local |
 | --- | --- | --- | --- | --- | --- | --- |
 $rows
 MD
