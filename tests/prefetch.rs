@@ -196,6 +196,59 @@ async fn sequential_read_grows_the_window_and_then_hits() {
     assert_eq!(st.readahead_backoff, 0, "{st:?}");
 }
 
+/// Read-ahead that goes unread backs off, on a running prefetcher: short
+/// sequential bursts (a start-up reading small files in ascending order
+/// looks like this), each far from the last, so every block read-ahead
+/// brings stays unread; past the read-ahead horizon they are judged
+/// unused, and the windows are halved (`readahead_backoff` ≥ 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readahead_whose_blocks_go_unread_backs_off() {
+    let _serial = SERIAL.lock().await;
+    let size = 128usize << 20;
+    let vol = common::random_bytes(11, size);
+    let s = setup(&vol, 512 * 1024, 16).await;
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
+    let chunk = 128 * 1024u64;
+    // 32 bursts of 512 KiB, 4 MiB apart: read-ahead's windows (1 then
+    // 2 MiB) stay inside the gap, so no burst reads another's blocks.
+    for burst in 0..32u64 {
+        let start = burst * (4 << 20);
+        for i in 0..4 {
+            let off = start + i * chunk;
+            read_range(&s.snap, &s.fetcher, off, chunk as usize)
+                .await
+                .unwrap();
+            p.on_read(0, off, chunk as u32);
+        }
+    }
+    let m = s.fetcher.metrics();
+    assert!(
+        m.prefetch_readahead_blocks.load(Relaxed) >= 32,
+        "the bursts earned read-ahead: {} blocks",
+        m.prefetch_readahead_blocks.load(Relaxed)
+    );
+    // Judged only after the horizon (5 s): poll under a deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.status().readahead_backoff == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no back-off: used {}, unused {}, {:?}",
+            m.readahead_used.load(Relaxed),
+            m.readahead_unused.load(Relaxed),
+            p.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(m.readahead_unused.load(Relaxed) >= 32);
+    assert!(
+        m.readahead_used.load(Relaxed) * 2 < m.readahead_unused.load(Relaxed),
+        "used {} unused {}",
+        m.readahead_used.load(Relaxed),
+        m.readahead_unused.load(Relaxed)
+    );
+    drop(p);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_trigger_no_readahead_and_few_prefetches() {
     let _serial = SERIAL.lock().await;

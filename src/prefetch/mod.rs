@@ -367,6 +367,7 @@ impl Prefetcher {
                         t
                     }
                 });
+            let mut ticked = false;
             tokio::select! {
                 _ = self.stop.notified() => {}
                 _ = job_done.notified() => {}
@@ -381,62 +382,94 @@ impl Prefetcher {
                                 _ = self.stop.notified() => {}
                                 _ = self.intake.woken() => {}
                                 _ = job_done.notified() => {}
-                                _ = tick.tick() => {}
+                                // The tick's work runs while idle too: the
+                                // read-ahead horizon and waste are judged
+                                // when nobody reads.
+                                _ = tick.tick() => ticked = true,
                                 _ = sleep_until(hydrate_wake) => {}
-                                            }
+                            }
                         }
                         self.intake.busy();
-                        continue;
+                    } else {
+                        self.handle_batch(&mut batch, &mut files, &mut sched, &mut hydrator, &m).await;
                     }
-                    let cx = Context {
-                        threshold: self.threshold(),
-                        cfg: &self.cfg,
-                        cache: self.fetcher.cache(),
-                        metrics: &m,
-                        accounting: &self.accounting,
-                        link: self.fetcher.link_estimate(),
-                    };
-                    let n = batch.len() as u64;
-                    for ev in batch.drain(..) {
-                        let Some(f) = files.get_mut(ev.file) else { continue };
-                        let jobs = f.decide(ev.offset, ev.len, &cx).await;
-                        for (priority, blocks) in jobs {
-                            sched.push(priority, ev.file, blocks);
-                        }
-                    }
-                    // Published per batch, not per tick: a tick can fall in an
-                    // idle wait and a short burst of reads would never show.
-                    self.publish_status(&files);
-                    for job in sched.trim() {
-                        Metrics::add(&m.prefetch_dropped, job.blocks.len() as u64);
-                        if job.priority == Priority::Hydrate {
-                            hydrator.dropped(job.file);
-                        }
-                    }
-                    // Their jobs are in the queue (and its depth published)
-                    // before the reads count as handled.
-                    self.queue_depth
-                .store(sched.len() as u64, std::sync::atomic::Ordering::SeqCst);
-                    self.reads_handled.fetch_add(n, Relaxed);
                 }
-                _ = tick.tick() => {
-                    self.accounting.account_wasted(self.fetcher.cache(), &m);
-                    self.accounting.judge_readahead(&m);
-                    if let Some(shift) = backoff.observe(
-                        m.readahead_used.load(Relaxed),
-                        m.readahead_unused.load(Relaxed),
-                    ) {
-                        for f in &mut files {
-                            f.readahead.set_backoff(shift);
-                        }
-                    }
-                    self.readahead_backoff.store(backoff.shift() as u64, Relaxed);
-                    let s = sampler.sample(&self.fetcher, self.accounting.unread_bytes());
-                    let t = controller.tick(&s);
-                    self.threshold_milli.store((t * 1000.0) as u64, Relaxed);
-                }
+                _ = tick.tick() => ticked = true,
+            }
+            if ticked {
+                self.on_tick(&mut controller, &mut sampler, &mut backoff, &mut files, &m);
             }
         }
+    }
+
+    /// Reads that came in: each file's decisions, queued.
+    async fn handle_batch(
+        &self,
+        batch: &mut Vec<ReadEvent>,
+        files: &mut [FileState],
+        sched: &mut Scheduler,
+        hydrator: &mut Hydrator,
+        m: &Metrics,
+    ) {
+        let cx = Context {
+            threshold: self.threshold(),
+            cfg: &self.cfg,
+            cache: self.fetcher.cache(),
+            metrics: m,
+            accounting: &self.accounting,
+            link: self.fetcher.link_estimate(),
+        };
+        let n = batch.len() as u64;
+        for ev in batch.drain(..) {
+            let Some(f) = files.get_mut(ev.file) else {
+                continue;
+            };
+            let jobs = f.decide(ev.offset, ev.len, &cx).await;
+            for (priority, blocks) in jobs {
+                sched.push(priority, ev.file, blocks);
+            }
+        }
+        // Published per batch, not per tick: a tick can fall in an idle
+        // wait and a short burst of reads would never show.
+        self.publish_status(files);
+        for job in sched.trim() {
+            Metrics::add(&m.prefetch_dropped, job.blocks.len() as u64);
+            if job.priority == Priority::Hydrate {
+                hydrator.dropped(job.file);
+            }
+        }
+        // Their jobs are in the queue (and its depth published) before the
+        // reads count as handled.
+        self.queue_depth
+            .store(sched.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        self.reads_handled.fetch_add(n, Relaxed);
+    }
+
+    /// The controller's tick: waste and read-ahead judged, read-ahead's
+    /// back-off and the threshold updated. Runs idle or busy.
+    fn on_tick(
+        &self,
+        controller: &mut Controller<RealClock>,
+        sampler: &mut Sampler,
+        backoff: &mut readahead::Backoff,
+        files: &mut [FileState],
+        m: &Metrics,
+    ) {
+        self.accounting.account_wasted(self.fetcher.cache(), m);
+        self.accounting.judge_readahead(m);
+        if let Some(shift) = backoff.observe(
+            m.readahead_used.load(Relaxed),
+            m.readahead_unused.load(Relaxed),
+        ) {
+            for f in files.iter_mut() {
+                f.readahead.set_backoff(shift);
+            }
+        }
+        self.readahead_backoff
+            .store(backoff.shift() as u64, Relaxed);
+        let s = sampler.sample(&self.fetcher, self.accounting.unread_bytes());
+        let t = controller.tick(&s);
+        self.threshold_milli.store((t * 1000.0) as u64, Relaxed);
     }
 
     fn publish_hydration(&self, h: &Hydrator) {
