@@ -10,7 +10,9 @@
 //! 3. the remaining blocks are cut into **runs** of blocks stored back to
 //!    back in one object, and each run is one ranged GET;
 //! 4. every fetched block is decompressed (bounded by its length), checked
-//!    against its checksum, and cached. A mismatch fails that block (EIO to
+//!    against its checksum, and cached (prefetch and hydration runs decode
+//!    one per CPU at a time, in the order [`gate`] chooses; a demand read's
+//!    runs, and runs a demand read joined, decode at once). A mismatch fails that block (EIO to
 //!    the reader, a log line naming block and object), never returns data.
 //!
 //! A bounded number of GETs run at once (the mount's fetch slots:
