@@ -102,6 +102,8 @@ pub struct InspectReport {
     pub history: u8,
     /// Workload groups of sessions, each with its own warm-up.
     pub workloads: Vec<WorkloadReport>,
+    /// Blocks fetched with the core so the reads identifying a workload hit.
+    pub probes: Vec<u64>,
     /// The filesystem prior `create` recorded (ext4), if any.
     pub prior: Option<PriorReport>,
 }
@@ -225,6 +227,7 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                 bytes: warmup_bytes(ix, &w.blocks),
             })
             .collect(),
+        probes: crate::predict::warmup::probes(ix),
         prior: ix.prior.as_ref().map(|p| {
             let blocks: u64 = p.metadata.iter().map(|r| r.count as u64).sum();
             PriorReport {

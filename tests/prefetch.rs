@@ -823,7 +823,15 @@ async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
     assert_eq!(core, vec![0, 1, 2, 3]);
     quiesce(&p).await;
     let m = fetcher.metrics();
-    assert_eq!(m.prefetch_warmup_blocks.load(Relaxed), 4, "the core only");
+    // The core and each group's two probes (its first signature blocks).
+    let mut probes = snapahead::predict::warmup::probes(ix);
+    probes.sort_unstable();
+    assert_eq!(probes, vec![32, 33, 64, 65]);
+    assert_eq!(
+        m.prefetch_warmup_blocks.load(Relaxed),
+        8,
+        "the core and the probes only"
+    );
     // A session of A: its first own blocks match A's signature.
     let sig = &ix
         .warmup_groups
@@ -851,10 +859,11 @@ async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
         assert!(cached(blk).await, "A's late block {blk} not warmed up");
     }
     let w = m.prefetch_warmup_blocks.load(Relaxed);
-    // The core and A's late 8 (34-35 go to whichever of warm-up and the
-    // group's hint queued them first).
-    assert!((12..=14).contains(&w), "warm-up prefetched {w}");
-    for blk in (64..68u64).chain(192..200) {
+    // The core, the probes and A's late 8 (34-35 go to whichever of
+    // warm-up and the group's hint queued them first).
+    assert!((16..=18).contains(&w), "warm-up prefetched {w}");
+    // Of B, only its probes.
+    for blk in (66..68u64).chain(192..200) {
         assert!(!cached(blk).await, "B's block {blk} fetched");
     }
     // Group 6: a read of block 100 brings 101 (its mask), not 96-111.

@@ -117,6 +117,12 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
             w.signature
         );
     }
+    if !r.probes.is_empty() {
+        out!(
+            "  probes       blocks {:?}, fetched with the core (each workload's first signature blocks)",
+            r.probes
+        );
+    }
     match &r.prior {
         Some(p) => out!(
             "prior          {}: metadata {} blocks ({}), fetched at mount while there is no warm-up; {} multi-block files",

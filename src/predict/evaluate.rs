@@ -123,6 +123,9 @@ pub fn evaluate_marks(
                 prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
             }
         }
+        for b in super::warmup::probes(index) {
+            prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
+        }
     }
     let mut episode_start: HashMap<u64, u64> = HashMap::new();
     let mut recent = super::Recent::default();

@@ -275,6 +275,12 @@ impl Prefetcher {
                 f.hints.plan(&blocks);
                 sched.push(Priority::Warmup, i, blocks);
             }
+            // Each workload group's probes: the reads that identify it hit.
+            let probes = crate::predict::warmup::probes(snap.index());
+            if !probes.is_empty() {
+                f.hints.plan(&probes);
+                sched.push(Priority::Warmup, i, probes);
+            }
             if let Some(prior) = snap.index().prior.as_ref().filter(|_| !local) {
                 if snap.index().warmup.is_empty() {
                     let blocks: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
