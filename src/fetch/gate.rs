@@ -22,9 +22,8 @@
 //! the cores for as long as that run takes, against a reader waiting
 //! behind prefetch). A sequential reader's next block is always in a
 //! read-ahead run: without this it could wait for other runs' decodes at
-//! every step. (Cold `dd` through read-ahead, `bench/prefetch.sh --quick`
-//! by hand, three runs each interleaved: 391–444 MB/s with the gate,
-//! 365–419 without; the same within this machine's noise.)
+//! every step. (Cold sequential reads through read-ahead measured the same
+//! with the gate and without: docs/benchmarks.md, "Hints that generalize".)
 //! The gate is work-conserving: a place never waits for a run that has
 //! not arrived yet.
 //!
