@@ -58,6 +58,12 @@ fn index() -> Vec<u8> {
             filesystem: "ext4".into(),
             metadata: vec![snapahead::format::BlockRun { first: 0, count: 3 }],
             files: vec![vec![snapahead::format::BlockRun { first: 9, count: 2 }]],
+            directories: vec![snapahead::format::index::PriorDir {
+                parent: snapahead::format::index::NO_PARENT,
+                blocks: vec![snapahead::format::BlockRun { first: 9, count: 2 }],
+                owned: vec![snapahead::format::BlockRun { first: 9, count: 2 }],
+                affinity: 200,
+            }],
         }),
     }
     .encode()

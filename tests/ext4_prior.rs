@@ -94,7 +94,48 @@ fn check(mkfs_args: &[&str]) {
             .flat_map(|r| r.start / bs..r.end / bs)
             .collect();
         assert_eq!(got, expected, "{p}: blocks differ from debugfs");
+        if *is_dir {
+            // Entries in on-disk order, as `debugfs ls` walks them.
+            let ls: Vec<u64> = debugfs(&img, &format!("ls -l {p}"))
+                .lines()
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    let name = *w.last()?;
+                    (name != "." && name != "..").then(|| w.first()?.parse().ok())?
+                })
+                .collect();
+            assert!(!ls.is_empty(), "{p}: debugfs lists nothing");
+            assert_eq!(inode.children, ls, "{p}: entries differ from debugfs");
+        }
     }
+    // Every directory's files, as the prior records them: lib/py holds 30
+    // files, lib/py/deep's parent is lib/py.
+    let prior = snapahead::create::prior::from_layout(&layout, size, 64 * 1024);
+    let ino_of = |p: &str| -> u64 {
+        debugfs(&img, &format!("stat {p}"))
+            .split_whitespace()
+            .skip_while(|w| *w != "Inode:")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    let dirs: Vec<u64> = layout
+        .inodes
+        .iter()
+        .filter(|i| i.directory)
+        .map(|i| i.ino)
+        .collect();
+    let at = |p: &str| dirs.iter().position(|&i| i == ino_of(p)).unwrap();
+    let (py, deep) = (at("/lib/py"), at("/lib/py/deep"));
+    assert_eq!(prior.directories[deep].parent as usize, py);
+    assert_eq!(prior.directories[py].parent as usize, at("/lib"));
+    let py_blocks: u64 = prior.directories[py]
+        .blocks
+        .iter()
+        .map(|r| r.count as u64)
+        .sum();
+    // 30 files of 1000 + 9000 i bytes: about 3.9 MiB, 60 or more blocks of 64 KiB.
+    assert!(py_blocks >= 60, "lib/py: {py_blocks} blocks");
 
     // The used inode tables start where dumpe2fs says each table starts.
     let dump = String::from_utf8_lossy(

@@ -20,6 +20,13 @@
 //!   skipped: nothing reads them at mount time.
 //!   Inodes without extents (ext2/3 block maps, inline data) are skipped:
 //!   they get no prior, which only costs a miss.
+//! - every directory's **entries**, in on-disk order (the order `readdir`,
+//!   and so `tar` or `grep -r`, walks a linear directory), as child inode
+//!   numbers: read linearly from its blocks, skipping entries of inode 0,
+//!   which is how both an htree's index blocks (one fake entry covering
+//!   the block) and the `metadata_csum` tail (inode 0) present themselves
+//!   to a linear reader, as the kernel's `ext4_readdir` treats them too.
+//!   At most [`MAX_DIRECTORY_BYTES`] of directory blocks are read.
 //!
 //! Anything unexpected (bad magic, a field out of range, a read error)
 //! ends the scan with "no prior": a prior is an optimization, and the
@@ -49,6 +56,10 @@ pub const MAX_INODE_TABLE_BYTES: u64 = 1 << 30;
 /// (2^18 nodes of 4 KiB = 1 GiB): a damaged or hostile image whose index
 /// nodes point at each other cannot make a create read without end.
 pub const MAX_EXTENT_NODES: u64 = 1 << 18;
+/// Directory bytes read for entries at most, over the whole scan: the
+/// prior's own bound on metadata (`create/prior.rs`, 64 MiB), so a create
+/// reads no more directory blocks than a mount could ever be told to fetch.
+pub const MAX_DIRECTORY_BYTES: u64 = 64 << 20;
 /// Extents kept per file at most (fragmented files: the rest gets no prior).
 const MAX_EXTENTS_PER_FILE: usize = 4096;
 
@@ -59,6 +70,9 @@ pub struct Inode {
     pub directory: bool,
     /// Byte ranges of the volume holding its data, in file order.
     pub extents: Vec<Range<u64>>,
+    /// A directory's entries (without `.` and `..`) as inode numbers, in
+    /// on-disk order; empty for files.
+    pub children: Vec<u64>,
 }
 
 /// What the scan found.
@@ -208,6 +222,7 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
     vol.read_exact_at(&mut gdt, gdt_start).ok()?;
     let mut budget = MAX_INODE_TABLE_BYTES;
     let mut nodes = MAX_EXTENT_NODES;
+    let mut dir_budget = MAX_DIRECTORY_BYTES;
     for grp in 0..g.groups {
         let d = &gdt[(grp * g.desc_size) as usize..((grp + 1) * g.desc_size) as usize];
         let wide = g.has_64bit && g.desc_size >= 64;
@@ -248,7 +263,11 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
         vol.read_exact_at(&mut inodes, start).ok()?;
         for (i, raw) in inodes.chunks_exact(g.inode_size as usize).enumerate() {
             let ino = grp * g.inodes_per_group + i as u64 + 1;
-            if let Some(inode) = parse_inode(vol, &g, ino, raw, &mut nodes) {
+            if let Some(mut inode) = parse_inode(vol, &g, ino, raw, &mut nodes) {
+                if inode.directory {
+                    let max_ino = g.inodes_per_group * g.groups;
+                    inode.children = entries(vol, &g, &inode.extents, max_ino, &mut dir_budget);
+                }
                 layout.inodes.push(inode);
             }
         }
@@ -294,7 +313,54 @@ fn parse_inode<R: ReadAt + ?Sized>(
         ino,
         directory,
         extents,
+        children: Vec::new(),
     })
+}
+
+/// The child inode numbers of a directory whose blocks are `extents`, in
+/// on-disk order (below `max_ino`; `.` and `..` left out). A malformed
+/// entry ends the block it is in: what came before it is still right.
+fn entries<R: ReadAt + ?Sized>(
+    vol: &R,
+    g: &Geometry,
+    extents: &[Range<u64>],
+    max_ino: u64,
+    budget: &mut u64,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    for r in extents {
+        let len = (r.end - r.start).min(*budget);
+        if len == 0 {
+            break;
+        }
+        *budget -= len;
+        let mut buf = vec![0u8; len as usize];
+        if vol.read_exact_at(&mut buf, r.start).is_err() {
+            break;
+        }
+        // Entries never cross a filesystem block.
+        for block in buf.chunks(g.block_size as usize) {
+            let mut at = 0usize;
+            while at + 8 <= block.len() {
+                let ino = u32_at(block, at) as u64;
+                let rec_len = u16_at(block, at + 4) as usize;
+                let name_len = block[at + 6] as usize;
+                if rec_len < 8
+                    || rec_len % 4 != 0
+                    || at + rec_len > block.len()
+                    || 8 + name_len > rec_len
+                {
+                    break;
+                }
+                let name = &block[at + 8..at + 8 + name_len];
+                if ino != 0 && ino <= max_ino && name != b"." && name != b".." {
+                    out.push(ino);
+                }
+                at += rec_len;
+            }
+        }
+    }
+    out
 }
 
 /// Collects (logical block, byte range) of every initialized extent of

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 pub mod ext4;
 mod pack;
 mod pages;
-mod prior;
+pub mod prior;
 mod reader;
 
 use pack::{loc_of, pack, Loc, Sealed};

@@ -12,12 +12,22 @@
 //! Files: every regular file whose data spans more than one snapshot block,
 //! as its blocks in file order, so the first read of such a file can bring
 //! the rest; a file inside one block gains nothing from a prior.
+//!
+//! Directories: every directory, with its parent and the blocks of the
+//! regular files directly in it (in entry order, each block once), so a
+//! walk that reads one of its files can bring the others
+//! ([`crate::predict::directory`]). A block holding files of two
+//! directories (the end of one and the start of the next, as `mkfs.ext4
+//! -d` and most writers lay a directory's files out together) is *owned*
+//! by the one with most bytes in it: only a read there counts as a read of
+//! that directory, so finishing one directory does not start the next.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 
 use super::ext4;
+use crate::format::index::{PriorDir, MAX_PRIOR_DIRS, NO_PARENT};
 use crate::format::{BlockRun, FsPrior};
 
 /// Metadata blocks a prior names at most, in bytes of volume.
@@ -89,7 +99,76 @@ pub fn from_layout(layout: &ext4::Layout, volume_size: u64, block_size: u32) -> 
         filesystem: "ext4".into(),
         metadata,
         files,
+        directories: directories(layout, bs, n_blocks),
     }
+}
+
+/// The directories of a layout, in inode order ([`PriorDir`]).
+fn directories(layout: &ext4::Layout, bs: u64, n_blocks: u64) -> Vec<PriorDir> {
+    let by_ino: HashMap<u64, &ext4::Inode> = layout.inodes.iter().map(|i| (i.ino, i)).collect();
+    let dirs: Vec<&ext4::Inode> = layout
+        .inodes
+        .iter()
+        .filter(|i| i.directory)
+        .take(MAX_PRIOR_DIRS)
+        .collect();
+    let index: HashMap<u64, u32> = dirs
+        .iter()
+        .enumerate()
+        .map(|(k, d)| (d.ino, k as u32))
+        .collect();
+    let mut parent = vec![NO_PARENT; dirs.len()];
+    // (block, directory) → bytes of the directory's files in the block.
+    let mut bytes: HashMap<(u64, u32), u64> = HashMap::new();
+    let mut blocks: Vec<Vec<u64>> = vec![Vec::new(); dirs.len()];
+    for (k, d) in dirs.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for c in &d.children {
+            let Some(child) = by_ino.get(c) else { continue };
+            if child.directory {
+                if let Some(&ci) = index.get(c) {
+                    if ci as usize != k && parent[ci as usize] == NO_PARENT {
+                        parent[ci as usize] = k as u32;
+                    }
+                }
+                continue;
+            }
+            for r in &child.extents {
+                for b in blocks_of(r, bs, n_blocks) {
+                    let overlap = r.end.min((b + 1) * bs) - r.start.max(b * bs);
+                    *bytes.entry((b, k as u32)).or_default() += overlap;
+                    if seen.insert(b) {
+                        blocks[k].push(b);
+                    }
+                }
+            }
+        }
+    }
+    // Each block's owner: most bytes, the lower directory on a tie.
+    let mut owner: HashMap<u64, (u64, u32)> = HashMap::new();
+    for (&(b, k), &n) in &bytes {
+        let e = owner.entry(b).or_insert((n, k));
+        if n > e.0 || (n == e.0 && k < e.1) {
+            *e = (n, k);
+        }
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(k, bl)| {
+            let owned: Vec<u64> = bl
+                .iter()
+                .copied()
+                .filter(|b| owner.get(b).is_some_and(|o| o.1 == k as u32))
+                .collect();
+            PriorDir {
+                parent: parent[k],
+                blocks: runs(bl),
+                owned: runs(&owned),
+                affinity: 0,
+            }
+        })
+        .collect()
 }
 
 /// The snapshot blocks a byte range touches, within the volume.
@@ -128,17 +207,20 @@ mod tests {
                     ino: 2,
                     directory: true,
                     extents: vec![3000 * kib..3004 * kib, 10 * kib..14 * kib],
+                    children: vec![12, 13],
                 },
                 ext4::Inode {
                     ino: 12,
                     directory: false,
                     // Two blocks of 512 KiB, the second first in file order.
                     extents: vec![1536 * kib..1540 * kib, 600 * kib..604 * kib],
+                    children: vec![],
                 },
                 ext4::Inode {
                     ino: 13,
                     directory: false,
                     extents: std::iter::once(700 * kib..704 * kib).collect(),
+                    children: vec![],
                 },
             ],
         };
@@ -150,5 +232,59 @@ mod tests {
         assert_eq!(p.files.len(), 1, "the one-block file has no prior");
         let f: Vec<u64> = p.files[0].iter().flat_map(|r| r.blocks()).collect();
         assert_eq!(f, vec![3, 1]);
+        // The root directory holds both files: their blocks in entry order.
+        assert_eq!(p.directories.len(), 1);
+        let d: Vec<u64> = p.directories[0]
+            .blocks
+            .iter()
+            .flat_map(|r| r.blocks())
+            .collect();
+        assert_eq!(d, vec![3, 1]);
+        assert_eq!(p.directories[0].owned, p.directories[0].blocks);
+        assert_eq!(p.directories[0].parent, NO_PARENT);
+    }
+
+    #[test]
+    fn a_block_shared_by_two_directories_is_owned_by_the_one_with_more_bytes_in_it() {
+        let kib = 1024u64;
+        let dir = |ino, children: Vec<u64>| ext4::Inode {
+            ino,
+            directory: true,
+            extents: vec![4 * kib..8 * kib],
+            children,
+        };
+        let file = |ino, r: Range<u64>| ext4::Inode {
+            ino,
+            directory: false,
+            extents: vec![r],
+            children: vec![],
+        };
+        let layout = ext4::Layout {
+            block_size: 4096,
+            head: 0..8 * kib,
+            inode_tables: vec![],
+            inodes: vec![
+                dir(2, vec![11, 12]),
+                dir(11, vec![20, 21]),
+                dir(12, vec![22]),
+                // Directory 11: block 1 whole, 100 KiB of block 2.
+                file(20, 512 * kib..1024 * kib),
+                file(21, 1024 * kib..1124 * kib),
+                // Directory 12: the rest of block 2 (412 KiB) and block 3.
+                file(22, 1124 * kib..2048 * kib),
+            ],
+        };
+        let p = from_layout(&layout, 4 << 20, 512 * 1024);
+        let [root, a, b] = &p.directories[..] else {
+            panic!("{:?}", p.directories)
+        };
+        assert_eq!(root.parent, NO_PARENT);
+        assert!(root.blocks.is_empty());
+        assert_eq!((a.parent, b.parent), (0, 0));
+        let ids = |r: &[BlockRun]| r.iter().flat_map(|r| r.blocks()).collect::<Vec<_>>();
+        assert_eq!(ids(&a.blocks), vec![1, 2]);
+        assert_eq!(ids(&a.owned), vec![1]);
+        assert_eq!(ids(&b.blocks), vec![2, 3]);
+        assert_eq!(ids(&b.owned), vec![2, 3]);
     }
 }

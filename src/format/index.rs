@@ -39,10 +39,11 @@ use crate::name::SnapshotName;
 
 pub const INDEX_MAGIC: &[u8; 4] = b"SAIX";
 /// Version 2 adds the filesystem prior ([`FsPrior`]), version 3 block
-/// masks, contexts and workload groups; version 1 and 2 indexes still
-/// decode (without them: whole-group hints, one warm-up list), and are
-/// written back as version 3 by the next `hints`.
-pub const INDEX_VERSION: u16 = 3;
+/// masks, contexts and workload groups, version 4 the prior's directories
+/// and their learned affinities; older indexes still decode (without
+/// them: whole-group hints, one warm-up list, no directories), and are
+/// written back as version 4 by the next `hints`.
+pub const INDEX_VERSION: u16 = 4;
 /// Contexts per group and window at most.
 pub const MAX_CONTEXTS: usize = 64;
 /// Entry masks per group and window at most.
@@ -56,6 +57,9 @@ pub const MAX_HISTORY: u8 = 16;
 /// Files a prior describes at most (a prior is a hint: past this, the
 /// largest files are kept).
 pub const MAX_PRIOR_FILES: usize = 1 << 20;
+/// Directories a prior describes at most (past this, the rest get no
+/// directory prior: a miss there costs what it costs without one).
+pub const MAX_PRIOR_DIRS: usize = 1 << 20;
 /// At most this many prefetch windows (each costs 4 bytes a group).
 pub const MAX_WINDOWS: usize = 8;
 /// At most this many successors per group and window.
@@ -268,7 +272,31 @@ pub struct FsPrior {
     pub metadata: Vec<BlockRun>,
     /// Files spanning more than one block: each one's blocks, in file order.
     pub files: Vec<Vec<BlockRun>>,
+    /// Directories (version 4; empty before): what a walk of one reads.
+    pub directories: Vec<PriorDir>,
 }
+
+/// One directory of a prior: the blocks of the regular files directly in
+/// it, and what sessions taught about walks of its subdirectories.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PriorDir {
+    /// Index of the parent in [`FsPrior::directories`]; [`NO_PARENT`] for
+    /// the root (or a directory whose parent is not described).
+    pub parent: u32,
+    /// The blocks its files occupy, in entry order, each once.
+    pub blocks: Vec<BlockRun>,
+    /// The subset of `blocks` where most of the bytes are this directory's
+    /// (a block may hold the last file of one and the first of the next):
+    /// a read there is a read of this directory.
+    pub owned: Vec<BlockRun>,
+    /// Learned by `hints` ([`mask_byte`] encoding, 0: nothing learned): the
+    /// expected share of a child directory's blocks a session reads once
+    /// it has read one of them.
+    pub affinity: u8,
+}
+
+/// [`PriorDir::parent`] of a directory without one.
+pub const NO_PARENT: u32 = u32::MAX;
 
 /// A warm-up entry: the blocks of one group that sessions read early.
 /// Block-granular, because a start-up reads scattered small files: warming
@@ -424,15 +452,35 @@ pub(crate) mod tests {
                     BlockRun { first: 7, count: 3 },
                     BlockRun { first: 2, count: 1 },
                 ]],
+                directories: vec![
+                    PriorDir {
+                        parent: NO_PARENT,
+                        blocks: vec![],
+                        owned: vec![],
+                        affinity: 230,
+                    },
+                    PriorDir {
+                        parent: 0,
+                        blocks: vec![BlockRun { first: 7, count: 4 }],
+                        owned: vec![BlockRun { first: 7, count: 3 }],
+                        affinity: 0,
+                    },
+                ],
             }),
         }
     }
 
-    /// Version 1 (no prior) and 2 (no masks, contexts, workload groups)
-    /// indexes still decode, as what they hold.
+    /// Version 1 (no prior), 2 (no masks, contexts, workload groups) and
+    /// 3 (no directories) indexes still decode, as what they hold.
     #[test]
-    fn version_1_and_2_indexes_decode_without_what_they_lack() {
+    fn version_1_2_and_3_indexes_decode_without_what_they_lack() {
         let ix = sample();
+        let mut v3 = ix.clone();
+        v3.prior.as_mut().unwrap().directories.clear();
+        assert_eq!(
+            ManifestIndex::decode(&ix.encode_version(3), "v3").unwrap(),
+            v3
+        );
         let v2 = ManifestIndex {
             warmup_groups: vec![],
             history: 0,
@@ -458,7 +506,7 @@ pub(crate) mod tests {
                     ..g.clone()
                 })
                 .collect(),
-            ..ix.clone()
+            ..v3.clone()
         };
         assert_eq!(
             ManifestIndex::decode(&ix.encode_version(2), "v2").unwrap(),
@@ -474,6 +522,10 @@ pub(crate) mod tests {
         // And a prior outside the volume is refused.
         let mut bad = sample();
         bad.prior.as_mut().unwrap().metadata[0].first = 1 << 40;
+        assert!(ManifestIndex::decode(&bad.encode(), "t").is_err());
+        // So is a directory whose parent is not one of them.
+        let mut bad = sample();
+        bad.prior.as_mut().unwrap().directories[1].parent = 2;
         assert!(ManifestIndex::decode(&bad.encode(), "t").is_err());
     }
 

@@ -101,17 +101,10 @@ impl ManifestIndex {
             Some(p) => {
                 w.u8(1);
                 w.str(&p.filesystem);
-                let runs = |w: &mut Writer, runs: &[BlockRun]| {
-                    w.count(runs.len());
-                    for r in runs {
-                        w.u64(r.first);
-                        w.u32(r.count);
-                    }
-                };
-                runs(&mut w, &p.metadata);
+                encode_runs(&mut w, &p.metadata);
                 w.count(p.files.len().min(MAX_PRIOR_FILES));
                 for f in p.files.iter().take(MAX_PRIOR_FILES) {
-                    runs(&mut w, f);
+                    encode_runs(&mut w, f);
                 }
             }
         }
@@ -129,6 +122,18 @@ impl ManifestIndex {
                 w.u64(*b);
             }
             encode_warmup(&mut w, &g.blocks, self.header.group_size);
+        }
+        if version < 4 {
+            return w.finish();
+        }
+        let dirs = self.prior.as_ref().map_or(&[][..], |p| &p.directories[..]);
+        let dirs = &dirs[..dirs.len().min(MAX_PRIOR_DIRS)];
+        w.count(dirs.len());
+        for d in dirs {
+            w.u32(d.parent);
+            encode_runs(&mut w, &d.blocks);
+            encode_runs(&mut w, &d.owned);
+            w.u8(d.affinity);
         }
         w.finish()
     }
@@ -368,6 +373,34 @@ impl ManifestIndex {
                 });
             }
         }
+        let mut prior = prior;
+        if version >= 4 {
+            let n = r.count("prior directory count", 13)?;
+            if n > MAX_PRIOR_DIRS {
+                return Err(r.error("prior directory count", format!("{n} > {MAX_PRIOR_DIRS}")));
+            }
+            let mut dirs = Vec::with_capacity(n);
+            for _ in 0..n {
+                let parent = r.u32("prior directory parent")?;
+                if parent != NO_PARENT && parent as usize >= n {
+                    return Err(r.error(
+                        "prior directory parent",
+                        format!("{parent} of {n} directories"),
+                    ));
+                }
+                dirs.push(PriorDir {
+                    parent,
+                    blocks: decode_runs(&mut r, n_blocks, "prior directory run")?,
+                    owned: decode_runs(&mut r, n_blocks, "prior directory owned run")?,
+                    affinity: r.u8("prior directory affinity")?,
+                });
+            }
+            match prior.as_mut() {
+                Some(p) => p.directories = dirs,
+                None if dirs.is_empty() => {}
+                None => return Err(r.error("prior directory count", "directories without a prior")),
+            }
+        }
         r.finish()?;
         Ok(ManifestIndex {
             header,
@@ -489,22 +522,7 @@ fn decode_prior(r: &mut Reader<'_>, n_blocks: u64) -> Result<Option<FsPrior>, Fo
         v => return Err(r.error("has_prior", format!("{v} is not 0 or 1"))),
     }
     let filesystem = r.str("prior filesystem")?.to_string();
-    fn runs(r: &mut Reader<'_>, n_blocks: u64, what: &str) -> Result<Vec<BlockRun>, FormatError> {
-        let n = r.count(what, 12)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let first = r.u64(what)?;
-            let count = r.u32(what)?;
-            if count == 0 || first.saturating_add(count as u64) > n_blocks {
-                return Err(r.error(
-                    what,
-                    format!("run {first}+{count} outside the volume's {n_blocks} blocks"),
-                ));
-            }
-            out.push(BlockRun { first, count });
-        }
-        Ok(out)
-    }
+    let runs = decode_runs;
     let metadata = runs(r, n_blocks, "prior metadata run")?;
     let n_files = r.count("prior file count", 4)?;
     if n_files > MAX_PRIOR_FILES {
@@ -518,5 +536,36 @@ fn decode_prior(r: &mut Reader<'_>, n_blocks: u64) -> Result<Option<FsPrior>, Fo
         filesystem,
         metadata,
         files,
+        directories: Vec::new(),
     }))
+}
+
+fn encode_runs(w: &mut Writer, runs: &[BlockRun]) {
+    w.count(runs.len());
+    for r in runs {
+        w.u64(r.first);
+        w.u32(r.count);
+    }
+}
+
+/// Runs of blocks, each non-empty and inside the volume.
+fn decode_runs(
+    r: &mut Reader<'_>,
+    n_blocks: u64,
+    what: &str,
+) -> Result<Vec<BlockRun>, FormatError> {
+    let n = r.count(what, 12)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let first = r.u64(what)?;
+        let count = r.u32(what)?;
+        if count == 0 || first.saturating_add(count as u64) > n_blocks {
+            return Err(r.error(
+                what,
+                format!("run {first}+{count} outside the volume's {n_blocks} blocks"),
+            ));
+        }
+        out.push(BlockRun { first, count });
+    }
+    Ok(out)
 }
