@@ -250,13 +250,13 @@ mod tests {
         let dir = |ino, children: Vec<u64>| ext4::Inode {
             ino,
             directory: true,
-            extents: vec![4 * kib..8 * kib],
+            extents: std::iter::once(4 * kib..8 * kib).collect(),
             children,
         };
         let file = |ino, r: Range<u64>| ext4::Inode {
             ino,
             directory: false,
-            extents: vec![r],
+            extents: std::iter::once(r).collect(),
             children: vec![],
         };
         let layout = ext4::Layout {
