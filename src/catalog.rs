@@ -128,6 +128,11 @@ pub struct PriorReport {
     pub metadata_bytes: u64,
     /// Files spanning more than one block, whose rest a first read brings.
     pub files: u64,
+    /// Directories described (format version 4), and those under which
+    /// sessions were seen to read a child directory whole (learned
+    /// affinity ≥ 0.5: a miss in a child brings the child's files).
+    pub directories: u64,
+    pub walked_parents: u64,
 }
 
 /// Stored bytes of a warm-up list, estimated from each group's stored
@@ -235,6 +240,12 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                 metadata_blocks: blocks,
                 metadata_bytes: blocks * h.block_size as u64,
                 files: p.files.len() as u64,
+                directories: p.directories.len() as u64,
+                walked_parents: p
+                    .directories
+                    .iter()
+                    .filter(|d| crate::format::mask_probability(d.affinity) >= 0.5)
+                    .count() as u64,
             }
         }),
     }

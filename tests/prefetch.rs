@@ -885,3 +885,126 @@ async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
     let key = snap.locate(102).await.unwrap().unwrap().checksum;
     assert!(!fetcher.cache().contains(&key));
 }
+
+/// A directory walk learned from sessions that read whole directories:
+/// on a real ext4 image, a miss in a directory no session read brings
+/// that directory's files, and only those; sessions that read one block
+/// per directory teach nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_in_an_unseen_directory_brings_it_where_sessions_walk_whole_directories() {
+    let _serial = SERIAL.lock().await;
+    if !common::which("mkfs.ext4") {
+        common::skip("directory walks", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    for d in 0..8 {
+        let p = tree.join(format!("walk/d{d}"));
+        std::fs::create_dir_all(&p).unwrap();
+        for f in 0..8 {
+            let seed = (d * 8 + f) as u64;
+            std::fs::write(p.join(format!("f{f}")), common::random_bytes(seed, 40_000)).unwrap();
+        }
+    }
+    let img = dir.path().join("vol.img");
+    common::run(
+        std::process::Command::new("truncate")
+            .args(["-s", "64M"])
+            .arg(&img),
+    );
+    common::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img),
+    );
+    let vol = std::fs::read(&img).unwrap();
+    let bs = 64 * 1024u64;
+    for walks in [true, false] {
+        let store_dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", store_dir.path().join("store").display());
+        let store = Store::open(&url, &Default::default(), store_dir.path()).unwrap();
+        let s = setup_on(store, &vol, bs as u32, 16).await;
+        let prior = s.snap.index().prior.clone().expect("ext4 prior");
+        // The eight directories of walk/: the parent with eight children.
+        let mut by_parent = std::collections::HashMap::<u32, Vec<usize>>::new();
+        for (k, d) in prior.directories.iter().enumerate() {
+            by_parent.entry(d.parent).or_default().push(k);
+        }
+        let kids = by_parent
+            .values()
+            .find(|v| v.len() == 8)
+            .expect("walk/")
+            .clone();
+        let blocks = |k: usize| -> Vec<u64> {
+            prior.directories[k]
+                .blocks
+                .iter()
+                .flat_map(|r| r.blocks())
+                .collect()
+        };
+        let owned = |k: usize| -> Vec<u64> {
+            prior.directories[k]
+                .owned
+                .iter()
+                .flat_map(|r| r.blocks())
+                .collect()
+        };
+        assert!(kids.iter().all(|&k| blocks(k).len() >= 4), "{prior:?}");
+        // Two sessions over four directories: whole, or one block each.
+        let session = |ds: &[usize]| Session {
+            events: ds
+                .iter()
+                .flat_map(|&k| {
+                    if walks {
+                        blocks(k)
+                    } else {
+                        owned(k)[..1].to_vec()
+                    }
+                })
+                .enumerate()
+                .map(|(t, b)| (t as u64 * 1000, b))
+                .collect(),
+        };
+        let sessions = [session(&kids[0..2]), session(&kids[2..4])];
+        let (snap, fetcher, p) = learn_and_mount(&s, &sessions, &[2000]).await;
+        quiesce(&p).await;
+        let s = Setup { snap, fetcher, ..s };
+        let (unseen, other) = (kids[6], kids[7]);
+        let first = owned(unseen)[0];
+        miss(&s, &p, first * bs + 100, 4096).await;
+        quiesce(&p).await;
+        let mut cached = std::collections::HashSet::new();
+        for &k in &[unseen, other] {
+            for b in blocks(k) {
+                if let Some(r) = s.snap.locate(b).await.unwrap() {
+                    if s.fetcher.cache().contains(&r.checksum) {
+                        cached.insert(b);
+                    }
+                }
+            }
+        }
+        let rest: Vec<u64> = blocks(unseen).into_iter().filter(|&b| b != first).collect();
+        let others: Vec<u64> = owned(other)
+            .into_iter()
+            .filter(|b| !blocks(unseen).contains(b))
+            .collect();
+        assert!(
+            others.iter().all(|b| !cached.contains(b)),
+            "{walks}: {cached:?}"
+        );
+        if walks {
+            assert!(
+                rest.iter().all(|b| cached.contains(b)),
+                "{rest:?} vs {cached:?}"
+            );
+        } else {
+            assert!(
+                rest.iter().all(|b| !cached.contains(b)),
+                "{rest:?} vs {cached:?}"
+            );
+        }
+        drop(p);
+    }
+}

@@ -88,6 +88,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             ("warm-up", &e.warmup),
             ("hint", &e.hint),
             ("successor", &e.successor),
+            ("directory", &e.directory),
             ("overall", &e.overall),
         ] {
             out!(

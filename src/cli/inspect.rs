@@ -125,11 +125,13 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
     }
     match &r.prior {
         Some(p) => out!(
-            "prior          {}: metadata {} blocks ({}), fetched at mount while there is no warm-up; {} multi-block files",
+            "prior          {}: metadata {} blocks ({}), fetched at mount while there is no warm-up; {} multi-block files; {} directories, {} whose children sessions read whole (a miss in one brings it)",
             p.filesystem,
             p.metadata_blocks,
             ByteSize(p.metadata_bytes),
-            p.files
+            p.files,
+            p.directories,
+            p.walked_parents
         ),
         None => out!("prior          none (no filesystem recognized)"),
     }

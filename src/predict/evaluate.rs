@@ -6,8 +6,9 @@
 //! the first reads match its signature ([`super::warmup::Matcher`]); on
 //! the first read of a group in an episode (W, as in learning), what
 //! [`super::rule`] selects of the group and its successors (by block
-//! masks, in the matching context). A block is prefetched at most once and
-//! never after it was read.
+//! masks, in the matching context); on a read nothing prefetched, the
+//! directory it falls in when [`super::directory`]'s rule fires. A block
+//! is prefetched at most once and never after it was read.
 //! - **precision** = prefetched bytes that the session reads within W of
 //!   their prefetch (warm-up: within the warm-up window) / prefetched bytes;
 //! - **recall** = read bytes whose block had been prefetched before the read
@@ -27,6 +28,7 @@ pub enum Mechanism {
     Warmup,
     Hint,
     Successor,
+    Directory,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -47,6 +49,7 @@ pub struct Evaluation {
     pub warmup: Score,
     pub hint: Score,
     pub successor: Score,
+    pub directory: Score,
 }
 
 /// Evaluates window `w` (an index into `index.windows_ms`). `warmup`:
@@ -131,8 +134,12 @@ pub fn evaluate_marks(
     let mut recent = super::Recent::default();
     let history = index.history as usize;
     let mut useful: Vec<(Mechanism, u64, bool)> = Vec::new();
+    let dirs = super::directory::Directories::new(index.prior.as_ref());
+    let mut walks = super::directory::Walks::default();
     for &(t, b) in &session.events {
+        let mut missed = false;
         if read.insert(b) {
+            missed = !prefetched.contains_key(&b);
             read_bytes += len(b);
             marks.push(Mark {
                 t_ns: t,
@@ -160,6 +167,13 @@ pub fn evaluate_marks(
                     for x in e.blocks(h.group_size) {
                         prefetch(x, t, Mechanism::Warmup, &mut prefetched, &read);
                     }
+                }
+            }
+        }
+        if let (true, Some(p)) = (missed, index.prior.as_ref()) {
+            if let Some(d) = walks.on_miss(p, &dirs, b, threshold) {
+                for x in super::directory::blocks(p, d) {
+                    prefetch(x, t, Mechanism::Directory, &mut prefetched, &read);
                 }
             }
         }
@@ -237,6 +251,7 @@ pub fn evaluate_marks(
         warmup: get(Mechanism::Warmup),
         hint: get(Mechanism::Hint),
         successor: get(Mechanism::Successor),
+        directory: get(Mechanism::Directory),
     };
     (e, marks)
 }

@@ -39,16 +39,23 @@
 //! - a session teaches only when it overlaps some other session beyond
 //!   chance (`model::patterned`): random readers teach nothing.
 //!
+//! Version 4 adds what sessions say of the filesystem's directories
+//! ([`directory`]): per parent directory, how much of a child a session
+//! reads once it reads some of it, so a walk into a directory no session
+//! read brings that directory's files.
+//!
 //! Learning is offline and streaming per session: the reads of one session
 //! (at most a few million) are held while it is processed, one session at a
 //! time; the counters are per group.
 //!
 //! Layout: [`session`] turns a trace into the stored blocks a session read;
+//! [`directory`] learns and applies directory affinities;
 //! [`model`] is the learning itself, pure (sessions in, index out: testable
 //! without a store); [`evaluate`] replays a held-out session against an
 //! index; [`io`] connects them to snapshots and the store (reading stored
 //! traces, committing a learned index).
 
+pub mod directory;
 pub mod evaluate;
 pub mod io;
 pub mod model;

@@ -437,6 +437,17 @@ pub fn learn_with(
         .filter(|(_, k)| **k)
         .map(|(s, _)| s)
         .collect();
+    // Every session: a directory's share read is itself the measure, and
+    // a random reader's is low (two walks of different directories share
+    // nothing, and `patterned` would drop both).
+    if let Some(p) = out.prior.as_mut() {
+        if opts.masks {
+            let all: Vec<&Session> = sessions.iter().collect();
+            super::directory::learn(p, stored, &all);
+        } else {
+            super::directory::forget(p);
+        }
+    }
     let models: Vec<WindowModel> = windows_ms
         .iter()
         .map(|ms| learn_window(&learned, stored, *ms as u64 * 1_000_000, history))

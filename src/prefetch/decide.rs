@@ -5,9 +5,11 @@
 //! for mixed, none for random), match the first reads against the warm-up's
 //! workload groups, extend the stream's read-ahead (not into groups the
 //! index has block masks for: there the prediction replaces it), ask
-//! [`super::hints`] for the groups it touches, and, for a miss where the
-//! index knows nothing, [`super::unit`] for the neighbours the link
-//! carries nearly free.
+//! [`super::hints`] for the groups it touches, for a miss in a directory
+//! whose siblings sessions read whole, the rest of that directory
+//! ([`crate::predict::directory`]), and, for a miss where the index knows
+//! nothing, [`super::unit`] for the neighbours the link carries nearly
+//! free.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use super::PrefetchConfig;
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
 use crate::metrics::Metrics;
+use crate::predict::directory::{Directories, Walks};
 use crate::predict::warmup::Matcher;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::{Class, Classifier};
@@ -47,6 +50,9 @@ pub(super) struct FileState {
     warmup: Option<Matcher>,
     /// When the first demand read came.
     first_read: Option<Instant>,
+    /// The prior's directories by block, and the walks fired this mount.
+    directories: Directories,
+    walks: Walks,
 }
 
 /// The blocks of `range` outside the groups the index has a block mask for
@@ -56,6 +62,12 @@ fn unlearned(ix: &crate::format::ManifestIndex, w: usize, range: std::ops::Range
     range
         .filter(|b| ix.group(b / gs).is_none_or(|e| e.mask(w).is_none()))
         .collect()
+}
+
+/// Whether block `b` of `snap` is in the cache (as far as the loaded
+/// manifest pages say: a block of a page not loaded yet counts as not).
+fn cached(snap: &Snapshot, cache: &BlockCache, b: u64) -> bool {
+    matches!(snap.locate_loaded(b), Some(Some(r)) if cache.contains(&r.checksum))
 }
 
 /// What every decision of one batch of reads shares.
@@ -83,6 +95,8 @@ impl FileState {
             warmup: (!snapshot.index().warmup_groups.is_empty())
                 .then(|| Matcher::new(snapshot.index())),
             first_read: None,
+            directories: Directories::new(snapshot.index().prior.as_ref()),
+            walks: Walks::default(),
             snapshot,
         }
     }
@@ -117,6 +131,17 @@ impl FileState {
             return jobs;
         }
         let read_blocks = offset / bs..end.div_ceil(bs);
+        // What nothing prefetched or cached: the reads the directory rule
+        // looks at (before this read's own decisions plan anything).
+        let missed: Vec<u64> = if self.directories.is_empty() {
+            Vec::new()
+        } else {
+            read_blocks
+                .clone()
+                .take(MATCH_SCAN_BLOCKS)
+                .filter(|&b| !self.hints.is_planned(b) && !cached(&snap, cache, b))
+                .collect()
+        };
         cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);
         Metrics::add(
             &metrics.prefetch_unit_used,
@@ -151,6 +176,25 @@ impl FileState {
             .await
         {
             jobs.push((Priority::Hint, blocks));
+        }
+        // A miss in a directory whose siblings are read whole.
+        if let Some(prior) = snap.index().prior.as_ref() {
+            for &b in &missed {
+                let Some(d) = self.walks.on_miss(prior, &self.directories, b, threshold) else {
+                    continue;
+                };
+                let blocks: Vec<u64> = crate::predict::directory::blocks(prior, d)
+                    .filter(|&x| {
+                        !read_blocks.contains(&x)
+                            && !self.hints.is_planned(x)
+                            && !cached(&snap, cache, x)
+                    })
+                    .collect();
+                if !blocks.is_empty() {
+                    self.hints.plan(&blocks);
+                    jobs.push((Priority::Hint, blocks));
+                }
+            }
         }
         // A miss where nothing above applies: the link-sized unit.
         if jobs.is_empty() {

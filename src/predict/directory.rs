@@ -1,0 +1,282 @@
+//! Directory walks: what a volume's use says about directories no session
+//! has read yet.
+//!
+//! Traces predict what they saw. A `grep -r`, a `tar`, a build that reads
+//! whichever package directories it needs — their next session reads
+//! *other* directories, which no hint names. But the filesystem knows
+//! where each directory's files are (the prior `create` records from ext4:
+//! [`crate::format::index::PriorDir`]), and sessions show how a volume's
+//! directories are used: under `files/` a walk reads each directory it
+//! enters whole; under `lib/`, an interpreter reads some modules of each
+//! package. That is learned per **parent** directory, so it speaks for
+//! children never read:
+//!
+//! - **affinity(P)** = over every session and every child directory D of P
+//!   the session read a block of: the share of D's stored blocks it read,
+//!   summed, over (n + 1) observations (the k/(n+1) of block masks: one
+//!   observation alone is an even chance, not a certainty). Only children
+//!   of at most [`MAX_DIRECTORY_BLOCKS`] count: the rule applies to no
+//!   others.
+//! - **The rule**: on a read that nothing prefetched (a miss) of a block
+//!   *owned* by directory D (most of its bytes are D's files), once per
+//!   session and directory: when affinity(parent of D) ≥ the threshold and
+//!   D holds at most [`MAX_DIRECTORY_BLOCKS`] blocks, fetch D's blocks not
+//!   yet read, cached or queued. Affinity is the expected precision of that
+//!   fetch, so the one threshold of hints serves it too.
+//!
+//! Trade-offs. Firing on misses only leaves what the hints learned alone
+//! (a trained package directory is hinted block by block, and its hits
+//! never bring the rest). The first read of each directory is still a
+//! miss: a walk of directories of n blocks reaches a recall of about
+//! (n − 1)/n. Blocks rather than files: a read of a block does not say
+//! which of its files was read, so the share is in blocks, and ownership
+//! keeps the last file of one directory from starting the next. One parent
+//! level: a walk's habits belong to the tree it walks (`files/` against
+//! `lib/`), and deeper ancestors would mix them.
+//!
+//! The same [`Directories`] serve the mount (`prefetch/decide.rs`) and
+//! `hints --evaluate` ([`super::evaluate`]), so the benchmark scores what a
+//! mount does.
+
+use std::collections::HashSet;
+
+use super::{Session, StoredBlocks};
+use crate::format::index::{PriorDir, NO_PARENT};
+use crate::format::{mask_byte, mask_probability, FsPrior};
+
+/// A directory whose files span more blocks than this is not fetched on
+/// a read (32 MiB of 512 KiB blocks: a wrong guess costs a quarter second
+/// of a 1 Gbit/s link at most, and a walk through a larger one reads its
+/// big files as streams, which read-ahead follows).
+pub const MAX_DIRECTORY_BLOCKS: u64 = 64;
+
+/// A prior's directories, looked up by block.
+#[derive(Debug, Default)]
+pub struct Directories {
+    /// Owned runs of every directory, sorted: (first block, count, dir).
+    owned: Vec<(u64, u32, u32)>,
+}
+
+impl Directories {
+    pub fn new(prior: Option<&FsPrior>) -> Self {
+        let mut owned: Vec<(u64, u32, u32)> = prior
+            .iter()
+            .flat_map(|p| p.directories.iter().enumerate())
+            .flat_map(|(d, pd)| pd.owned.iter().map(move |r| (r.first, r.count, d as u32)))
+            .collect();
+        owned.sort_unstable();
+        Directories { owned }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owned.is_empty()
+    }
+
+    /// The directory owning block `b`, if any.
+    pub fn owner(&self, b: u64) -> Option<u32> {
+        let i = self.owned.partition_point(|r| r.0 <= b);
+        let (first, count, d) = *self.owned.get(i.checked_sub(1)?)?;
+        (b < first + count as u64).then_some(d)
+    }
+}
+
+/// The blocks of directory `d` of `prior`, in entry order.
+pub fn blocks(prior: &FsPrior, d: u32) -> impl Iterator<Item = u64> + '_ {
+    prior
+        .directories
+        .get(d as usize)
+        .into_iter()
+        .flat_map(|pd| pd.blocks.iter().flat_map(|r| r.blocks()))
+}
+
+fn block_count(pd: &PriorDir) -> u64 {
+    pd.blocks.iter().map(|r| r.count as u64).sum()
+}
+
+/// The learned affinity of the parent of directory `d` (0 without one).
+pub fn parent_affinity(prior: &FsPrior, d: u32) -> f32 {
+    prior
+        .directories
+        .get(d as usize)
+        .filter(|pd| pd.parent != NO_PARENT)
+        .and_then(|pd| prior.directories.get(pd.parent as usize))
+        .map_or(0.0, |p| mask_probability(p.affinity))
+}
+
+/// Learns every directory's affinity from `sessions` (replacing what was
+/// there: a `hints` run learns from all the sessions it is given).
+pub fn learn(prior: &mut FsPrior, stored: &StoredBlocks, sessions: &[&Session]) {
+    let dirs = Directories::new(Some(prior));
+    let n_dirs = prior.directories.len();
+    let mut sum = vec![0f64; n_dirs];
+    let mut n = vec![0u64; n_dirs];
+    for s in sessions {
+        let read: HashSet<u64> = s.events.iter().map(|e| e.1).collect();
+        let touched: HashSet<u32> = read.iter().filter_map(|&b| dirs.owner(b)).collect();
+        for d in touched {
+            let pd = &prior.directories[d as usize];
+            if pd.parent == NO_PARENT || block_count(pd) > MAX_DIRECTORY_BLOCKS {
+                continue;
+            }
+            let (mut total, mut got) = (0u64, 0u64);
+            for b in pd.blocks.iter().flat_map(|r| r.blocks()) {
+                if stored.is_stored(b) {
+                    total += 1;
+                    got += read.contains(&b) as u64;
+                }
+            }
+            if total > 0 {
+                sum[pd.parent as usize] += got as f64 / total as f64;
+                n[pd.parent as usize] += 1;
+            }
+        }
+    }
+    for (k, pd) in prior.directories.iter_mut().enumerate() {
+        pd.affinity = if n[k] == 0 {
+            0
+        } else {
+            mask_byte(sum[k] / (n[k] + 1) as f64)
+        };
+    }
+}
+
+/// Forgets every learned affinity (the flat model learns none).
+pub fn forget(prior: &mut FsPrior) {
+    for pd in &mut prior.directories {
+        pd.affinity = 0;
+    }
+}
+
+/// One session's walks: which directories the rule has fired for.
+#[derive(Debug, Default)]
+pub struct Walks {
+    fired: HashSet<u32>,
+}
+
+impl Walks {
+    /// A miss of block `b`: the directory whose blocks to fetch, if the
+    /// rule fires (see the module doc).
+    pub fn on_miss(
+        &mut self,
+        prior: &FsPrior,
+        dirs: &Directories,
+        b: u64,
+        threshold: f32,
+    ) -> Option<u32> {
+        let d = dirs.owner(b)?;
+        if self.fired.contains(&d) {
+            return None;
+        }
+        let pd = prior.directories.get(d as usize)?;
+        if block_count(pd) > MAX_DIRECTORY_BLOCKS || parent_affinity(prior, d) < threshold {
+            return None;
+        }
+        self.fired.insert(d);
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::format::BlockRun;
+
+    /// A root, a parent P (1) with 4 children of 4 blocks each (2..=5:
+    /// blocks 0-3, 4-7, 8-11, 12-15) and a child of the root (6: 16-19).
+    pub(crate) fn prior() -> FsPrior {
+        let dir = |parent, first| PriorDir {
+            parent,
+            blocks: vec![BlockRun { first, count: 4 }],
+            owned: vec![BlockRun { first, count: 4 }],
+            affinity: 0,
+        };
+        FsPrior {
+            filesystem: "ext4".into(),
+            metadata: vec![],
+            files: vec![],
+            directories: vec![
+                PriorDir {
+                    parent: NO_PARENT,
+                    ..Default::default()
+                },
+                PriorDir {
+                    parent: 0,
+                    ..Default::default()
+                },
+                dir(1, 0),
+                dir(1, 4),
+                dir(1, 8),
+                dir(1, 12),
+                dir(0, 16),
+            ],
+        }
+    }
+
+    fn stored() -> StoredBlocks {
+        StoredBlocks {
+            group_size: 4,
+            by_group: (0..8).map(|g| (g, (g * 4..g * 4 + 4).collect())).collect(),
+        }
+    }
+
+    fn session(blocks: &[u64]) -> Session {
+        Session {
+            events: blocks
+                .iter()
+                .enumerate()
+                .map(|(t, &b)| (t as u64, b))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn walks_that_read_whole_directories_teach_their_parent_a_high_affinity() {
+        let mut p = prior();
+        // Two walks, each reading two of P's children whole; one read of
+        // the root's child 6, one block of four.
+        let a = session(&[0, 1, 2, 3, 8, 9, 10, 11, 16]);
+        let b = session(&[4, 5, 6, 7, 8, 9, 10, 11]);
+        learn(&mut p, &stored(), &[&a, &b]);
+        // P: 4 observations of 1.0, over 5.
+        assert_eq!(p.directories[1].affinity, mask_byte(4.0 / 5.0));
+        // The root: one observation of 0.25, over 2.
+        assert_eq!(p.directories[0].affinity, mask_byte(0.125));
+        assert_eq!(parent_affinity(&p, 5), mask_probability(mask_byte(0.8)));
+
+        // A miss in child 5, never read in training, brings it; once.
+        let dirs = Directories::new(Some(&p));
+        let mut w = Walks::default();
+        assert_eq!(w.on_miss(&p, &dirs, 13, 0.5), Some(5));
+        assert_eq!(w.on_miss(&p, &dirs, 14, 0.5), None, "fired once");
+        assert_eq!(blocks(&p, 5).collect::<Vec<_>>(), vec![12, 13, 14, 15]);
+        // Child 6 of the root does not pass, nor P at a higher threshold.
+        assert_eq!(w.on_miss(&p, &dirs, 17, 0.5), None);
+        assert_eq!(Walks::default().on_miss(&p, &dirs, 1, 0.9), None);
+        // A block no directory owns.
+        assert_eq!(w.on_miss(&p, &dirs, 40, 0.5), None);
+    }
+
+    #[test]
+    fn readers_of_one_block_per_directory_teach_a_low_affinity() {
+        let mut p = prior();
+        let a = session(&[0, 4, 8]);
+        let b = session(&[1, 13]);
+        learn(&mut p, &stored(), &[&a, &b]);
+        // 5 observations of 0.25, over 6.
+        assert_eq!(p.directories[1].affinity, mask_byte(1.25 / 6.0));
+        let dirs = Directories::new(Some(&p));
+        assert_eq!(Walks::default().on_miss(&p, &dirs, 5, 0.5), None);
+        // A directory larger than the cap never fires, and teaches nothing.
+        let mut big = prior();
+        big.directories[2].blocks = vec![BlockRun {
+            first: 0,
+            count: MAX_DIRECTORY_BLOCKS as u32 + 1,
+        }];
+        learn(&mut big, &stored(), &[&session(&[0, 1, 2, 3])]);
+        assert_eq!(big.directories[1].affinity, 0);
+        big.directories[1].affinity = 255;
+        let dirs = Directories::new(Some(&big));
+        assert_eq!(Walks::default().on_miss(&big, &dirs, 0, 0.5), None);
+        assert_eq!(Walks::default().on_miss(&big, &dirs, 4, 0.5), Some(3));
+    }
+}
