@@ -300,8 +300,8 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
 }
 
 /// A version 1 index (written as an old `create` did) still mounts and
-/// serves the same bytes; the next `hints` writes it back as version 3,
-/// with block masks.
+/// serves the same bytes; the next `hints` writes it back as the current
+/// version (4), with block masks.
 #[test]
 fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,7 +332,11 @@ fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
         &["hints", "v", "--trace", "s1.trace", "--trace", "s2.trace"],
     ));
     let up = std::fs::read(&key).unwrap();
-    assert_eq!(u16::from_le_bytes([up[4], up[5]]), 3);
+    assert_eq!(
+        u16::from_le_bytes([up[4], up[5]]),
+        snapahead::format::index::INDEX_VERSION
+    );
+    assert_eq!(snapahead::format::index::INDEX_VERSION, 4);
     let j: serde_json::Value =
         serde_json::from_slice(&cli(d, &store, &["inspect", "v", "--json"]).stdout).unwrap();
     // Groups 0, 5 and 9 were read: each has a mask.
