@@ -12,7 +12,8 @@
 //! children never read:
 //!
 //! - **affinity(P)** = over every session and every child directory D of P
-//!   the session read a block of: the share of D's stored blocks it read,
+//!   the session entered (read a block of D's that no other directory's
+//!   files share, else any owned one): the share of D's stored blocks it read,
 //!   summed, over (n + 1) observations (the k/(n+1) of block masks: one
 //!   observation alone is an even chance, not a certainty). Only children
 //!   of at most [`MAX_DIRECTORY_BLOCKS`] count: the rule applies to no
@@ -58,12 +59,34 @@ pub struct Directories {
 }
 
 impl Directories {
+    /// The blocks that say a directory was entered: its owned blocks that
+    /// no other directory's files share (a walk that reads one directory
+    /// whole reads its neighbours' first or last files too), or all its
+    /// owned blocks when every one is shared.
     pub fn new(prior: Option<&FsPrior>) -> Self {
-        let mut owned: Vec<(u64, u32, u32)> = prior
-            .iter()
-            .flat_map(|p| p.directories.iter().enumerate())
-            .flat_map(|(d, pd)| pd.owned.iter().map(move |r| (r.first, r.count, d as u32)))
-            .collect();
+        let Some(p) = prior else {
+            return Directories::default();
+        };
+        let mut seen = HashSet::new();
+        let mut shared = HashSet::new();
+        for pd in &p.directories {
+            for b in pd.blocks.iter().flat_map(|r| r.blocks()) {
+                if !seen.insert(b) {
+                    shared.insert(b);
+                }
+            }
+        }
+        let mut owned: Vec<(u64, u32, u32)> = Vec::new();
+        for (d, pd) in p.directories.iter().enumerate() {
+            let all = || pd.owned.iter().flat_map(|r| r.blocks());
+            let interior = all().any(|b| !shared.contains(&b));
+            for b in all().filter(|b| !interior || !shared.contains(b)) {
+                match owned.last_mut() {
+                    Some(r) if r.2 == d as u32 && r.0 + r.1 as u64 == b => r.1 += 1,
+                    _ => owned.push((b, 1, d as u32)),
+                }
+            }
+        }
         owned.sort_unstable();
         Directories { owned }
     }
@@ -72,7 +95,7 @@ impl Directories {
         self.owned.is_empty()
     }
 
-    /// The directory owning block `b`, if any.
+    /// The directory a read of block `b` says was entered, if any.
     pub fn owner(&self, b: u64) -> Option<u32> {
         let i = self.owned.partition_point(|r| r.0 <= b);
         let (first, count, d) = *self.owned.get(i.checked_sub(1)?)?;
