@@ -103,6 +103,21 @@ impl Directories {
     }
 }
 
+impl Directories {
+    /// Whether block `b` is left to the walk rule: it enters a directory
+    /// the rule would fetch at `threshold` (so hints and successors do
+    /// not guess at it: the rule brings it when the walk gets there).
+    pub fn governs(&self, prior: &FsPrior, b: u64, threshold: f32) -> bool {
+        self.owner(b).is_some_and(|d| {
+            prior
+                .directories
+                .get(d as usize)
+                .is_some_and(|pd| block_count(pd) <= MAX_DIRECTORY_BLOCKS)
+                && parent_affinity(prior, d) >= threshold
+        })
+    }
+}
+
 /// The blocks of directory `d` of `prior`, in entry order.
 pub fn blocks(prior: &FsPrior, d: u32) -> impl Iterator<Item = u64> + '_ {
     prior

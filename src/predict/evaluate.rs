@@ -197,7 +197,12 @@ pub fn evaluate_marks(
                 .unwrap_or(&[]);
             let first = c.group * stored.group_size;
             let pick = c.select(blocks, first, threshold, |x| {
-                read.contains(&x) || prefetched.contains_key(&x)
+                read.contains(&x)
+                    || prefetched.contains_key(&x)
+                    || index
+                        .prior
+                        .as_ref()
+                        .is_some_and(|p| dirs.governs(p, x, threshold))
             });
             let m = match c.source {
                 super::rule::Source::Hint => Mechanism::Hint,

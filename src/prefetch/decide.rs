@@ -163,6 +163,13 @@ impl FileState {
         }
         // Hints and successors on the first touch of a group in an episode.
         let window = Duration::from_millis(self.window_ms() as u64);
+        let dirs = &self.directories;
+        let governed = |b: u64| {
+            snap.index()
+                .prior
+                .as_ref()
+                .is_some_and(|p| dirs.governs(p, b, threshold))
+        };
         for blocks in self
             .hints
             .on_read(
@@ -172,6 +179,7 @@ impl FileState {
                 self.window,
                 window,
                 threshold,
+                governed,
             )
             .await
         {

@@ -6,7 +6,8 @@
 //! last distinct groups read match. Blocks already queued by any job count
 //! as covered, as `hints --evaluate` counts them: without that, a group
 //! touched while the warm-up is still fetching it looked uncovered and was
-//! fetched whole.
+//! fetched whole. Blocks the directory walk rule governs
+//! ([`crate::predict::directory::Directories::governs`]) are left to it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -58,6 +59,7 @@ impl HintState {
         w: usize,
         window: Duration,
         threshold: f32,
+        governed: impl Fn(u64) -> bool,
     ) -> Vec<Vec<u64>> {
         let mut out = Vec::new();
         let now = Instant::now();
@@ -103,7 +105,7 @@ impl HintState {
                         .is_ok_and(|i| cache.contains(&blocks[i].checksum))
                 };
                 let pick = c.select(&ids, c.group * gs, threshold, |b| {
-                    read.contains(&b) || self.planned.contains(&b) || cached(b)
+                    read.contains(&b) || self.planned.contains(&b) || governed(b) || cached(b)
                 });
                 if !pick.is_empty() {
                     self.plan(&pick);
