@@ -51,6 +51,9 @@ impl HintState {
     /// the index's window number `w` (of length `window`) at `threshold`:
     /// what [`crate::predict::rule`] selects on each group's first touch in
     /// an episode.
+    // Each argument is one input of the rule; a struct for one caller
+    // would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn on_read(
         &mut self,
         snap: &Snapshot,
