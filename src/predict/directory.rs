@@ -19,11 +19,15 @@
 //!   of at most [`MAX_DIRECTORY_BLOCKS`] count: the rule applies to no
 //!   others.
 //! - **The rule**: on a read that nothing prefetched (a miss) of a block
-//!   *owned* by directory D (most of its bytes are D's files), once per
-//!   session and directory: when affinity(parent of D) ≥ the threshold and
+//!   that says directory D was entered (as above), once per session and
+//!   directory: when affinity(parent of D) ≥ the threshold and
 //!   D holds at most [`MAX_DIRECTORY_BLOCKS`] blocks, fetch D's blocks not
 //!   yet read, cached or queued. Affinity is the expected precision of that
 //!   fetch, so the one threshold of hints serves it too.
+//!
+//! Blocks of directories the rule applies to are its alone: hints and
+//! successors leave them ([`Directories::governs`]), since their guesses of
+//! which directory a walk enters next were the waste of tree walks.
 //!
 //! Trade-offs. Firing on misses only leaves what the hints learned alone
 //! (a trained package directory is hinted block by block, and its hits
@@ -54,8 +58,12 @@ pub const MAX_DIRECTORY_BLOCKS: u64 = 64;
 /// A prior's directories, looked up by block.
 #[derive(Debug, Default)]
 pub struct Directories {
-    /// Owned runs of every directory, sorted: (first block, count, dir).
-    owned: Vec<(u64, u32, u32)>,
+    /// Entry runs of every directory, sorted: (first block, count, dir).
+    entries: Vec<(u64, u32, u32)>,
+    /// Per directory: its parent's learned affinity, or `None` when the
+    /// rule never applies to it (no parent, or more than
+    /// [`MAX_DIRECTORY_BLOCKS`]).
+    affinity: Vec<Option<f32>>,
 }
 
 impl Directories {
@@ -76,45 +84,52 @@ impl Directories {
                 }
             }
         }
-        let mut owned: Vec<(u64, u32, u32)> = Vec::new();
+        let mut entries: Vec<(u64, u32, u32)> = Vec::new();
         for (d, pd) in p.directories.iter().enumerate() {
             let all = || pd.owned.iter().flat_map(|r| r.blocks());
             let interior = all().any(|b| !shared.contains(&b));
             for b in all().filter(|b| !interior || !shared.contains(b)) {
-                match owned.last_mut() {
+                match entries.last_mut() {
                     Some(r) if r.2 == d as u32 && r.0 + r.1 as u64 == b => r.1 += 1,
-                    _ => owned.push((b, 1, d as u32)),
+                    _ => entries.push((b, 1, d as u32)),
                 }
             }
         }
-        owned.sort_unstable();
-        Directories { owned }
+        entries.sort_unstable();
+        let affinity = p
+            .directories
+            .iter()
+            .map(|pd| {
+                let parent = p.directories.get(pd.parent as usize)?;
+                (block_count(pd) <= MAX_DIRECTORY_BLOCKS).then(|| mask_probability(parent.affinity))
+            })
+            .collect();
+        Directories { entries, affinity }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.owned.is_empty()
+        self.entries.is_empty()
     }
 
     /// The directory a read of block `b` says was entered, if any.
     pub fn owner(&self, b: u64) -> Option<u32> {
-        let i = self.owned.partition_point(|r| r.0 <= b);
-        let (first, count, d) = *self.owned.get(i.checked_sub(1)?)?;
+        let i = self.entries.partition_point(|r| r.0 <= b);
+        let (first, count, d) = *self.entries.get(i.checked_sub(1)?)?;
         (b < first + count as u64).then_some(d)
     }
-}
 
-impl Directories {
+    /// The directory block `b` enters, if the rule fetches it at
+    /// `threshold`.
+    pub fn walked(&self, b: u64, threshold: f32) -> Option<u32> {
+        self.owner(b)
+            .filter(|&d| self.affinity.get(d as usize).copied().flatten() >= Some(threshold))
+    }
+
     /// Whether block `b` is left to the walk rule: it enters a directory
     /// the rule would fetch at `threshold` (so hints and successors do
     /// not guess at it: the rule brings it when the walk gets there).
-    pub fn governs(&self, prior: &FsPrior, b: u64, threshold: f32) -> bool {
-        self.owner(b).is_some_and(|d| {
-            prior
-                .directories
-                .get(d as usize)
-                .is_some_and(|pd| block_count(pd) <= MAX_DIRECTORY_BLOCKS)
-                && parent_affinity(prior, d) >= threshold
-        })
+    pub fn governs(&self, b: u64, threshold: f32) -> bool {
+        self.walked(b, threshold).is_some()
     }
 }
 
@@ -131,19 +146,9 @@ fn block_count(pd: &PriorDir) -> u64 {
     pd.blocks.iter().map(|r| r.count as u64).sum()
 }
 
-/// The learned affinity of the parent of directory `d` (0 without one).
-pub fn parent_affinity(prior: &FsPrior, d: u32) -> f32 {
-    prior
-        .directories
-        .get(d as usize)
-        .filter(|pd| pd.parent != NO_PARENT)
-        .and_then(|pd| prior.directories.get(pd.parent as usize))
-        .map_or(0.0, |p| mask_probability(p.affinity))
-}
-
 /// Learns every directory's affinity from `sessions` (replacing what was
 /// there: a `hints` run learns from all the sessions it is given).
-pub fn learn(prior: &mut FsPrior, stored: &StoredBlocks, sessions: &[&Session]) {
+pub fn learn(prior: &mut FsPrior, stored: &StoredBlocks, sessions: &[Session]) {
     let dirs = Directories::new(Some(prior));
     let n_dirs = prior.directories.len();
     let mut sum = vec![0f64; n_dirs];
@@ -192,21 +197,18 @@ pub struct Walks {
 }
 
 impl Walks {
-    /// A miss of block `b`: the directory whose blocks to fetch, if the
-    /// rule fires (see the module doc).
-    pub fn on_miss(
+    /// A read of block `b` that nothing prefetched or cached (`missed`,
+    /// asked only where the rule would fire): the directory whose blocks
+    /// to fetch, if the rule fires (see the module doc).
+    pub fn on_read(
         &mut self,
-        prior: &FsPrior,
         dirs: &Directories,
         b: u64,
         threshold: f32,
+        missed: impl FnOnce() -> bool,
     ) -> Option<u32> {
-        let d = dirs.owner(b)?;
-        if self.fired.contains(&d) {
-            return None;
-        }
-        let pd = prior.directories.get(d as usize)?;
-        if block_count(pd) > MAX_DIRECTORY_BLOCKS || parent_affinity(prior, d) < threshold {
+        let d = dirs.walked(b, threshold)?;
+        if self.fired.contains(&d) || !missed() {
             return None;
         }
         self.fired.insert(d);
@@ -274,24 +276,29 @@ pub(crate) mod tests {
         // the root's child 6, one block of four.
         let a = session(&[0, 1, 2, 3, 8, 9, 10, 11, 16]);
         let b = session(&[4, 5, 6, 7, 8, 9, 10, 11]);
-        learn(&mut p, &stored(), &[&a, &b]);
+        learn(&mut p, &stored(), &[a, b]);
         // P: 4 observations of 1.0, over 5.
         assert_eq!(p.directories[1].affinity, mask_byte(4.0 / 5.0));
         // The root: one observation of 0.25, over 2.
         assert_eq!(p.directories[0].affinity, mask_byte(0.125));
-        assert_eq!(parent_affinity(&p, 5), mask_probability(mask_byte(0.8)));
 
         // A miss in child 5, never read in training, brings it; once.
         let dirs = Directories::new(Some(&p));
         let mut w = Walks::default();
-        assert_eq!(w.on_miss(&p, &dirs, 13, 0.5), Some(5));
-        assert_eq!(w.on_miss(&p, &dirs, 14, 0.5), None, "fired once");
+        let miss = || true;
+        assert_eq!(w.on_read(&dirs, 13, 0.5, || false), None, "a hit");
+        assert_eq!(w.on_read(&dirs, 13, 0.5, miss), Some(5));
+        assert_eq!(w.on_read(&dirs, 14, 0.5, miss), None, "fired once");
         assert_eq!(blocks(&p, 5).collect::<Vec<_>>(), vec![12, 13, 14, 15]);
+        // Its blocks, and every sibling's, are the rule's, not the hints'.
+        assert!(dirs.governs(14, 0.5) && dirs.governs(1, 0.5));
         // Child 6 of the root does not pass, nor P at a higher threshold.
-        assert_eq!(w.on_miss(&p, &dirs, 17, 0.5), None);
-        assert_eq!(Walks::default().on_miss(&p, &dirs, 1, 0.9), None);
+        assert_eq!(w.on_read(&dirs, 17, 0.5, miss), None);
+        assert!(!dirs.governs(17, 0.5));
+        assert_eq!(Walks::default().on_read(&dirs, 1, 0.9, miss), None);
+        assert!(!dirs.governs(1, 0.9));
         // A block no directory owns.
-        assert_eq!(w.on_miss(&p, &dirs, 40, 0.5), None);
+        assert_eq!(w.on_read(&dirs, 40, 0.5, miss), None);
     }
 
     #[test]
@@ -299,22 +306,23 @@ pub(crate) mod tests {
         let mut p = prior();
         let a = session(&[0, 4, 8]);
         let b = session(&[1, 13]);
-        learn(&mut p, &stored(), &[&a, &b]);
+        learn(&mut p, &stored(), &[a, b]);
         // 5 observations of 0.25, over 6.
         assert_eq!(p.directories[1].affinity, mask_byte(1.25 / 6.0));
         let dirs = Directories::new(Some(&p));
-        assert_eq!(Walks::default().on_miss(&p, &dirs, 5, 0.5), None);
+        assert_eq!(Walks::default().on_read(&dirs, 5, 0.5, || true), None);
         // A directory larger than the cap never fires, and teaches nothing.
         let mut big = prior();
         big.directories[2].blocks = vec![BlockRun {
             first: 0,
             count: MAX_DIRECTORY_BLOCKS as u32 + 1,
         }];
-        learn(&mut big, &stored(), &[&session(&[0, 1, 2, 3])]);
+        learn(&mut big, &stored(), &[session(&[0, 1, 2, 3])]);
         assert_eq!(big.directories[1].affinity, 0);
         big.directories[1].affinity = 255;
         let dirs = Directories::new(Some(&big));
-        assert_eq!(Walks::default().on_miss(&big, &dirs, 0, 0.5), None);
-        assert_eq!(Walks::default().on_miss(&big, &dirs, 4, 0.5), Some(3));
+        assert_eq!(Walks::default().on_read(&dirs, 0, 0.5, || true), None);
+        assert!(!dirs.governs(0, 0.5));
+        assert_eq!(Walks::default().on_read(&dirs, 4, 0.5, || true), Some(3));
     }
 }

@@ -170,8 +170,8 @@ pub fn evaluate_marks(
                 }
             }
         }
-        if let (true, Some(p)) = (missed, index.prior.as_ref()) {
-            if let Some(d) = walks.on_miss(p, &dirs, b, threshold) {
+        if let Some(p) = index.prior.as_ref() {
+            if let Some(d) = walks.on_read(&dirs, b, threshold, || missed) {
                 for x in super::directory::blocks(p, d) {
                     prefetch(x, t, Mechanism::Directory, &mut prefetched, &read);
                 }
@@ -197,12 +197,7 @@ pub fn evaluate_marks(
                 .unwrap_or(&[]);
             let first = c.group * stored.group_size;
             let pick = c.select(blocks, first, threshold, |x| {
-                read.contains(&x)
-                    || prefetched.contains_key(&x)
-                    || index
-                        .prior
-                        .as_ref()
-                        .is_some_and(|p| dirs.governs(p, x, threshold))
+                read.contains(&x) || prefetched.contains_key(&x) || dirs.governs(x, threshold)
             });
             let m = match c.source {
                 super::rule::Source::Hint => Mechanism::Hint,
@@ -304,5 +299,34 @@ mod tests {
         assert_eq!(e.successor.prefetched_bytes, 4 * 65536, "{e:?}");
         assert!((e.overall.recall - 7.0 / 8.0).abs() < 1e-9, "{e:?}");
         assert!(e.overall.precision >= 0.99, "{e:?}");
+    }
+
+    #[test]
+    fn a_walked_directory_is_fetched_by_the_rule_and_left_alone_by_hints() {
+        let (mut ix, stored) = index(8);
+        // Groups 0-3 are four sibling directories of 4 blocks each.
+        ix.prior = Some(crate::predict::directory::tests::prior());
+        // Two walks of the first two directories: hints learn group 0 and
+        // its successor group 1; the directory rule learns affinity 0.8.
+        let s = || Session {
+            events: (0..8).map(|b| (b * 1000, b)).collect(),
+        };
+        let learned = learn(&ix, &stored, &[s(), s()], &[2000]);
+        let e = evaluate(&learned, &stored, &s(), 0, 0.5, false);
+        // Each directory's first read is a miss that brings its other 3
+        // blocks; hints and successors take none of them.
+        assert_eq!(e.directory.prefetched_bytes, 6 * 65536, "{e:?}");
+        assert_eq!(
+            e.hint.prefetched_bytes + e.successor.prefetched_bytes,
+            0,
+            "{e:?}"
+        );
+        assert!((e.overall.recall - 6.0 / 8.0).abs() < 1e-9, "{e:?}");
+        // Without the prior, the same index predicts by hints: successor 1.
+        let mut plain = learned.clone();
+        plain.prior = None;
+        let e = evaluate(&plain, &stored, &s(), 0, 0.5, false);
+        assert_eq!(e.directory.prefetched_bytes, 0);
+        assert_eq!(e.successor.prefetched_bytes, 4 * 65536, "{e:?}");
     }
 }

@@ -442,8 +442,7 @@ pub fn learn_with(
     // nothing, and `patterned` would drop both).
     if let Some(p) = out.prior.as_mut() {
         if opts.masks {
-            let all: Vec<&Session> = sessions.iter().collect();
-            super::directory::learn(p, stored, &all);
+            super::directory::learn(p, stored, sessions);
         } else {
             super::directory::forget(p);
         }

@@ -66,7 +66,7 @@ fn unlearned(ix: &crate::format::ManifestIndex, w: usize, range: std::ops::Range
 
 /// Whether block `b` of `snap` is in the cache (as far as the loaded
 /// manifest pages say: a block of a page not loaded yet counts as not).
-fn cached(snap: &Snapshot, cache: &BlockCache, b: u64) -> bool {
+pub(super) fn cached(snap: &Snapshot, cache: &BlockCache, b: u64) -> bool {
     matches!(snap.locate_loaded(b), Some(Some(r)) if cache.contains(&r.checksum))
 }
 
@@ -131,17 +131,34 @@ impl FileState {
             return jobs;
         }
         let read_blocks = offset / bs..end.div_ceil(bs);
-        // What nothing prefetched or cached: the reads the directory rule
-        // looks at (before this read's own decisions plan anything).
-        let missed: Vec<u64> = if self.directories.is_empty() {
-            Vec::new()
-        } else {
-            read_blocks
-                .clone()
-                .take(MATCH_SCAN_BLOCKS)
-                .filter(|&b| !self.hints.is_planned(b) && !cached(&snap, cache, b))
-                .collect()
-        };
+        // A read nothing prefetched or cached in a directory whose siblings
+        // sessions read whole brings the directory (before this read's own
+        // decisions plan anything; asked only where the rule would fire).
+        if let Some(prior) = snap
+            .index()
+            .prior
+            .as_ref()
+            .filter(|_| !self.directories.is_empty())
+        {
+            for b in read_blocks.clone().take(MATCH_SCAN_BLOCKS) {
+                let hints = &self.hints;
+                let missed = || !hints.is_planned(b) && !cached(&snap, cache, b);
+                let Some(d) = self.walks.on_read(&self.directories, b, threshold, missed) else {
+                    continue;
+                };
+                let blocks: Vec<u64> = crate::predict::directory::blocks(prior, d)
+                    .filter(|&x| {
+                        !read_blocks.contains(&x)
+                            && !self.hints.is_planned(x)
+                            && !cached(&snap, cache, x)
+                    })
+                    .collect();
+                if !blocks.is_empty() {
+                    self.hints.plan(&blocks);
+                    jobs.push((Priority::Hint, blocks));
+                }
+            }
+        }
         cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);
         Metrics::add(
             &metrics.prefetch_unit_used,
@@ -164,12 +181,7 @@ impl FileState {
         // Hints and successors on the first touch of a group in an episode.
         let window = Duration::from_millis(self.window_ms() as u64);
         let dirs = &self.directories;
-        let governed = |b: u64| {
-            snap.index()
-                .prior
-                .as_ref()
-                .is_some_and(|p| dirs.governs(p, b, threshold))
-        };
+        let governed = |b: u64| dirs.governs(b, threshold);
         for blocks in self
             .hints
             .on_read(
@@ -185,26 +197,8 @@ impl FileState {
         {
             jobs.push((Priority::Hint, blocks));
         }
-        // A miss in a directory whose siblings are read whole.
-        if let Some(prior) = snap.index().prior.as_ref() {
-            for &b in &missed {
-                let Some(d) = self.walks.on_miss(prior, &self.directories, b, threshold) else {
-                    continue;
-                };
-                let blocks: Vec<u64> = crate::predict::directory::blocks(prior, d)
-                    .filter(|&x| {
-                        !read_blocks.contains(&x)
-                            && !self.hints.is_planned(x)
-                            && !cached(&snap, cache, x)
-                    })
-                    .collect();
-                if !blocks.is_empty() {
-                    self.hints.plan(&blocks);
-                    jobs.push((Priority::Hint, blocks));
-                }
-            }
-        }
-        // A miss where nothing above applies: the link-sized unit.
+        // A miss where nothing above applies: the link-sized unit (a
+        // directory fetched above counts as something).
         if jobs.is_empty() {
             let hints = &self.hints;
             let blocks = self

@@ -195,13 +195,8 @@ impl FetchUnit {
                 if out.len() as u64 >= self.credit {
                     break;
                 }
-                if planned(n) {
+                if planned(n) || super::decide::cached(snap, cache, n) {
                     continue;
-                }
-                if let Some(Some(r)) = snap.locate_loaded(n) {
-                    if cache.contains(&r.checksum) {
-                        continue;
-                    }
                 }
                 out.push(n);
             }
