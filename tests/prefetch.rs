@@ -886,6 +886,139 @@ async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
     assert!(!fetcher.cache().contains(&key));
 }
 
+/// A 64 MiB ext4 image of `walk/d0..d7`, eight files of 40 kB each.
+fn walk_image(dir: &std::path::Path) -> Vec<u8> {
+    let tree = dir.join("tree");
+    for d in 0..8 {
+        let p = tree.join(format!("walk/d{d}"));
+        std::fs::create_dir_all(&p).unwrap();
+        for f in 0..8 {
+            let seed = (d * 8 + f) as u64;
+            std::fs::write(p.join(format!("f{f}")), common::random_bytes(seed, 40_000)).unwrap();
+        }
+    }
+    let img = dir.join("vol.img");
+    common::run(
+        std::process::Command::new("truncate")
+            .args(["-s", "64M"])
+            .arg(&img),
+    );
+    common::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&img),
+    );
+    std::fs::read(&img).unwrap()
+}
+
+/// The directories under `walk/` of a prior: its eight children.
+fn walk_children(prior: &snapahead::format::FsPrior) -> Vec<usize> {
+    let mut by_parent = std::collections::HashMap::<u32, Vec<usize>>::new();
+    for (k, d) in prior.directories.iter().enumerate() {
+        by_parent.entry(d.parent).or_default().push(k);
+    }
+    by_parent
+        .values()
+        .find(|v| v.len() == 8)
+        .expect("walk/")
+        .clone()
+}
+
+fn runs_blocks(runs: &[snapahead::format::BlockRun]) -> Vec<u64> {
+    runs.iter().flat_map(|r| r.blocks()).collect()
+}
+
+/// No session recorded yet: a miss entering a directory brings the rest
+/// of it on a slow link (the fetch unit's guess, under its credit) and
+/// nothing of another directory; on a local store, exactly its block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrained_miss_in_a_directory_brings_its_rest_on_a_slow_link_only() {
+    let _serial = SERIAL.lock().await;
+    if !common::which("mkfs.ext4") {
+        common::skip("untrained directory rest", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = walk_image(dir.path());
+    let bs = 64 * 1024u64;
+    for slow in [true, false] {
+        let store_dir = tempfile::tempdir().unwrap();
+        let s = if slow {
+            setup(&vol, bs as u32, 16).await
+        } else {
+            let url = format!("file://{}", store_dir.path().join("store").display());
+            let store = Store::open(&url, &Default::default(), store_dir.path()).unwrap();
+            setup_on(store, &vol, bs as u32, 16).await
+        };
+        let prior = s.snap.index().prior.clone().expect("ext4 prior");
+        let kids = walk_children(&prior);
+        let blocks = |k: usize| runs_blocks(&prior.directories[k].blocks);
+        let owned = |k: usize| runs_blocks(&prior.directories[k].owned);
+        let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
+        quiesce(&p).await;
+        // A first miss elsewhere, so the link is measured.
+        miss(&s, &p, owned(kids[0])[0] * bs + 100, 4096).await;
+        quiesce(&p).await;
+        if slow {
+            let link = s.fetcher.link_estimate();
+            assert!(!link.local && link.rtt >= LATENCY, "{link:?}");
+        }
+        let m = s.fetcher.metrics();
+        let (fetched0, unit0) = (
+            m.blocks_fetched.load(Relaxed),
+            m.prefetch_unit_blocks.load(Relaxed),
+        );
+        let (unseen, other) = (kids[6], kids[7]);
+        let first = owned(unseen)[0];
+        let cached_of = |ks: [usize; 2]| {
+            let s = &s;
+            async move {
+                let mut cached = std::collections::HashSet::new();
+                for k in ks {
+                    for b in blocks(k) {
+                        if let Some(r) = s.snap.locate(b).await.unwrap() {
+                            if s.fetcher.cache().contains(&r.checksum) {
+                                cached.insert(b);
+                            }
+                        }
+                    }
+                }
+                cached
+            }
+        };
+        // Some may be cached already (metadata, blocks shared with kids[0]).
+        let before = cached_of([unseen, other]).await;
+        miss(&s, &p, first * bs + 100, 4096).await;
+        quiesce(&p).await;
+        let cached = cached_of([unseen, other]).await;
+        let rest: Vec<u64> = blocks(unseen).into_iter().filter(|&b| b != first).collect();
+        let others: Vec<u64> = owned(other)
+            .into_iter()
+            .filter(|b| !blocks(unseen).contains(b))
+            .collect();
+        assert!(!rest.is_empty() && !others.is_empty(), "{prior:?}");
+        assert!(
+            others.iter().all(|b| !cached.contains(b)),
+            "slow {slow}: {cached:?}"
+        );
+        let fetched = m.blocks_fetched.load(Relaxed) - fetched0;
+        let unit = m.prefetch_unit_blocks.load(Relaxed) - unit0;
+        if slow {
+            assert!(
+                rest.iter().all(|b| cached.contains(b)),
+                "{rest:?} vs {cached:?}"
+            );
+            let brought = rest.iter().filter(|b| !before.contains(b)).count();
+            assert!(brought > 0, "{rest:?} were cached before");
+            assert_eq!(unit, brought as u64, "the directory's rest, no more");
+        } else {
+            assert_eq!((fetched, unit), (1, 0), "a local store fetches the block");
+        }
+        drop(p);
+    }
+}
+
 /// A directory walk learned from sessions that read whole directories:
 /// on a real ext4 image, a miss in a directory no session read brings
 /// that directory's files, and only those; sessions that read one block
@@ -898,28 +1031,7 @@ async fn a_miss_in_an_unseen_directory_brings_it_where_sessions_walk_whole_direc
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    for d in 0..8 {
-        let p = tree.join(format!("walk/d{d}"));
-        std::fs::create_dir_all(&p).unwrap();
-        for f in 0..8 {
-            let seed = (d * 8 + f) as u64;
-            std::fs::write(p.join(format!("f{f}")), common::random_bytes(seed, 40_000)).unwrap();
-        }
-    }
-    let img = dir.path().join("vol.img");
-    common::run(
-        std::process::Command::new("truncate")
-            .args(["-s", "64M"])
-            .arg(&img),
-    );
-    common::run(
-        std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&tree)
-            .arg(&img),
-    );
-    let vol = std::fs::read(&img).unwrap();
+    let vol = walk_image(dir.path());
     let bs = 64 * 1024u64;
     for walks in [true, false] {
         let store_dir = tempfile::tempdir().unwrap();
@@ -973,18 +1085,25 @@ async fn a_miss_in_an_unseen_directory_brings_it_where_sessions_walk_whole_direc
         let s = Setup { snap, fetcher, ..s };
         let (unseen, other) = (kids[6], kids[7]);
         let first = owned(unseen)[0];
-        miss(&s, &p, first * bs + 100, 4096).await;
-        quiesce(&p).await;
-        let mut cached = std::collections::HashSet::new();
-        for &k in &[unseen, other] {
-            for b in blocks(k) {
-                if let Some(r) = s.snap.locate(b).await.unwrap() {
-                    if s.fetcher.cache().contains(&r.checksum) {
-                        cached.insert(b);
+        let cached_of = |ks: [usize; 2]| {
+            let s = &s;
+            async move {
+                let mut cached = std::collections::HashSet::new();
+                for k in ks {
+                    for b in blocks(k) {
+                        if let Some(r) = s.snap.locate(b).await.unwrap() {
+                            if s.fetcher.cache().contains(&r.checksum) {
+                                cached.insert(b);
+                            }
+                        }
                     }
                 }
+                cached
             }
-        }
+        };
+        miss(&s, &p, first * bs + 100, 4096).await;
+        quiesce(&p).await;
+        let cached = cached_of([unseen, other]).await;
         let rest: Vec<u64> = blocks(unseen).into_iter().filter(|&b| b != first).collect();
         let others: Vec<u64> = owned(other)
             .into_iter()

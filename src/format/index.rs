@@ -289,14 +289,21 @@ pub struct PriorDir {
     /// (a block may hold the last file of one and the first of the next):
     /// a read there is a read of this directory.
     pub owned: Vec<BlockRun>,
-    /// Learned by `hints` ([`mask_byte`] encoding, 0: nothing learned): the
-    /// expected share of a child directory's blocks a session reads once
-    /// it has read one of them.
+    /// Learned by `hints` ([`mask_byte`] encoding; [`UNOBSERVED`]: no
+    /// session entered a child, so nothing is learned): the expected share
+    /// of a child directory's blocks a session reads once it has read one
+    /// of them.
     pub affinity: u8,
 }
 
 /// [`PriorDir::parent`] of a directory without one.
 pub const NO_PARENT: u32 = u32::MAX;
+
+/// [`PriorDir::affinity`] when no session entered a child directory: a
+/// learned affinity is stored as at least 1, so "learned to be nearly
+/// nothing" and "never seen" stay apart (the first is left alone, the
+/// second is the fetch unit's to guess at).
+pub const UNOBSERVED: u8 = 0;
 
 /// A warm-up entry: the blocks of one group that sessions read early.
 /// Block-granular, because a start-up reads scattered small files: warming

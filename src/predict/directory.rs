@@ -25,6 +25,14 @@
 //!   yet read, cached or queued. Affinity is the expected precision of that
 //!   fetch, so the one threshold of hints serves it too.
 //!
+//! A parent no session entered a child of has learned nothing
+//! ([`crate::format::index::UNOBSERVED`], kept apart from a learned
+//! affinity near 0): there the rule does not fire, and the mount's fetch
+//! unit may bring the rest of a directory a miss enters, as its guess
+//! under its own credit ([`Directories::unobserved`], `prefetch/unit.rs`).
+//! That is the first session's walk: a `tar` or `grep -r` of a snapshot
+//! nobody traced.
+//!
 //! Blocks of directories the rule applies to are its alone: hints and
 //! successors leave them ([`Directories::governs`]), since their guesses of
 //! which directory a walk enters next were the waste of tree walks.
@@ -46,7 +54,7 @@
 use std::collections::HashSet;
 
 use super::{Session, StoredBlocks};
-use crate::format::index::{PriorDir, NO_PARENT};
+use crate::format::index::{PriorDir, NO_PARENT, UNOBSERVED};
 use crate::format::{mask_byte, mask_probability, FsPrior};
 
 /// A directory whose files span more blocks than this is not fetched on
@@ -55,15 +63,26 @@ use crate::format::{mask_byte, mask_probability, FsPrior};
 /// big files as streams, which read-ahead follows).
 pub const MAX_DIRECTORY_BLOCKS: u64 = 64;
 
+/// What a directory's parent says about walks into it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Parent {
+    /// The rule never applies: no parent, or more than
+    /// [`MAX_DIRECTORY_BLOCKS`].
+    Never,
+    /// No session entered a child of the parent: nothing is learned, and
+    /// the fetch unit may guess (`prefetch/unit.rs`).
+    Unobserved,
+    /// The parent's learned affinity.
+    Learned(f32),
+}
+
 /// A prior's directories, looked up by block.
 #[derive(Debug, Default)]
 pub struct Directories {
     /// Entry runs of every directory, sorted: (first block, count, dir).
     entries: Vec<(u64, u32, u32)>,
-    /// Per directory: its parent's learned affinity, or `None` when the
-    /// rule never applies to it (no parent, or more than
-    /// [`MAX_DIRECTORY_BLOCKS`]).
-    affinity: Vec<Option<f32>>,
+    /// Per directory: what its parent learned.
+    parent: Vec<Parent>,
 }
 
 impl Directories {
@@ -96,15 +115,17 @@ impl Directories {
             }
         }
         entries.sort_unstable();
-        let affinity = p
+        let parent = p
             .directories
             .iter()
-            .map(|pd| {
-                let parent = p.directories.get(pd.parent as usize)?;
-                (block_count(pd) <= MAX_DIRECTORY_BLOCKS).then(|| mask_probability(parent.affinity))
+            .map(|pd| match p.directories.get(pd.parent as usize) {
+                Some(_) if block_count(pd) > MAX_DIRECTORY_BLOCKS => Parent::Never,
+                None => Parent::Never,
+                Some(pp) if pp.affinity == UNOBSERVED => Parent::Unobserved,
+                Some(pp) => Parent::Learned(mask_probability(pp.affinity)),
             })
             .collect();
-        Directories { entries, affinity }
+        Directories { entries, parent }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,8 +142,17 @@ impl Directories {
     /// The directory block `b` enters, if the rule fetches it at
     /// `threshold`.
     pub fn walked(&self, b: u64, threshold: f32) -> Option<u32> {
+        self.owner(b).filter(
+            |&d| matches!(self.parent.get(d as usize), Some(Parent::Learned(a)) if *a >= threshold),
+        )
+    }
+
+    /// The directory block `b` enters when no session has entered any of
+    /// its siblings (nothing is learned about walks there: the fetch unit's
+    /// guess), if the rule could apply to it.
+    pub fn unobserved(&self, b: u64) -> Option<u32> {
         self.owner(b)
-            .filter(|&d| self.affinity.get(d as usize).copied().flatten() >= Some(threshold))
+            .filter(|&d| self.parent.get(d as usize) == Some(&Parent::Unobserved))
     }
 
     /// Whether block `b` is left to the walk rule: it enters a directory
@@ -176,9 +206,9 @@ pub fn learn(prior: &mut FsPrior, stored: &StoredBlocks, sessions: &[Session]) {
     }
     for (k, pd) in prior.directories.iter_mut().enumerate() {
         pd.affinity = if n[k] == 0 {
-            0
+            UNOBSERVED
         } else {
-            mask_byte(sum[k] / (n[k] + 1) as f64)
+            mask_byte(sum[k] / (n[k] + 1) as f64).max(UNOBSERVED + 1)
         };
     }
 }
@@ -186,7 +216,7 @@ pub fn learn(prior: &mut FsPrior, stored: &StoredBlocks, sessions: &[Session]) {
 /// Forgets every learned affinity (the flat model learns none).
 pub fn forget(prior: &mut FsPrior) {
     for pd in &mut prior.directories {
-        pd.affinity = 0;
+        pd.affinity = UNOBSERVED;
     }
 }
 
@@ -311,6 +341,15 @@ pub(crate) mod tests {
         assert_eq!(p.directories[1].affinity, mask_byte(1.25 / 6.0));
         let dirs = Directories::new(Some(&p));
         assert_eq!(Walks::default().on_read(&dirs, 5, 0.5, || true), None);
+        // Learned to be low is not unobserved: the unit leaves P's children
+        // alone; the root's child 6, which no session entered, is its.
+        assert_ne!(p.directories[1].affinity, UNOBSERVED);
+        assert_eq!(dirs.unobserved(5), None);
+        assert_eq!(dirs.unobserved(17), Some(6));
+        // Untrained, every directory with a parent is the unit's, none the rule's.
+        let fresh = Directories::new(Some(&prior()));
+        assert_eq!(fresh.unobserved(5), Some(3));
+        assert_eq!(fresh.walked(5, 0.0), None);
         // A directory larger than the cap never fires, and teaches nothing.
         let mut big = prior();
         big.directories[2].blocks = vec![BlockRun {

@@ -8,8 +8,8 @@
 //! [`super::hints`] for the groups it touches, for a miss in a directory
 //! whose siblings sessions read whole, the rest of that directory
 //! ([`crate::predict::directory`]), and, for a miss where the index knows
-//! nothing, [`super::unit`] for the neighbours the link carries nearly
-//! free.
+//! nothing, [`super::unit`] for the rest of a directory no session walked,
+//! else for the neighbours the link carries nearly free.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use super::accounting::Accounting;
 use super::hints::HintState;
 use super::readahead::Readahead;
 use super::scheduler::Priority;
-use super::unit::FetchUnit;
+use super::unit::{FetchUnit, Miss};
 use super::PrefetchConfig;
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
@@ -159,6 +159,27 @@ impl FileState {
                 }
             }
         }
+        // A miss entering a directory nothing is learned about: the unit's
+        // guess, the rest of it (before read-ahead plans: a walk of small
+        // files in ascending order looks sequential).
+        if jobs.is_empty() && !self.directories.is_empty() {
+            let hints = &self.hints;
+            let miss = Miss {
+                snap: &snap,
+                cache,
+                link: &cx.link,
+                class: self.class,
+                block: read_blocks.start,
+            };
+            let blocks = self
+                .unit
+                .directory_rest(&miss, &self.directories, |n| hints.is_planned(n))
+                .await;
+            if !blocks.is_empty() {
+                self.hints.plan(&blocks);
+                jobs.push((Priority::Unit, blocks));
+            }
+        }
         cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);
         Metrics::add(
             &metrics.prefetch_unit_used,
@@ -201,12 +222,14 @@ impl FileState {
         // directory fetched above counts as something).
         if jobs.is_empty() {
             let hints = &self.hints;
-            let blocks = self
-                .unit
-                .neighbours(&snap, cache, &cx.link, self.class, offset / bs, |n| {
-                    hints.is_planned(n)
-                })
-                .await;
+            let miss = Miss {
+                snap: &snap,
+                cache,
+                link: &cx.link,
+                class: self.class,
+                block: offset / bs,
+            };
+            let blocks = self.unit.neighbours(&miss, |n| hints.is_planned(n)).await;
             if !blocks.is_empty() {
                 self.hints.plan(&blocks);
                 jobs.push((Priority::Unit, blocks));

@@ -32,6 +32,17 @@
 //! order, at most [`FILE_REST_BLOCKS`]): a file being read is most often
 //! read whole, wherever its blocks lie. The same credit bounds it.
 //!
+//! Before both, where the missed block enters a directory about whose
+//! walks the index learned nothing (no session entered a sibling:
+//! [`crate::predict::directory::Directories::unobserved`]), the unit is the
+//! rest of that directory's files, in entry order, once per directory and
+//! mount, at most [`crate::predict::directory::MAX_DIRECTORY_BLOCKS`]: a
+//! walk (`tar`, `grep -r`, `cp -r`) reads a directory it enters whole, and
+//! its files are small, so the object's neighbours (other directories'
+//! files, where a writer interleaved them) or one file's rest bring little
+//! of what it reads next. The same credit bounds it, so a reader of one
+//! file per directory stops paying after [`INITIAL_CREDIT`] blocks.
+//!
 //! Random readers must not pay for it. The classifier's verdict "random"
 //! (after [`super::decide::CLASSIFY_EVERY`] reads) turns the unit off; before
 //! a verdict, a **credit** bounds it: the unit may fetch at most
@@ -44,6 +55,7 @@ use std::collections::HashSet;
 
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
+use crate::predict::directory::{self, Directories};
 use crate::snapshot::{BlockRef, Snapshot};
 use crate::trace::classify::Class;
 
@@ -78,6 +90,18 @@ pub(super) const FILE_REST_BLOCKS: usize = 32;
 /// earn nothing).
 const MAX_TRACKED: usize = 1 << 16;
 
+/// A demand miss, as the unit sees it.
+pub(super) struct Miss<'a> {
+    pub snap: &'a Snapshot,
+    pub cache: &'a BlockCache,
+    /// The store link as measured now.
+    pub link: &'a LinkEstimate,
+    /// The classifier's verdict on the workload, once it has one.
+    pub class: Option<Class>,
+    /// The block that missed.
+    pub block: u64,
+}
+
 pub(super) struct FetchUnit {
     credit: u64,
     /// Blocks the unit fetched, and how many of them demand reads read.
@@ -87,6 +111,8 @@ pub(super) struct FetchUnit {
     unread: HashSet<u64>,
     /// The prior's file runs, sorted by first block: (first, count, file).
     file_runs: Vec<(u64, u32, usize)>,
+    /// Directories whose rest the unit fetched (once per mount each).
+    dirs_fetched: HashSet<u32>,
 }
 
 impl Default for FetchUnit {
@@ -97,6 +123,7 @@ impl Default for FetchUnit {
             used: 0,
             unread: HashSet::new(),
             file_runs: Vec::new(),
+            dirs_fetched: HashSet::new(),
         }
     }
 }
@@ -157,49 +184,74 @@ impl FetchUnit {
         p.clamp(MIN_FRACTION, 1.0)
     }
 
-    /// The neighbours of block `b` to fetch for a read that needs it now,
-    /// or nothing: `b` is cached, hinted, the workload random, or the link
-    /// makes no neighbour nearly free.
-    pub async fn neighbours(
-        &mut self,
-        snap: &Snapshot,
-        cache: &BlockCache,
-        link: &LinkEstimate,
-        class: Option<Class>,
-        b: u64,
-        planned: impl Fn(u64) -> bool,
-    ) -> Vec<u64> {
+    /// Whether the unit may act on a miss of block `b`: the workload is
+    /// not random, credit is left, the link is measured and remote, the
+    /// index says nothing about `b`'s group, and `b` is not cached. Returns
+    /// where `b` is stored.
+    async fn applies(&self, m: &Miss<'_>) -> Option<BlockRef> {
+        let (snap, cache, link, class, b) = (m.snap, m.cache, m.link, m.class, m.block);
         if class == Some(Class::Random) || self.credit == 0 || link.samples < MIN_SAMPLES {
-            return Vec::new();
+            return None;
         }
         let gs = snap.header().group_size as u64;
         if let Some(g) = snap.index().group(b / gs) {
             let hinted =
                 g.hints.iter().any(|&h| h > 0.0) || g.successors.iter().any(|s| !s.is_empty());
             if hinted {
-                return Vec::new();
+                return None;
             }
         }
-        let Ok(Some(missed)) = snap.locate(b).await else {
+        let missed = snap.locate(b).await.ok().flatten()?;
+        if cache.contains(&missed.checksum) || link.local {
+            return None;
+        }
+        Some(missed)
+    }
+
+    /// For a miss of block `b` (nothing planned or cached) entering a
+    /// directory nothing is learned about, the rest of that directory: its
+    /// blocks after `b` in entry order, then those before it; once per
+    /// directory and mount (see the module doc).
+    pub async fn directory_rest(
+        &mut self,
+        m: &Miss<'_>,
+        dirs: &Directories,
+        planned: impl Fn(u64) -> bool,
+    ) -> Vec<u64> {
+        let (snap, cache, b) = (m.snap, m.cache, m.block);
+        let (Some(d), Some(prior)) = (dirs.unobserved(b), snap.index().prior.as_ref()) else {
             return Vec::new();
         };
-        if cache.contains(&missed.checksum) {
+        if self.dirs_fetched.contains(&d) || planned(b) || self.applies(m).await.is_none() {
             return Vec::new();
         }
-        if link.local {
+        self.dirs_fetched.insert(d);
+        let all: Vec<u64> = directory::blocks(prior, d).collect();
+        let at = all.iter().position(|&n| n == b).map_or(0, |i| i + 1);
+        let out = self.take_credit(
+            all[at..]
+                .iter()
+                .chain(&all[..at])
+                .copied()
+                .filter(|&n| n != b && !planned(n) && !super::decide::cached(snap, cache, n)),
+        );
+        self.spend(out)
+    }
+
+    /// The neighbours of block `b` to fetch for a read that needs it now,
+    /// or nothing: `b` is cached, hinted, the workload random, or the link
+    /// makes no neighbour nearly free.
+    pub async fn neighbours(&mut self, m: &Miss<'_>, planned: impl Fn(u64) -> bool) -> Vec<u64> {
+        let Some(missed) = self.applies(m).await else {
             return Vec::new();
-        }
+        };
+        let (snap, cache, link, b) = (m.snap, m.cache, m.link, m.block);
         if let Some(file) = self.file_of(b) {
-            let mut out = Vec::new();
-            for n in Self::rest_of_file(snap, file, b) {
-                if out.len() as u64 >= self.credit {
-                    break;
-                }
-                if planned(n) || super::decide::cached(snap, cache, n) {
-                    continue;
-                }
-                out.push(n);
-            }
+            let out = self.take_credit(
+                Self::rest_of_file(snap, file, b)
+                    .into_iter()
+                    .filter(|&n| !planned(n) && !super::decide::cached(snap, cache, n)),
+            );
             return self.spend(out);
         }
         let blocks = snap.header().block_count();
@@ -243,6 +295,11 @@ impl FetchUnit {
             }
         }
         self.spend(out)
+    }
+
+    /// The first of `blocks` the credit allows.
+    fn take_credit(&self, blocks: impl Iterator<Item = u64>) -> Vec<u64> {
+        blocks.take(self.credit as usize).collect()
     }
 
     /// Takes `out` from the credit and remembers it until read.
