@@ -186,7 +186,8 @@ pub fn evaluate_marks(
         }
         episode_start.insert(g, t);
         let entry = b - g * stored.group_size;
-        for c in super::rule::candidates(index, g, entry, w, &before) {
+        let walked = dirs.governs(b, threshold);
+        for c in super::rule::candidates(index, g, entry, w, &before, walked) {
             if !c.may_pass(threshold) {
                 continue;
             }
@@ -299,6 +300,61 @@ mod tests {
         assert_eq!(e.successor.prefetched_bytes, 4 * 65536, "{e:?}");
         assert!((e.overall.recall - 7.0 / 8.0).abs() < 1e-9, "{e:?}");
         assert!(e.overall.precision >= 0.99, "{e:?}");
+    }
+
+    #[test]
+    fn a_walk_entering_a_group_does_not_drag_in_the_groups_other_workload() {
+        use crate::format::index::{PriorDir, NO_PARENT};
+        use crate::format::{BlockRun, FsPrior};
+        let (mut ix, stored) = index(8);
+        // Under P: B (blocks 0-1, below the floor, so the hints' where they
+        // have any), A (2-5, straddling groups 0 and 1), C (8-11).
+        let dir = |first, count| PriorDir {
+            parent: 1,
+            blocks: vec![BlockRun { first, count }],
+            owned: vec![BlockRun { first, count }],
+            affinity: 0,
+        };
+        ix.prior = Some(FsPrior {
+            filesystem: "ext4".into(),
+            metadata: vec![],
+            files: vec![],
+            directories: vec![
+                PriorDir {
+                    parent: NO_PARENT,
+                    ..Default::default()
+                },
+                PriorDir {
+                    parent: 0,
+                    ..Default::default()
+                },
+                dir(0, 2),
+                dir(2, 4),
+                dir(8, 4),
+            ],
+        });
+        // Three sessions read B whole (group 0's mask learns blocks 0-1),
+        // one walks C: P learns that its children are read whole.
+        let b = || Session {
+            events: vec![(0, 0), (1000, 1)],
+        };
+        let c = Session {
+            events: (8..12).map(|x| (x * 1000, x)).collect(),
+        };
+        let learned = learn(&ix, &stored, &[b(), b(), b(), c], &[2000]);
+        // A walk of A, never seen: the rule brings A; group 0's hint, which
+        // is B's workload, is not asked, as the walk entered group 0 in A.
+        let walk = Session {
+            events: (2..6).map(|x| (x * 1000, x)).collect(),
+        };
+        let e = evaluate(&learned, &stored, &walk, 0, 0.5, false);
+        assert_eq!(e.directory.prefetched_bytes, 3 * 65536, "{e:?}");
+        assert_eq!(e.hint.prefetched_bytes, 0, "{e:?}");
+        assert!(e.overall.precision > 0.99, "{e:?}");
+        // B's own session still gets block 1 after block 0 (the rule is
+        // first to it: B is under the floor, yet walked).
+        let e = evaluate(&learned, &stored, &b(), 0, 0.5, false);
+        assert_eq!(e.overall.useful_bytes, 65536, "{e:?}");
     }
 
     #[test]

@@ -31,27 +31,36 @@ pub struct Candidate<'a> {
 
 /// The candidates of an episode of `g` in window `w` that starts at the
 /// group's block `entry` (offset in the group), given `recent` (distinct
-/// groups read before, most recent first).
+/// groups read before, most recent first). `walked`: the entry block is
+/// one the directory walk rule governs
+/// ([`super::directory::Directories::governs`]); then the walk speaks for
+/// the episode and the group's own hint is not asked (a group holding the
+/// edge of a walked tree and another workload's files learned its mask
+/// from that workload, and a walk entering it would drag those in).
 pub fn candidates<'a>(
     index: &'a ManifestIndex,
     g: u64,
     entry: u64,
     w: usize,
     recent: &[u64],
+    walked: bool,
 ) -> Vec<Candidate<'a>> {
     let Some(e) = index.group(g) else {
         return Vec::new();
     };
-    let mut out = vec![Candidate {
-        group: g,
-        probability: e.hints.get(w).copied().unwrap_or(0.0),
-        mask: if index.history > 0 {
-            e.mask_at(w, entry)
-        } else {
-            e.mask(w)
-        },
-        source: Source::Hint,
-    }];
+    let mut out = Vec::new();
+    if !walked {
+        out.push(Candidate {
+            group: g,
+            probability: e.hints.get(w).copied().unwrap_or(0.0),
+            mask: if index.history > 0 {
+                e.mask_at(w, entry)
+            } else {
+                e.mask(w)
+            },
+            source: Source::Hint,
+        });
+    }
     for s in e.successors_in(w, recent, index.history as usize) {
         out.push(Candidate {
             group: s.group,

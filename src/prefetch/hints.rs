@@ -7,7 +7,8 @@
 //! as covered, as `hints --evaluate` counts them: without that, a group
 //! touched while the warm-up is still fetching it looked uncovered and was
 //! fetched whole. Blocks the directory walk rule governs
-//! ([`crate::predict::directory::Directories::governs`]) are left to it.
+//! ([`crate::predict::directory::Directories::governs`]) are left to it,
+//! and an episode entered through one asks no hint of its group.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -90,7 +91,8 @@ impl HintState {
                 continue;
             }
             self.episodes.insert(g, now);
-            for c in rule::candidates(snap.index(), g, entry, w, &before) {
+            let walked = governed(g * gs + entry);
+            for c in rule::candidates(snap.index(), g, entry, w, &before, walked) {
                 if !c.may_pass(threshold) {
                     continue;
                 }
