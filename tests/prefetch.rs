@@ -1019,6 +1019,75 @@ async fn an_untrained_miss_in_a_directory_brings_its_rest_on_a_slow_link_only() 
     }
 }
 
+/// No session recorded yet, a walk in volume order: each directory it
+/// enters brings the next sibling before the walk gets there; once the
+/// walk jumps about, the guesses stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrained_walk_in_volume_order_finds_the_next_directory_cached() {
+    let _serial = SERIAL.lock().await;
+    if !common::which("mkfs.ext4") {
+        common::skip("untrained walk order", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = walk_image(dir.path());
+    let bs = 64 * 1024u64;
+    let s = setup(&vol, bs as u32, 16).await;
+    let prior = s.snap.index().prior.clone().expect("ext4 prior");
+    let mut kids = walk_children(&prior);
+    kids.sort_by_key(|&k| prior.directories[k].blocks[0].first);
+    let blocks = |k: usize| runs_blocks(&prior.directories[k].blocks);
+    // The blocks only directory k's files are in.
+    let interior = |k: usize| -> Vec<u64> {
+        blocks(k)
+            .into_iter()
+            .filter(|b| kids.iter().all(|&o| o == k || !blocks(o).contains(b)))
+            .collect()
+    };
+    let cached = |k: usize| {
+        let s = &s;
+        let bl = interior(k);
+        async move {
+            let mut n = 0;
+            for &b in &bl {
+                let r = s.snap.locate(b).await.unwrap().unwrap();
+                n += s.fetcher.cache().contains(&r.checksum) as usize;
+            }
+            (n, bl.len())
+        }
+    };
+    let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), no_hydration());
+    quiesce(&p).await;
+    let walk = |k: usize| {
+        let (s, p) = (&s, &p);
+        let bl = interior(k);
+        async move {
+            for b in bl {
+                miss(s, p, b * bs + 100, 4096).await;
+                quiesce(p).await;
+            }
+        }
+    };
+    for &k in &kids {
+        assert!(!interior(k).is_empty(), "{prior:?}");
+    }
+    walk(kids[0]).await;
+    let (n, all) = cached(kids[1]).await;
+    assert_eq!(n, all, "the sibling after the first directory");
+    walk(kids[1]).await;
+    let (n, all) = cached(kids[2]).await;
+    assert_eq!(n, all, "the sibling after the second");
+    // A jump (5 where 2 was guessed) still trusts the order once ...
+    walk(kids[5]).await;
+    let (n, all) = cached(kids[6]).await;
+    assert_eq!(n, all, "the sibling after 5");
+    // ... a second (3 where 6 was guessed) does not.
+    miss(&s, &p, interior(kids[3])[0] * bs + 100, 4096).await;
+    quiesce(&p).await;
+    assert_eq!(cached(kids[4]).await.0, 0, "no guess after two wrong ones");
+    drop(p);
+}
+
 /// A directory walk learned from sessions that read whole directories:
 /// on a real ext4 image, a miss in a directory no session read brings
 /// that directory's files, and only those; sessions that read one block

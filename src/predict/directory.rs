@@ -96,6 +96,8 @@ pub struct Directories {
     parent: Vec<Parent>,
     /// Per directory: how many blocks its files span.
     blocks: Vec<u64>,
+    /// Per directory: the sibling whose files come next in the volume.
+    next: Vec<Option<u32>>,
 }
 
 impl Directories {
@@ -139,15 +141,38 @@ impl Directories {
             })
             .collect();
         let blocks = p.directories.iter().map(block_count).collect();
+        // Siblings by their first block: the order a writer laid them out
+        // in, and (for `mkfs.ext4 -d`, `cp -r`, `tar x`) their entry order.
+        let mut by_parent: Vec<(u32, u64, u32)> = p
+            .directories
+            .iter()
+            .enumerate()
+            .filter(|(_, pd)| pd.parent != NO_PARENT)
+            .filter_map(|(d, pd)| Some((pd.parent, pd.blocks.first()?.first, d as u32)))
+            .collect();
+        by_parent.sort_unstable();
+        let mut next = vec![None; p.directories.len()];
+        for w in by_parent.windows(2) {
+            if w[0].0 == w[1].0 {
+                next[w[0].2 as usize] = Some(w[1].2);
+            }
+        }
         Directories {
             entries,
             parent,
             blocks,
+            next,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The sibling of directory `d` whose files come next in the volume
+    /// (by first block), if it has files.
+    pub fn next_sibling(&self, d: u32) -> Option<u32> {
+        self.next.get(d as usize).copied().flatten()
     }
 
     /// The directory a read of block `b` says was entered, if any.
@@ -384,6 +409,9 @@ pub(crate) mod tests {
         let fresh = Directories::new(Some(&prior()));
         assert_eq!(fresh.unobserved(5), Some(3));
         assert_eq!(fresh.walked(5, 0.0), None);
+        // Siblings in volume order: 2, 3, 4, 5 under P; 6 alone under the root.
+        let next: Vec<_> = (0..7).map(|d| fresh.next_sibling(d)).collect();
+        assert_eq!(next, [None, None, Some(3), Some(4), Some(5), None, None]);
         // A directory larger than the cap never fires, and teaches nothing.
         let mut big = prior();
         big.directories[2].blocks = vec![BlockRun {
