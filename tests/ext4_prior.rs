@@ -95,8 +95,9 @@ fn check(mkfs_args: &[&str]) {
             .collect();
         assert_eq!(got, expected, "{p}: blocks differ from debugfs");
         if *is_dir {
-            // Entries in on-disk order, as `debugfs ls` walks them.
-            let ls: Vec<u64> = debugfs(&img, &format!("ls -l {p}"))
+            // The same entries as `debugfs ls` (which walks them in on-disk
+            // order; their order is checked against the kernel below).
+            let mut ls: Vec<u64> = debugfs(&img, &format!("ls -l {p}"))
                 .lines()
                 .filter_map(|l| {
                     let w: Vec<&str> = l.split_whitespace().collect();
@@ -105,30 +106,85 @@ fn check(mkfs_args: &[&str]) {
                 })
                 .collect();
             assert!(!ls.is_empty(), "{p}: debugfs lists nothing");
-            assert_eq!(inode.children, ls, "{p}: entries differ from debugfs");
+            let mut got = inode.children.clone();
+            got.sort_unstable();
+            ls.sort_unstable();
+            assert_eq!(got, ls, "{p}: entries differ from debugfs");
         }
     }
+    // Entries in the order the kernel's readdir returns them (hash order
+    // for directories of one block or with an index), on a real loop mount.
+    if common::loop_available("ext4 readdir order") {
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        common::run(
+            Command::new("mount")
+                .args(["-o", "loop,ro,noload"])
+                .arg(&img)
+                .arg(&mnt),
+        );
+        let mut checked = 0;
+        for (p, is_dir) in all.iter().chain([&(String::new(), true)]) {
+            if !is_dir {
+                continue;
+            }
+            use std::os::unix::fs::{DirEntryExt, MetadataExt};
+            let at = mnt.join(p.trim_start_matches('/'));
+            let ino = std::fs::metadata(&at).unwrap().ino();
+            let readdir: Vec<u64> = std::fs::read_dir(&at)
+                .unwrap()
+                .map(|e| e.unwrap().ino())
+                .filter(|&i| i != 0)
+                .collect();
+            let got = &layout
+                .inodes
+                .iter()
+                .find(|i| i.ino == ino)
+                .unwrap_or_else(|| panic!("{p}: no inode {ino}"))
+                .children;
+            // lost+found and the like are in the image, not the tree.
+            assert_eq!(got, &readdir, "{p}: order differs from readdir");
+            checked += 1;
+        }
+        common::run(Command::new("umount").arg(&mnt));
+        assert!(checked >= 4, "{checked}");
+    }
+
     // Every directory's files, as the prior records them: lib/py holds 30
     // files, lib/py/deep's parent is lib/py.
     let prior = snapahead::create::prior::from_layout(&layout, size, 64 * 1024);
-    let ino_of = |p: &str| -> u64 {
-        debugfs(&img, &format!("stat {p}"))
+    // The prior lists directories depth first (siblings in readdir order):
+    // the root first, lib before lib/py before lib/py/deep. Each is found
+    // by a file of its own (their snapshot blocks, from debugfs).
+    // (The middle of a large file: its ends may share a block with a
+    // neighbour of another directory.)
+    let holding = |file: &str| -> usize {
+        let fs_blocks: Vec<u64> = debugfs(&img, &format!("blocks {file}"))
             .split_whitespace()
-            .skip_while(|w| *w != "Inode:")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap()
+            .filter_map(|b| b.parse().ok())
+            .collect();
+        assert!(!fs_blocks.is_empty(), "{file}: no blocks");
+        let fs_block = fs_blocks[fs_blocks.len() / 2];
+        let b = fs_block * bs / (64 * 1024);
+        prior
+            .directories
+            .iter()
+            .position(|d| d.blocks.iter().any(|r| r.blocks().any(|x| x == b)))
+            .unwrap_or_else(|| panic!("{file}: block {b} in no directory"))
     };
-    let dirs: Vec<u64> = layout
-        .inodes
+    let (lib, py) = (holding("/lib/big.so"), holding("/lib/py/m29.py"));
+    let deep = prior
+        .directories
         .iter()
-        .filter(|i| i.directory)
-        .map(|i| i.ino)
-        .collect();
-    let at = |p: &str| dirs.iter().position(|&i| i == ino_of(p)).unwrap();
-    let (py, deep) = (at("/lib/py"), at("/lib/py/deep"));
-    assert_eq!(prior.directories[deep].parent as usize, py);
-    assert_eq!(prior.directories[py].parent as usize, at("/lib"));
+        .position(|d| d.parent as usize == py)
+        .expect("lib/py/deep");
+    assert_eq!(
+        prior.directories[0].parent,
+        snapahead::format::index::NO_PARENT
+    );
+    assert_eq!(prior.directories[lib].parent, 0, "lib's parent is the root");
+    assert_eq!(prior.directories[py].parent as usize, lib);
+    assert!(0 < lib && lib < py && py < deep, "{lib} {py} {deep}");
     let py_blocks: u64 = prior.directories[py]
         .blocks
         .iter()

@@ -20,19 +20,24 @@
 //!   skipped: nothing reads them at mount time.
 //!   Inodes without extents (ext2/3 block maps, inline data) are skipped:
 //!   they get no prior, which only costs a miss.
-//! - every directory's **entries**, in on-disk order (the order `readdir`,
-//!   and so `tar` or `grep -r`, walks a linear directory), as child inode
-//!   numbers: read linearly from its blocks, skipping entries of inode 0,
-//!   which is how both an htree's index blocks (one fake entry covering
-//!   the block) and the `metadata_csum` tail (inode 0) present themselves
-//!   to a linear reader, as the kernel's `ext4_readdir` treats them too.
-//!   At most [`MAX_DIRECTORY_BYTES`] of directory blocks are read.
+//! - every directory's **entries**, as child inode numbers in the order
+//!   Linux's `readdir` (and so `tar` or `grep -r`) returns them: read
+//!   linearly from its blocks, skipping entries of inode 0, which is how
+//!   both an htree's index blocks (one fake entry covering the block) and
+//!   the `metadata_csum` tail (inode 0) present themselves to a linear
+//!   reader, as the kernel's `ext4_readdir` treats them too; then, for a
+//!   directory the kernel reads in hash order (indexed, or of one block,
+//!   with `dir_index`), sorted by the hash of their names
+//!   ([`super::dirhash`]). At most [`MAX_DIRECTORY_BYTES`] of directory
+//!   blocks are read.
 //!
 //! Anything unexpected (bad magic, a field out of range, a read error)
 //! ends the scan with "no prior": a prior is an optimization, and the
 //! snapshot itself never depends on it.
 
 use std::ops::Range;
+
+use super::dirhash::DirHash;
 
 /// Superblock offset and magic.
 const SB_OFFSET: u64 = 1024;
@@ -45,6 +50,9 @@ const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const BG_INODE_UNINIT: u16 = 0x1;
 const EXTENTS_FL: u32 = 0x80000;
+/// Inode flags of a directory the kernel reads in hash order.
+const INDEX_FL: u32 = 0x1000;
+const INLINE_DATA_FL: u32 = 0x1000_0000;
 const EXTENT_MAGIC: u16 = 0xF30A;
 /// Extent trees deeper than this are corrupt (the kernel's own bound is 5).
 pub const MAX_DEPTH: u16 = 5;
@@ -71,7 +79,8 @@ pub struct Inode {
     /// Byte ranges of the volume holding its data, in file order.
     pub extents: Vec<Range<u64>>,
     /// A directory's entries (without `.` and `..`) as inode numbers, in
-    /// on-disk order; empty for files.
+    /// the order `readdir` returns them (see the module doc); empty for
+    /// files.
     pub children: Vec<u64>,
 }
 
@@ -137,6 +146,8 @@ struct Geometry {
     has_64bit: bool,
     uninit_bg: bool,
     meta_bg: bool,
+    /// The directory hash, where `readdir` may use it.
+    dirhash: Option<DirHash>,
 }
 
 fn geometry(sb: &[u8], volume_size: u64) -> Option<Geometry> {
@@ -194,6 +205,7 @@ fn geometry(sb: &[u8], volume_size: u64) -> Option<Geometry> {
         has_64bit,
         uninit_bg: ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
         meta_bg: incompat & INCOMPAT_META_BG != 0,
+        dirhash: DirHash::from_superblock(sb),
     })
 }
 
@@ -266,7 +278,11 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
             if let Some(mut inode) = parse_inode(vol, &g, ino, raw, &mut nodes) {
                 if inode.directory {
                     let max_ino = g.inodes_per_group * g.groups;
-                    inode.children = entries(vol, &g, &inode.extents, max_ino, &mut dir_budget);
+                    let mut named = entries(vol, &g, &inode.extents, max_ino, &mut dir_budget);
+                    if let Some(h) = g.dirhash.filter(|_| hash_order(&g, raw)) {
+                        named.sort_by_cached_key(|(_, name)| h.hash(name));
+                    }
+                    inode.children = named.into_iter().map(|(ino, _)| ino).collect();
                 }
                 layout.inodes.push(inode);
             }
@@ -317,16 +333,26 @@ fn parse_inode<R: ReadAt + ?Sized>(
     })
 }
 
-/// The child inode numbers of a directory whose blocks are `extents`, in
-/// on-disk order (below `max_ino`; `.` and `..` left out). A malformed
-/// entry ends the block it is in: what came before it is still right.
+/// Whether the kernel reads the directory inode `raw` in hash order
+/// (`is_dx_dir` in `fs/ext4/namei.c`, given `dir_index`): indexed, inline,
+/// or of exactly one block.
+fn hash_order(g: &Geometry, raw: &[u8]) -> bool {
+    let flags = u32_at(raw, 0x20);
+    let size = u32_at(raw, 0x4) as u64 | (u32_at(raw, 0x6C) as u64) << 32;
+    flags & (INDEX_FL | INLINE_DATA_FL) != 0 || size == g.block_size
+}
+
+/// The entries of a directory whose blocks are `extents` as (inode
+/// number, name), in on-disk order (below `max_ino`; `.` and `..` left
+/// out). A malformed entry ends the block it is in: what came before it is
+/// still right.
 fn entries<R: ReadAt + ?Sized>(
     vol: &R,
     g: &Geometry,
     extents: &[Range<u64>],
     max_ino: u64,
     budget: &mut u64,
-) -> Vec<u64> {
+) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     for r in extents {
         let len = (r.end - r.start).min(*budget);
@@ -354,7 +380,7 @@ fn entries<R: ReadAt + ?Sized>(
                 }
                 let name = &block[at + 8..at + 8 + name_len];
                 if ino != 0 && ino <= max_ino && name != b"." && name != b".." {
-                    out.push(ino);
+                    out.push((ino, name.to_vec()));
                 }
                 at += rec_len;
             }

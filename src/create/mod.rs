@@ -34,6 +34,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
+mod dirhash;
 pub mod ext4;
 mod pack;
 mod pages;

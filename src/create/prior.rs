@@ -13,8 +13,9 @@
 //! as its blocks in file order, so the first read of such a file can bring
 //! the rest; a file inside one block gains nothing from a prior.
 //!
-//! Directories: every directory, with its parent and the blocks of the
-//! regular files directly in it (in entry order, each block once), so a
+//! Directories: every directory, in walk order (depth first, siblings as
+//! `readdir` returns them), with its parent and the blocks of the regular
+//! files directly in it (in `readdir` order, each block once), so a
 //! walk that reads one of its files can bring the others
 //! ([`crate::predict::directory`]). A block holding files of two
 //! directories (the end of one and the start of the next, as `mkfs.ext4
@@ -103,15 +104,36 @@ pub fn from_layout(layout: &ext4::Layout, volume_size: u64, block_size: u32) -> 
     }
 }
 
-/// The directories of a layout, in inode order ([`PriorDir`]).
+/// The root directory's inode number in ext4.
+const ROOT_INO: u64 = 2;
+
+/// The directories of a layout ([`PriorDir`]) in walk order: depth first
+/// from the root, each directory's subdirectories in the order `readdir`
+/// returns them (so siblings follow each other as `tar` or `grep -r`
+/// visits them), then any directory that walk does not reach, in inode
+/// order.
 fn directories(layout: &ext4::Layout, bs: u64, n_blocks: u64) -> Vec<PriorDir> {
     let by_ino: HashMap<u64, &ext4::Inode> = layout.inodes.iter().map(|i| (i.ino, i)).collect();
-    let dirs: Vec<&ext4::Inode> = layout
-        .inodes
-        .iter()
-        .filter(|i| i.directory)
-        .take(MAX_PRIOR_DIRS)
-        .collect();
+    let mut dirs: Vec<&ext4::Inode> = Vec::new();
+    let mut placed = HashSet::new();
+    let mut stack: Vec<u64> = vec![ROOT_INO];
+    while let Some(ino) = stack.pop() {
+        let Some(d) = by_ino.get(&ino).filter(|d| d.directory) else {
+            continue;
+        };
+        if !placed.insert(ino) {
+            continue; // a loop in a damaged image
+        }
+        dirs.push(d);
+        stack.extend(d.children.iter().rev().copied());
+    }
+    dirs.extend(
+        layout
+            .inodes
+            .iter()
+            .filter(|i| i.directory && !placed.contains(&i.ino)),
+    );
+    dirs.truncate(MAX_PRIOR_DIRS);
     let index: HashMap<u64, u32> = dirs
         .iter()
         .enumerate()

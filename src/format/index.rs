@@ -283,7 +283,7 @@ pub struct PriorDir {
     /// Index of the parent in [`FsPrior::directories`]; [`NO_PARENT`] for
     /// the root (or a directory whose parent is not described).
     pub parent: u32,
-    /// The blocks its files occupy, in entry order, each once.
+    /// The blocks its files occupy, in `readdir` order, each once.
     pub blocks: Vec<BlockRun>,
     /// The subset of `blocks` where most of the bytes are this directory's
     /// (a block may hold the last file of one and the first of the next):

@@ -96,7 +96,7 @@ pub struct Directories {
     parent: Vec<Parent>,
     /// Per directory: how many blocks its files span.
     blocks: Vec<u64>,
-    /// Per directory: the sibling whose files come next in the volume.
+    /// Per directory: the sibling a walk visits next.
     next: Vec<Option<u32>>,
 }
 
@@ -141,20 +141,17 @@ impl Directories {
             })
             .collect();
         let blocks = p.directories.iter().map(block_count).collect();
-        // Siblings by their first block: the order a writer laid them out
-        // in, and (for `mkfs.ext4 -d`, `cp -r`, `tar x`) their entry order.
-        let mut by_parent: Vec<(u32, u64, u32)> = p
-            .directories
-            .iter()
-            .enumerate()
-            .filter(|(_, pd)| pd.parent != NO_PARENT)
-            .filter_map(|(d, pd)| Some((pd.parent, pd.blocks.first()?.first, d as u32)))
-            .collect();
-        by_parent.sort_unstable();
+        // Siblings in the prior's order, which `create` makes the order
+        // `readdir` returns them in (`create/prior.rs`); those without files
+        // are passed over.
         let mut next = vec![None; p.directories.len()];
-        for w in by_parent.windows(2) {
-            if w[0].0 == w[1].0 {
-                next[w[0].2 as usize] = Some(w[1].2);
+        let mut last_child: std::collections::HashMap<u32, u32> = Default::default();
+        for (d, pd) in p.directories.iter().enumerate() {
+            if pd.parent == NO_PARENT || pd.blocks.is_empty() {
+                continue;
+            }
+            if let Some(prev) = last_child.insert(pd.parent, d as u32) {
+                next[prev as usize] = Some(d as u32);
             }
         }
         Directories {
@@ -169,8 +166,8 @@ impl Directories {
         self.entries.is_empty()
     }
 
-    /// The sibling of directory `d` whose files come next in the volume
-    /// (by first block), if it has files.
+    /// The sibling (with files) a walk visits after directory `d`: the
+    /// next in the prior's order, which is `readdir`'s.
     pub fn next_sibling(&self, d: u32) -> Option<u32> {
         self.next.get(d as usize).copied().flatten()
     }
@@ -209,7 +206,7 @@ impl Directories {
     }
 }
 
-/// The blocks of directory `d` of `prior`, in entry order.
+/// The blocks of directory `d` of `prior`, in `readdir` order.
 pub fn blocks(prior: &FsPrior, d: u32) -> impl Iterator<Item = u64> + '_ {
     prior
         .directories
@@ -409,7 +406,7 @@ pub(crate) mod tests {
         let fresh = Directories::new(Some(&prior()));
         assert_eq!(fresh.unobserved(5), Some(3));
         assert_eq!(fresh.walked(5, 0.0), None);
-        // Siblings in volume order: 2, 3, 4, 5 under P; 6 alone under the root.
+        // Siblings in the prior's order: 2, 3, 4, 5 under P; 6 alone under the root.
         let next: Vec<_> = (0..7).map(|d| fresh.next_sibling(d)).collect();
         assert_eq!(next, [None, None, Some(3), Some(4), Some(5), None, None]);
         // A directory larger than the cap never fires, and teaches nothing.

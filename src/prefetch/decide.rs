@@ -9,7 +9,7 @@
 //! whose siblings sessions read whole, the rest of that directory
 //! ([`crate::predict::directory`]), and, for a miss where the index knows
 //! nothing, [`super::unit`] for the rest of a directory no session walked
-//! (and, where this mount's walks go in volume order, the next sibling),
+//! (and, where this mount's walks go in `readdir` order, the next sibling),
 //! else for the neighbours the link carries nearly free.
 
 use std::sync::Arc;
@@ -182,7 +182,7 @@ impl FileState {
             }
         }
         // The first read of a directory nothing is learned about, where this
-        // mount's walks go on in volume order: the next sibling, as a hint.
+        // mount's walks go on in `readdir` order: the next sibling, as a hint.
         if !self.directories.is_empty() {
             let miss = Miss {
                 snap: &snap,

@@ -35,15 +35,15 @@
 //! Before both, where the missed block enters a directory about whose
 //! walks the index learned nothing (no session entered a sibling:
 //! [`crate::predict::directory::Directories::unobserved`]), the unit is the
-//! rest of that directory's files, in entry order, once per directory and
+//! rest of that directory's files, in `readdir` order, once per directory and
 //! mount, at most [`crate::predict::directory::MAX_DIRECTORY_BLOCKS`]: a
 //! walk (`tar`, `grep -r`, `cp -r`) reads a directory it enters whole, and
 //! its files are small, so the object's neighbours (other directories'
 //! files, where a writer interleaved them) or one file's rest bring little
 //! of what it reads next. The same credit bounds it, so a reader of one
 //! file per directory stops paying after [`INITIAL_CREDIT`] blocks. And
-//! while this mount's walks go from a directory to the sibling laid out
-//! after it ([`WalkOrder`]), the first read of a directory, hit or miss,
+//! while this mount's walks go from a directory to the sibling `readdir`
+//! returns after it ([`WalkOrder`]), the first read of a directory, hit or miss,
 //! also queues that next sibling (at hint priority, under the same
 //! credit): a `tar` then finds each directory local when it gets there,
 //! instead of waiting one round trip per directory.
@@ -121,11 +121,11 @@ pub(super) struct FetchUnit {
     order: WalkOrder,
 }
 
-/// Whether walks go on from a directory to its next sibling in volume
-/// order (`tar`, `cp -r`, `du` and `grep -r` walk entry order, which is
-/// the layout order of a tree written in one go; `find | sort` mostly
-/// does): a score of +1 for each directory entered that was the sibling
-/// after the one entered before it, -1 for each that was not, within
+/// Whether walks go on from a directory to the sibling `readdir` returns
+/// after it (`tar`, `cp -r`, `du` and `grep -r` walk in that order;
+/// `find | sort` and a `grep` of chosen directories do not): a score of +1
+/// for each directory entered that was the sibling after the one entered
+/// before it, -1 for each that was not, within
 /// [`MIN_ORDER_SCORE`]..=[`MAX_ORDER_SCORE`]. The unit fetches the next
 /// sibling while the score is at least 0: a walk in another order (an
 /// interpreter's imports, a `grep` of chosen directories) costs one or two
@@ -268,7 +268,7 @@ impl FetchUnit {
 
     /// A read of block `m.block`, hit or miss: when it is the first to
     /// enter a directory nothing is learned about, and this mount's walks
-    /// have gone on to the next sibling in volume order (see
+    /// have gone on to the next sibling in `readdir` order (see
     /// [`WalkOrder`]), that sibling's blocks not yet read, cached or
     /// planned, under the credit.
     pub fn next_directory(
@@ -298,7 +298,7 @@ impl FetchUnit {
 
     /// For a miss of block `b` (nothing planned or cached) entering a
     /// directory nothing is learned about, the rest of that directory: its
-    /// blocks after `b` in entry order, then those before it; once per
+    /// blocks after `b` in `readdir` order, then those before it; once per
     /// directory and mount (see the module doc).
     pub async fn directory_rest(
         &mut self,
