@@ -96,8 +96,6 @@ pub struct Directories {
     parent: Vec<Parent>,
     /// Per directory: how many blocks its files span.
     blocks: Vec<u64>,
-    /// Per directory: the sibling a walk visits next.
-    next: Vec<Option<u32>>,
 }
 
 impl Directories {
@@ -141,35 +139,15 @@ impl Directories {
             })
             .collect();
         let blocks = p.directories.iter().map(block_count).collect();
-        // Siblings in the prior's order, which `create` makes the order
-        // `readdir` returns them in (`create/prior.rs`); those without files
-        // are passed over.
-        let mut next = vec![None; p.directories.len()];
-        let mut last_child: std::collections::HashMap<u32, u32> = Default::default();
-        for (d, pd) in p.directories.iter().enumerate() {
-            if pd.parent == NO_PARENT || pd.blocks.is_empty() {
-                continue;
-            }
-            if let Some(prev) = last_child.insert(pd.parent, d as u32) {
-                next[prev as usize] = Some(d as u32);
-            }
-        }
         Directories {
             entries,
             parent,
             blocks,
-            next,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// The sibling (with files) a walk visits after directory `d`: the
-    /// next in the prior's order, which is `readdir`'s.
-    pub fn next_sibling(&self, d: u32) -> Option<u32> {
-        self.next.get(d as usize).copied().flatten()
     }
 
     /// The directory a read of block `b` says was entered, if any.
@@ -406,9 +384,6 @@ pub(crate) mod tests {
         let fresh = Directories::new(Some(&prior()));
         assert_eq!(fresh.unobserved(5), Some(3));
         assert_eq!(fresh.walked(5, 0.0), None);
-        // Siblings in the prior's order: 2, 3, 4, 5 under P; 6 alone under the root.
-        let next: Vec<_> = (0..7).map(|d| fresh.next_sibling(d)).collect();
-        assert_eq!(next, [None, None, Some(3), Some(4), Some(5), None, None]);
         // A directory larger than the cap never fires, and teaches nothing.
         let mut big = prior();
         big.directories[2].blocks = vec![BlockRun {

@@ -8,8 +8,7 @@
 //! [`super::hints`] for the groups it touches, for a miss in a directory
 //! whose siblings sessions read whole, the rest of that directory
 //! ([`crate::predict::directory`]), and, for a miss where the index knows
-//! nothing, [`super::unit`] for the rest of a directory no session walked
-//! (and, where this mount's walks go in `readdir` order, the next sibling),
+//! nothing, [`super::unit`] for the rest of a directory no session walked,
 //! else for the neighbours the link carries nearly free.
 
 use std::sync::Arc;
@@ -179,25 +178,6 @@ impl FileState {
             if !blocks.is_empty() {
                 self.hints.plan(&blocks);
                 jobs.push((Priority::Unit, blocks));
-            }
-        }
-        // The first read of a directory nothing is learned about, where this
-        // mount's walks go on in `readdir` order: the next sibling, as a hint.
-        if !self.directories.is_empty() {
-            let miss = Miss {
-                snap: &snap,
-                cache,
-                link: &cx.link,
-                class: self.class,
-                block: read_blocks.start,
-            };
-            let hints = &self.hints;
-            let blocks = self.unit.next_directory(&miss, &self.directories, |n| {
-                read_blocks.contains(&n) || hints.is_planned(n)
-            });
-            if !blocks.is_empty() {
-                self.hints.plan(&blocks);
-                jobs.push((Priority::Hint, blocks));
             }
         }
         cx.accounting.mark_used(&snap, read_blocks.clone(), metrics);

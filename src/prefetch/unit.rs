@@ -41,12 +41,11 @@
 //! its files are small, so the object's neighbours (other directories'
 //! files, where a writer interleaved them) or one file's rest bring little
 //! of what it reads next. The same credit bounds it, so a reader of one
-//! file per directory stops paying after [`INITIAL_CREDIT`] blocks. And
-//! while this mount's walks go from a directory to the sibling `readdir`
-//! returns after it ([`WalkOrder`]), the first read of a directory, hit or miss,
-//! also queues that next sibling (at hint priority, under the same
-//! credit): a `tar` then finds each directory local when it gets there,
-//! instead of waiting one round trip per directory.
+//! file per directory stops paying after [`INITIAL_CREDIT`] blocks. (Also
+//! queueing the next sibling in `readdir` order on a directory's first read
+//! was tried: it made a first-session `tar` 1.23 s → 1.76 s against tuned
+//! s3fs's 1.02–1.06 s in back-to-back runs of `bench/peers.sh`, the guessed
+//! directory competing with the one being read; not kept.)
 //!
 //! Random readers must not pay for it. The classifier's verdict "random"
 //! (after [`super::decide::CLASSIFY_EVERY`] reads) turns the unit off; before
@@ -118,49 +117,6 @@ pub(super) struct FetchUnit {
     file_runs: Vec<(u64, u32, usize)>,
     /// Directories whose rest the unit fetched (once per mount each).
     dirs_fetched: HashSet<u32>,
-    order: WalkOrder,
-}
-
-/// Whether walks go on from a directory to the sibling `readdir` returns
-/// after it (`tar`, `cp -r`, `du` and `grep -r` walk in that order;
-/// `find | sort` and a `grep` of chosen directories do not): a score of +1
-/// for each directory entered that was the sibling after the one entered
-/// before it, -1 for each that was not, within
-/// [`MIN_ORDER_SCORE`]..=[`MAX_ORDER_SCORE`]. The unit fetches the next
-/// sibling while the score is at least 0: a walk in another order (an
-/// interpreter's imports, a `grep` of chosen directories) costs one or two
-/// wrong guesses, and a walk that turns orderly is trusted again after two
-/// right ones.
-#[derive(Default)]
-struct WalkOrder {
-    /// Directories entered this mount.
-    entered: HashSet<u32>,
-    last: Option<u32>,
-    score: i32,
-}
-
-/// Bounds of [`WalkOrder`]'s score: two steps from trusting to not.
-const MIN_ORDER_SCORE: i32 = -2;
-const MAX_ORDER_SCORE: i32 = 1;
-
-impl WalkOrder {
-    /// Directory `d` was read: whether it is the first read of it this
-    /// mount and the order is trusted (scoring the guess it tests).
-    fn enter(&mut self, d: u32, dirs: &Directories) -> bool {
-        if !self.entered.insert(d) {
-            return false;
-        }
-        if let Some(prev) = self.last {
-            let step = if dirs.next_sibling(prev) == Some(d) {
-                1
-            } else {
-                -1
-            };
-            self.score = (self.score + step).clamp(MIN_ORDER_SCORE, MAX_ORDER_SCORE);
-        }
-        self.last = Some(d);
-        self.score >= 0
-    }
 }
 
 impl Default for FetchUnit {
@@ -172,7 +128,6 @@ impl Default for FetchUnit {
             unread: HashSet::new(),
             file_runs: Vec::new(),
             dirs_fetched: HashSet::new(),
-            order: WalkOrder::default(),
         }
     }
 }
@@ -264,36 +219,6 @@ impl FetchUnit {
             && self.credit > 0
             && m.link.samples >= MIN_SAMPLES
             && !m.link.local
-    }
-
-    /// A read of block `m.block`, hit or miss: when it is the first to
-    /// enter a directory nothing is learned about, and this mount's walks
-    /// have gone on to the next sibling in `readdir` order (see
-    /// [`WalkOrder`]), that sibling's blocks not yet read, cached or
-    /// planned, under the credit.
-    pub fn next_directory(
-        &mut self,
-        m: &Miss<'_>,
-        dirs: &Directories,
-        planned: impl Fn(u64) -> bool,
-    ) -> Vec<u64> {
-        let Some(d) = dirs.unobserved(m.block) else {
-            return Vec::new();
-        };
-        if !self.order.enter(d, dirs) || !self.may_guess(m) {
-            return Vec::new();
-        }
-        let (Some(n), Some(prior)) = (dirs.next_sibling(d), m.snap.index().prior.as_ref()) else {
-            return Vec::new();
-        };
-        if self.order.entered.contains(&n) || !self.dirs_fetched.insert(n) {
-            return Vec::new();
-        }
-        let out = self.take_credit(
-            directory::blocks(prior, n)
-                .filter(|&x| !planned(x) && !super::decide::cached(m.snap, m.cache, x)),
-        );
-        self.spend(out)
     }
 
     /// For a miss of block `b` (nothing planned or cached) entering a
