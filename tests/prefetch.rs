@@ -886,6 +886,22 @@ async fn a_mount_prefetches_masked_blocks_and_the_matching_workload_only() {
     assert!(!fetcher.cache().contains(&key));
 }
 
+/// Which of `blocks` of the setup's snapshot are in its cache.
+async fn cached_blocks(
+    s: &Setup,
+    blocks: impl IntoIterator<Item = u64>,
+) -> std::collections::HashSet<u64> {
+    let mut cached = std::collections::HashSet::new();
+    for b in blocks {
+        if let Some(r) = s.snap.locate(b).await.unwrap() {
+            if s.fetcher.cache().contains(&r.checksum) {
+                cached.insert(b);
+            }
+        }
+    }
+    cached
+}
+
 /// A 64 MiB ext4 image of `walk/d0..d7`, eight files of 40 kB each. The
 /// hash seed is fixed, so `readdir` order (and the prior's) is the same in
 /// every run.
@@ -979,22 +995,7 @@ async fn an_untrained_miss_in_a_directory_brings_its_rest_on_a_slow_link_only() 
         );
         let (unseen, other) = (kids[6], kids[7]);
         let first = owned(unseen)[0];
-        let cached_of = |ks: [usize; 2]| {
-            let s = &s;
-            async move {
-                let mut cached = std::collections::HashSet::new();
-                for k in ks {
-                    for b in blocks(k) {
-                        if let Some(r) = s.snap.locate(b).await.unwrap() {
-                            if s.fetcher.cache().contains(&r.checksum) {
-                                cached.insert(b);
-                            }
-                        }
-                    }
-                }
-                cached
-            }
-        };
+        let cached_of = |ks: [usize; 2]| cached_blocks(&s, ks.into_iter().flat_map(blocks));
         // Some may be cached already (metadata, blocks shared with kids[0]).
         let before = cached_of([unseen, other]).await;
         miss(&s, &p, first * bs + 100, 4096).await;
@@ -1095,22 +1096,7 @@ async fn a_miss_in_an_unseen_directory_brings_it_where_sessions_walk_whole_direc
         let s = Setup { snap, fetcher, ..s };
         let (unseen, other) = (kids[6], kids[7]);
         let first = owned(unseen)[0];
-        let cached_of = |ks: [usize; 2]| {
-            let s = &s;
-            async move {
-                let mut cached = std::collections::HashSet::new();
-                for k in ks {
-                    for b in blocks(k) {
-                        if let Some(r) = s.snap.locate(b).await.unwrap() {
-                            if s.fetcher.cache().contains(&r.checksum) {
-                                cached.insert(b);
-                            }
-                        }
-                    }
-                }
-                cached
-            }
-        };
+        let cached_of = |ks: [usize; 2]| cached_blocks(&s, ks.into_iter().flat_map(blocks));
         miss(&s, &p, first * bs + 100, 4096).await;
         quiesce(&p).await;
         let cached = cached_of([unseen, other]).await;

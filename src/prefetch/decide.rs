@@ -131,6 +131,13 @@ impl FileState {
             return jobs;
         }
         let read_blocks = offset / bs..end.div_ceil(bs);
+        let miss_at = |block, class| Miss {
+            snap: &snap,
+            cache,
+            link: &cx.link,
+            class,
+            block,
+        };
         // A read nothing prefetched or cached in a directory whose siblings
         // sessions read whole brings the directory (before this read's own
         // decisions plan anything; asked only where the rule would fire).
@@ -164,13 +171,7 @@ impl FileState {
         // files in ascending order looks sequential).
         if jobs.is_empty() && !self.directories.is_empty() {
             let hints = &self.hints;
-            let miss = Miss {
-                snap: &snap,
-                cache,
-                link: &cx.link,
-                class: self.class,
-                block: read_blocks.start,
-            };
+            let miss = miss_at(read_blocks.start, self.class);
             let blocks = self
                 .unit
                 .directory_rest(&miss, &self.directories, |n| hints.is_planned(n))
@@ -222,13 +223,7 @@ impl FileState {
         // directory fetched above counts as something).
         if jobs.is_empty() {
             let hints = &self.hints;
-            let miss = Miss {
-                snap: &snap,
-                cache,
-                link: &cx.link,
-                class: self.class,
-                block: offset / bs,
-            };
+            let miss = miss_at(offset / bs, self.class);
             let blocks = self.unit.neighbours(&miss, |n| hints.is_planned(n)).await;
             if !blocks.is_empty() {
                 self.hints.plan(&blocks);
