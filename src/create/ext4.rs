@@ -278,11 +278,9 @@ pub fn scan<R: ReadAt + ?Sized>(vol: &R, volume_size: u64) -> Option<Layout> {
             if let Some(mut inode) = parse_inode(vol, &g, ino, raw, &mut nodes) {
                 if inode.directory {
                     let max_ino = g.inodes_per_group * g.groups;
-                    let mut named = entries(vol, &g, &inode.extents, max_ino, &mut dir_budget);
-                    if let Some(h) = g.dirhash.filter(|_| hash_order(&g, raw)) {
-                        named.sort_by_cached_key(|(_, name)| h.hash(name));
-                    }
-                    inode.children = named.into_iter().map(|(ino, _)| ino).collect();
+                    let hash = g.dirhash.filter(|_| hash_order(&g, raw));
+                    inode.children =
+                        entries(vol, &g, &inode.extents, max_ino, hash, &mut dir_budget);
                 }
                 layout.inodes.push(inode);
             }
@@ -342,18 +340,22 @@ fn hash_order(g: &Geometry, raw: &[u8]) -> bool {
     flags & (INDEX_FL | INLINE_DATA_FL) != 0 || size == g.block_size
 }
 
-/// The entries of a directory whose blocks are `extents` as (inode
-/// number, name), in on-disk order (below `max_ino`; `.` and `..` left
-/// out). A malformed entry ends the block it is in: what came before it is
-/// still right.
+/// The child inode numbers of a directory whose blocks are `extents`
+/// (below `max_ino`; `.` and `..` left out), in on-disk order, or sorted
+/// by the name hash `hash` where the kernel's `readdir` uses it. A
+/// malformed entry ends the block it is in: what came before it is still
+/// right.
 fn entries<R: ReadAt + ?Sized>(
     vol: &R,
     g: &Geometry,
     extents: &[Range<u64>],
     max_ino: u64,
+    hash: Option<DirHash>,
     budget: &mut u64,
-) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
+) -> Vec<u64> {
+    // (sort key, inode): the key stays 0 without a hash, and the sort is
+    // stable, so on-disk order is kept.
+    let mut out: Vec<((u32, u32), u64)> = Vec::new();
     for r in extents {
         let len = (r.end - r.start).min(*budget);
         if len == 0 {
@@ -380,13 +382,16 @@ fn entries<R: ReadAt + ?Sized>(
                 }
                 let name = &block[at + 8..at + 8 + name_len];
                 if ino != 0 && ino <= max_ino && name != b"." && name != b".." {
-                    out.push((ino, name.to_vec()));
+                    out.push((hash.map_or((0, 0), |h| h.hash(name)), ino));
                 }
                 at += rec_len;
             }
         }
     }
-    out
+    if hash.is_some() {
+        out.sort_by_key(|e| e.0);
+    }
+    out.into_iter().map(|(_, ino)| ino).collect()
 }
 
 /// Collects (logical block, byte range) of every initialized extent of

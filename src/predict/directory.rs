@@ -272,35 +272,38 @@ pub(crate) mod tests {
     use super::*;
     use crate::format::BlockRun;
 
-    /// A root, a parent P (1) with 4 children of 4 blocks each (2..=5:
-    /// blocks 0-3, 4-7, 8-11, 12-15) and a child of the root (6: 16-19).
-    pub(crate) fn prior() -> FsPrior {
-        let dir = |parent, first| PriorDir {
+    /// A prior of a root (0), a parent P (1) under it with no files of
+    /// its own, then `dirs`: (parent, first block, blocks), each owning
+    /// its blocks.
+    pub(crate) fn prior_of(dirs: &[(u32, u64, u32)]) -> FsPrior {
+        let mut directories = vec![
+            PriorDir {
+                parent: NO_PARENT,
+                ..Default::default()
+            },
+            PriorDir {
+                parent: 0,
+                ..Default::default()
+            },
+        ];
+        directories.extend(dirs.iter().map(|&(parent, first, count)| PriorDir {
             parent,
-            blocks: vec![BlockRun { first, count: 4 }],
-            owned: vec![BlockRun { first, count: 4 }],
+            blocks: vec![BlockRun { first, count }],
+            owned: vec![BlockRun { first, count }],
             affinity: 0,
-        };
+        }));
         FsPrior {
             filesystem: "ext4".into(),
             metadata: vec![],
             files: vec![],
-            directories: vec![
-                PriorDir {
-                    parent: NO_PARENT,
-                    ..Default::default()
-                },
-                PriorDir {
-                    parent: 0,
-                    ..Default::default()
-                },
-                dir(1, 0),
-                dir(1, 4),
-                dir(1, 8),
-                dir(1, 12),
-                dir(0, 16),
-            ],
+            directories,
         }
+    }
+
+    /// A root, a parent P (1) with 4 children of 4 blocks each (2..=5:
+    /// blocks 0-3, 4-7, 8-11, 12-15) and a child of the root (6: 16-19).
+    pub(crate) fn prior() -> FsPrior {
+        prior_of(&[(1, 0, 4), (1, 4, 4), (1, 8, 4), (1, 12, 4), (0, 16, 4)])
     }
 
     fn stored() -> StoredBlocks {

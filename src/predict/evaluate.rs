@@ -304,35 +304,14 @@ mod tests {
 
     #[test]
     fn a_walk_entering_a_group_does_not_drag_in_the_groups_other_workload() {
-        use crate::format::index::{PriorDir, NO_PARENT};
-        use crate::format::{BlockRun, FsPrior};
         let (mut ix, stored) = index(8);
         // Under P: B (blocks 0-1, below the floor, so the hints' where they
         // have any), A (2-5, straddling groups 0 and 1), C (8-11).
-        let dir = |first, count| PriorDir {
-            parent: 1,
-            blocks: vec![BlockRun { first, count }],
-            owned: vec![BlockRun { first, count }],
-            affinity: 0,
-        };
-        ix.prior = Some(FsPrior {
-            filesystem: "ext4".into(),
-            metadata: vec![],
-            files: vec![],
-            directories: vec![
-                PriorDir {
-                    parent: NO_PARENT,
-                    ..Default::default()
-                },
-                PriorDir {
-                    parent: 0,
-                    ..Default::default()
-                },
-                dir(0, 2),
-                dir(2, 4),
-                dir(8, 4),
-            ],
-        });
+        ix.prior = Some(crate::predict::directory::tests::prior_of(&[
+            (1, 0, 2),
+            (1, 2, 4),
+            (1, 8, 4),
+        ]));
         // Three sessions read B whole (group 0's mask learns blocks 0-1),
         // one walks C: P learns that its children are read whole.
         let b = || Session {

@@ -194,7 +194,11 @@ impl FetchUnit {
     /// where `b` is stored.
     async fn applies(&self, m: &Miss<'_>) -> Option<BlockRef> {
         let (snap, cache, b) = (m.snap, m.cache, m.block);
-        if !self.may_guess(m) {
+        if m.class == Some(Class::Random)
+            || self.credit == 0
+            || m.link.samples < MIN_SAMPLES
+            || m.link.local
+        {
             return None;
         }
         let gs = snap.header().group_size as u64;
@@ -210,15 +214,6 @@ impl FetchUnit {
             return None;
         }
         Some(missed)
-    }
-
-    /// Whether the unit may guess at all: the workload is not random,
-    /// credit is left, and the link is measured and remote.
-    fn may_guess(&self, m: &Miss<'_>) -> bool {
-        m.class != Some(Class::Random)
-            && self.credit > 0
-            && m.link.samples >= MIN_SAMPLES
-            && !m.link.local
     }
 
     /// For a miss of block `b` (nothing planned or cached) entering a
