@@ -1030,6 +1030,80 @@ async fn an_untrained_miss_in_a_directory_brings_its_rest_on_a_slow_link_only() 
     }
 }
 
+/// No session recorded yet, a slow link: a session that reads the rest
+/// the unit brought of one directory and enters a sibling is walking the
+/// tree, and the walk's subtree is hydrated at once (hydration's own start
+/// delay is an hour here); a session that leaves the rest unread hands
+/// nothing to hydration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_session_walking_a_tree_has_its_subtree_hydrated_at_once() {
+    let _serial = SERIAL.lock().await;
+    if !common::which("mkfs.ext4") {
+        common::skip("walk to hydration", "mkfs.ext4 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vol = walk_image(dir.path());
+    let bs = 64 * 1024u64;
+    for walking in [true, false] {
+        let s = setup(&vol, bs as u32, 16).await;
+        let prior = s.snap.index().prior.clone().expect("ext4 prior");
+        let kids = walk_children(&prior);
+        let blocks = |k: usize| runs_blocks(&prior.directories[k].blocks);
+        let owned = |k: usize| runs_blocks(&prior.directories[k].owned);
+        let cfg = PrefetchConfig {
+            hydrate_delay: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let p = Prefetcher::start(vec![s.snap.clone()], s.fetcher.clone(), cfg);
+        quiesce(&p).await;
+        let m = s.fetcher.metrics();
+        // The link measured, then one directory entered through a miss.
+        miss(&s, &p, owned(kids[0])[0] * bs + 100, 4096).await;
+        quiesce(&p).await;
+        let first = owned(kids[1])[0];
+        miss(&s, &p, first * bs + 100, 4096).await;
+        quiesce(&p).await;
+        if walking {
+            for b in blocks(kids[1]).into_iter().filter(|&b| b != first) {
+                miss(&s, &p, b * bs, 4096).await;
+            }
+            quiesce(&p).await;
+        }
+        assert_eq!(m.hydrate_blocks.load(Relaxed), 0, "before the delay");
+        // A sibling entered.
+        miss(&s, &p, owned(kids[2])[0] * bs + 100, 4096).await;
+        quiesce(&p).await;
+        let subtree: std::collections::BTreeSet<u64> =
+            kids.iter().flat_map(|&k| blocks(k)).collect();
+        if walking {
+            assert_eq!(m.hydrate_walks.load(Relaxed), 1);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let cached = cached_blocks(&s, subtree.iter().copied()).await;
+                if cached.len() == subtree.len() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "subtree not hydrated: {:?} missing, {:?}",
+                    subtree
+                        .iter()
+                        .filter(|b| !cached.contains(b))
+                        .collect::<Vec<_>>(),
+                    hydration(&p)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(m.hydrate_blocks.load(Relaxed) > 0);
+        } else {
+            assert_eq!(m.hydrate_walks.load(Relaxed), 0);
+            assert_eq!(m.hydrate_blocks.load(Relaxed), 0, "nothing walked");
+        }
+        drop(p);
+    }
+}
+
 /// A directory walk learned from sessions that read whole directories:
 /// on a real ext4 image, a miss in a directory no session read brings
 /// that directory's files, and only those; sessions that read one block

@@ -200,6 +200,7 @@ counters! {
     prefetch_unit_used: "fetch-unit blocks later read by a demand read",
     hydrate_blocks: "blocks fetched by background hydration",
     hydrate_bytes: "bytes fetched by background hydration (uncompressed)",
+    hydrate_walks: "directory-tree walks the fetch unit handed to hydration (their subtree first)",
     prefetch_used: "prefetched blocks later read by a demand read",
     prefetch_used_bytes: "bytes of prefetched blocks later read",
     prefetch_wasted: "prefetched blocks evicted unread",

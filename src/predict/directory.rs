@@ -193,6 +193,21 @@ pub fn blocks(prior: &FsPrior, d: u32) -> impl Iterator<Item = u64> + '_ {
         .flat_map(|pd| pd.blocks.iter().flat_map(|r| r.blocks()))
 }
 
+/// Whether directory `d` lies under `ancestor` (at any depth, `d` itself
+/// excluded). The walk up stops after as many steps as there are
+/// directories, so a damaged prior whose parents loop cannot hang it.
+pub fn is_under(prior: &FsPrior, d: u32, ancestor: u32) -> bool {
+    let mut at = d;
+    for _ in 0..prior.directories.len() {
+        match prior.directories.get(at as usize).map(|pd| pd.parent) {
+            Some(p) if p == ancestor => return true,
+            Some(p) if p != NO_PARENT => at = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
 fn block_count(pd: &PriorDir) -> u64 {
     pd.blocks.iter().map(|r| r.count as u64).sum()
 }
@@ -321,6 +336,16 @@ pub(crate) mod tests {
                 .map(|(t, &b)| (t as u64, b))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_directory_is_under_its_ancestors_and_a_looping_prior_ends() {
+        let mut p = prior_of(&[(1, 0, 4), (2, 4, 4)]);
+        assert!(is_under(&p, 3, 2) && is_under(&p, 3, 1) && is_under(&p, 3, 0));
+        assert!(!is_under(&p, 2, 3) && !is_under(&p, 0, 1) && !is_under(&p, 3, 3));
+        // A damaged prior whose parents form a loop: no hang.
+        p.directories[1].parent = 3;
+        assert!(!is_under(&p, 3, 0));
     }
 
     #[test]

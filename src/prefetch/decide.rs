@@ -101,6 +101,12 @@ impl FileState {
         }
     }
 
+    /// A walk the fetch unit saw since the last call: the blocks of the
+    /// subtree being walked, for hydration.
+    pub fn take_walk(&mut self) -> Option<Vec<u64>> {
+        self.unit.take_walk()
+    }
+
     /// The hint window in use, in ms.
     pub fn window_ms(&self) -> u32 {
         self.snapshot

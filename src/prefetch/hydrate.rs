@@ -9,7 +9,14 @@
 //! is one group's uncached blocks (at most `group_size` blocks: one or two
 //! ranged GETs).
 //!
-//! Yielding: hydration starts [`START_AFTER`] the mount (a session's
+//! A walk goes first: when the fetch unit sees a session walk a tree
+//! ([`super::unit`]), that subtree's groups are hydrated before the order
+//! above resumes, starting at once (no start delay) and with
+//! [`HYDRATE_JOBS`] even while demand reads miss: a walk is bound by the
+//! link's throughput, not by one miss at a time.
+//!
+//! Yielding: hydration starts `prefetch.hydrate_delay` (default
+//! [`START_AFTER`]) after the mount (a session's
 //! start-up has the machine to itself), a job is made only when the
 //! prefetch queue is empty,
 //! at most [`HYDRATE_JOBS`] run at once ([`HYDRATE_JOBS_BUSY`] while demand
@@ -34,6 +41,7 @@
 //! brought, and fetches only the rest. Blocks the disk writer had to skip
 //! (its queue full) are fetched again by a later mount.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,12 +63,13 @@ pub(super) const HYDRATE_JOBS: u64 = 4;
 /// every miss in turn, gets the link and the CPU (on 2 cores, four
 /// hydration GETs of 8 MiB made demand GETs wait ~5 round trips).
 pub(super) const HYDRATE_JOBS_BUSY: u64 = 1;
-/// Hydration starts this long after the mount: a session's start-up
+/// Hydration starts this long after the mount by default
+/// (`prefetch.hydrate_delay`): a session's start-up
 /// waits on its misses one after another, and on 2 cores hydration's
 /// decoding and cache writes beside it made a first-session program start
 /// 2.1× slower (1.85 s against 0.88 s without hydration, `bench/peers.sh`),
 /// while a tree scan gains from hydration only over seconds.
-pub(super) const START_AFTER: Duration = Duration::from_secs(2);
+pub const START_AFTER: Duration = Duration::from_secs(2);
 /// How long after a demand miss the mount counts as busy.
 pub(super) const BUSY_FOR: Duration = Duration::from_millis(500);
 /// Groups examined per call at most when they are all cached already (a
@@ -104,6 +113,10 @@ struct FileHydration {
     /// Group numbers in hydration order, and how far the walk got.
     order: Vec<u64>,
     pos: usize,
+    /// Groups of a walk, hydrated before `order` resumes, and those of
+    /// them done (`order` skips them, so nothing is counted twice).
+    front: std::collections::VecDeque<u64>,
+    front_done: HashSet<u64>,
     state: HydrationState,
     total: u64,
     progress: Arc<Progress>,
@@ -118,6 +131,8 @@ pub(super) struct Hydrator {
     /// When the next job may be made (token bucket).
     next_at: Instant,
     started: Instant,
+    /// `prefetch.hydrate_delay`: how long after `started` the order starts.
+    delay: Duration,
     pub running: Arc<AtomicU64>,
 }
 
@@ -132,6 +147,7 @@ impl Hydrator {
         snapshots: &[Arc<Snapshot>],
         mode: HydrateMode,
         rate: u64,
+        delay: Duration,
         cache: &BlockCache,
         local_store: bool,
     ) -> Hydrator {
@@ -156,6 +172,8 @@ impl Hydrator {
                 FileHydration {
                     order: order(s),
                     pos: 0,
+                    front: Default::default(),
+                    front_done: HashSet::new(),
                     state,
                     total,
                     progress: Arc::default(),
@@ -169,6 +187,7 @@ impl Hydrator {
             rate,
             next_at: now,
             started: now,
+            delay,
             running: Arc::default(),
         }
     }
@@ -183,8 +202,37 @@ impl Hydrator {
     /// When the start delay and the rate cap allow the next job (None: no
     /// work left).
     pub fn wake_at(&self) -> Option<Instant> {
-        self.active()
-            .then_some(self.next_at.max(self.started + START_AFTER))
+        self.active().then_some(self.next_at.max(self.start_at()))
+    }
+
+    /// Whether a walk's groups wait at the front.
+    fn walking(&self) -> bool {
+        self.files.iter().any(|f| !f.front.is_empty())
+    }
+
+    /// When hydration may start: at once for a walk, else after the delay.
+    fn start_at(&self) -> Instant {
+        if self.walking() {
+            self.started
+        } else {
+            self.started + self.delay
+        }
+    }
+
+    /// A walk of snapshot `i` was seen: `blocks`' groups go first.
+    pub fn prefer(&mut self, i: usize, blocks: &[u64], group_size: u64) {
+        let Some(f) = self.files.get_mut(i) else {
+            return;
+        };
+        if f.state != HydrationState::Running || group_size == 0 {
+            return;
+        }
+        let mut seen = HashSet::new();
+        for g in blocks.iter().map(|b| b / group_size) {
+            if seen.insert(g) && !f.front_done.contains(&g) {
+                f.front.push_back(g);
+            }
+        }
     }
 
     /// The next job, if one may run now: nothing else queued or waiting
@@ -196,13 +244,12 @@ impl Hydrator {
         busy: bool,
     ) -> Option<HydrateJob> {
         let now = Instant::now();
-        let jobs = if busy {
+        let jobs = if busy && !self.walking() {
             HYDRATE_JOBS_BUSY
         } else {
             HYDRATE_JOBS
         };
-        if self.running.load(Relaxed) >= jobs || now < self.next_at.max(self.started + START_AFTER)
-        {
+        if self.running.load(Relaxed) >= jobs || now < self.next_at.max(self.start_at()) {
             return None;
         }
         let brought: u64 = self
@@ -217,16 +264,35 @@ impl Hydrator {
             }
             let snap = &snapshots[i];
             for _ in 0..SCAN_PER_CALL {
-                let Some(&g) = f.order.get(f.pos) else {
-                    f.state = HydrationState::Done;
-                    break;
+                // A walk's groups first; `order` skips those done.
+                let (g, front) = match f.front.front() {
+                    Some(&g) => (g, true),
+                    None => match f.order.get(f.pos) {
+                        Some(&g) => (g, false),
+                        None => {
+                            f.state = HydrationState::Done;
+                            break;
+                        }
+                    },
                 };
+                let next = |f: &mut FileHydration| {
+                    if front {
+                        f.front.pop_front();
+                        f.front_done.insert(g);
+                    } else {
+                        f.pos += 1;
+                    }
+                };
+                if !front && f.front_done.contains(&g) {
+                    next(f);
+                    continue;
+                }
                 let Some(entry) = snap.index().group(g) else {
-                    f.pos += 1;
+                    next(f);
                     continue;
                 };
                 let Ok(blocks) = snap.group_blocks(entry).await else {
-                    f.pos += 1;
+                    next(f);
                     continue;
                 };
                 let (mut need, mut stored, mut need_bytes, mut have) = (Vec::new(), 0, 0, 0);
@@ -249,8 +315,9 @@ impl Hydrator {
                 f.progress.hydrated.fetch_add(have, Relaxed);
                 if cut {
                     f.state = HydrationState::Capped;
+                    f.front.clear();
                 } else {
-                    f.pos += 1;
+                    next(f);
                 }
                 if need.is_empty() {
                     if cut {
@@ -285,6 +352,7 @@ impl Hydrator {
             f.progress.jobs.fetch_sub(1, Relaxed);
             f.progress.hydrated.store(0, Relaxed);
             f.pos = 0;
+            f.front_done.clear();
             if matches!(f.state, HydrationState::Done | HydrationState::Capped) {
                 f.state = HydrationState::Running;
             }
@@ -341,7 +409,7 @@ fn room(cache: &BlockCache, bytes: u64) -> bool {
 fn order(snap: &Snapshot) -> Vec<u64> {
     let index = snap.index();
     let gs = snap.header().group_size as u64;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(index.groups.len());
     for w in &index.warmup {
         for b in w.blocks(gs as u32) {

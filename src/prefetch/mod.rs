@@ -54,7 +54,7 @@ mod unit;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -104,6 +104,11 @@ pub struct PrefetchConfig {
     /// Stored bytes per second hydration asks for at most; 0: as fast as
     /// the link goes (it yields to every other fetch anyway).
     pub hydrate_rate: ByteSize,
+    /// How long after the mount hydration starts (a session's start-up
+    /// has the machine to itself meanwhile); a walk of a directory tree
+    /// starts its subtree's hydration at once.
+    #[serde(deserialize_with = "crate::units::duration")]
+    pub hydrate_delay: Duration,
 }
 
 impl PrefetchConfig {
@@ -125,6 +130,7 @@ impl Default for PrefetchConfig {
             demand_slots: crate::fetch::DEFAULT_FETCH_SLOTS - 16,
             hydrate: HydrateMode::Auto,
             hydrate_rate: ByteSize(0),
+            hydrate_delay: hydrate::START_AFTER,
         }
     }
 }
@@ -160,6 +166,7 @@ impl Prefetcher {
             &snapshots,
             cfg.hydrate,
             cfg.hydrate_rate.as_u64(),
+            cfg.hydrate_delay,
             fetcher.cache(),
             local,
         );
@@ -433,6 +440,15 @@ impl Prefetcher {
             let jobs = f.decide(ev.offset, ev.len, &cx).await;
             for (priority, blocks) in jobs {
                 sched.push(priority, ev.file, blocks);
+            }
+            if let Some(walk) = f.take_walk() {
+                let gs = f.snapshot.header().group_size as u64;
+                log::debug!(
+                    "a walk of a directory tree: {} blocks go to the front of hydration",
+                    walk.len()
+                );
+                Metrics::add(&m.hydrate_walks, 1);
+                hydrator.prefer(ev.file, &walk, gs);
             }
         }
         // Published per batch, not per tick: a tick can fall in an idle

@@ -47,6 +47,17 @@
 //! s3fs's 1.02–1.06 s in back-to-back runs of `bench/peers.sh`, the guessed
 //! directory competing with the one being read; not kept.)
 //!
+//! A walk of the tree is then handed to hydration: when the unit enters
+//! a second child of one parent directory while the rest it brought of an
+//! earlier sibling was read at least [`WALK_USE`] (a `tar`, a `grep -r` or
+//! a scan of a tree, not one file here and one there), the rest of that
+//! parent's subtree goes to the front of background hydration
+//! ([`super::hydrate`]), which then starts at once instead of after its
+//! start delay: a walk is bound by the link's throughput, and the unit's
+//! one directory at a time leaves it idle for a round trip at every
+//! directory. Hydration's priority keeps those GETs behind the demand
+//! reads and the unit's own.
+//!
 //! Random readers must not pay for it. The classifier's verdict "random"
 //! (after [`super::decide::CLASSIFY_EVERY`] reads) turns the unit off; before
 //! a verdict, a **credit** bounds it: the unit may fetch at most
@@ -55,10 +66,12 @@
 //! what the unit brings keeps it; a random one spends [`INITIAL_CREDIT`]
 //! blocks and then fetches exactly what it reads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
+use crate::format::index::NO_PARENT;
+use crate::format::FsPrior;
 use crate::predict::directory::{self, Directories};
 use crate::snapshot::{BlockRef, Snapshot};
 use crate::trace::classify::Class;
@@ -90,6 +103,11 @@ pub(super) const MIN_SAMPLES: u64 = 1;
 /// blocks, a few round trips' worth of a fast link; a larger file read
 /// through is a sequential stream, which read-ahead follows.
 pub(super) const FILE_REST_BLOCKS: usize = 32;
+/// The share of an entered directory's rest read before its parent's walk
+/// goes to hydration: a walk reads most of what it is given (a scan of
+/// every third file of each directory still touches most of its 512 KiB
+/// blocks), an interpreter importing a module here and there much less.
+pub(super) const WALK_USE: f64 = 0.5;
 /// Unit blocks remembered until read, at most (then forgotten: they just
 /// earn nothing).
 const MAX_TRACKED: usize = 1 << 16;
@@ -117,6 +135,13 @@ pub(super) struct FetchUnit {
     file_runs: Vec<(u64, u32, usize)>,
     /// Directories whose rest the unit fetched (once per mount each).
     dirs_fetched: HashSet<u32>,
+    /// Per parent directory, its children the unit entered and the rest it
+    /// fetched of each.
+    entered: HashMap<u32, Vec<Vec<u64>>>,
+    /// Parents whose walk went to hydration (once each).
+    walked: HashSet<u32>,
+    /// A walk's subtree blocks, not yet handed to hydration.
+    walk: Option<Vec<u64>>,
 }
 
 impl Default for FetchUnit {
@@ -128,6 +153,9 @@ impl Default for FetchUnit {
             unread: HashSet::new(),
             file_runs: Vec::new(),
             dirs_fetched: HashSet::new(),
+            entered: HashMap::new(),
+            walked: HashSet::new(),
+            walk: None,
         }
     }
 }
@@ -243,7 +271,48 @@ impl FetchUnit {
                 .copied()
                 .filter(|&n| n != b && !planned(n) && !super::decide::cached(snap, cache, n)),
         );
-        self.spend(out)
+        self.note_entry(prior, d);
+        let rest = self.spend(out);
+        if let Some(p) = prior.directories.get(d as usize).map(|pd| pd.parent) {
+            self.entered.entry(p).or_default().push(rest.clone());
+        }
+        rest
+    }
+
+    /// Directory `d` was entered: when an earlier sibling's rest was read
+    /// enough, the walk of their parent (its whole subtree, the
+    /// directories after `d` first) becomes [`Self::take_walk`]'s.
+    fn note_entry(&mut self, prior: &FsPrior, d: u32) {
+        let Some(p) = prior.directories.get(d as usize).map(|pd| pd.parent) else {
+            return;
+        };
+        if p == NO_PARENT || self.walked.contains(&p) {
+            return;
+        }
+        let read = |rest: &Vec<u64>| {
+            let used = rest.iter().filter(|b| !self.unread.contains(b)).count();
+            !rest.is_empty() && used as f64 >= WALK_USE * rest.len() as f64
+        };
+        if !self.entered.get(&p).is_some_and(|s| s.iter().any(read)) {
+            return;
+        }
+        self.walked.insert(p);
+        let under: Vec<u32> = (0..prior.directories.len() as u32)
+            .filter(|&x| x != d && directory::is_under(prior, x, p))
+            .collect();
+        let at = under.partition_point(|&x| x < d);
+        let blocks = under[at..]
+            .iter()
+            .chain(&under[..at])
+            .flat_map(|&x| directory::blocks(prior, x))
+            .collect();
+        self.walk = Some(blocks);
+    }
+
+    /// The blocks of a walk detected since the last call (see the module
+    /// doc), for hydration.
+    pub fn take_walk(&mut self) -> Option<Vec<u64>> {
+        self.walk.take()
     }
 
     /// The neighbours of block `b` to fetch for a read that needs it now,
