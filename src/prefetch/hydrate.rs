@@ -211,6 +211,17 @@ impl Hydrator {
         self.active().then_some(self.next_at.max(self.start_at()))
     }
 
+    /// Jobs that may run at once now: more for a walk, fewer while busy.
+    pub fn job_limit(&self, busy: bool) -> u64 {
+        if self.walking() {
+            WALK_JOBS
+        } else if busy {
+            HYDRATE_JOBS_BUSY
+        } else {
+            HYDRATE_JOBS
+        }
+    }
+
     /// Whether a walk's groups wait at the front.
     fn walking(&self) -> bool {
         self.files.iter().any(|f| !f.front.is_empty())
@@ -250,13 +261,7 @@ impl Hydrator {
         busy: bool,
     ) -> Option<HydrateJob> {
         let now = Instant::now();
-        let jobs = if busy && !self.walking() {
-            HYDRATE_JOBS_BUSY
-        } else if self.walking() {
-            WALK_JOBS
-        } else {
-            HYDRATE_JOBS
-        };
+        let jobs = self.job_limit(busy);
         if self.running.load(Relaxed) >= jobs || now < self.next_at.max(self.start_at()) {
             return None;
         }

@@ -371,7 +371,7 @@ impl Prefetcher {
             let hydrate_wake = hydrator
                 .wake_at()
                 .filter(|_| {
-                    sched.len() == 0 && hydrator.running.load(Relaxed) < hydrate::HYDRATE_JOBS
+                    sched.len() == 0 && hydrator.running.load(Relaxed) < hydrator.job_limit(false)
                 })
                 .map(|t| {
                     if busy {
