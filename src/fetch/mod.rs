@@ -4,16 +4,19 @@
 //! their verified, uncompressed bytes:
 //! 1. each block is looked up in the cache (memory, then disk);
 //! 2. a block already being fetched is **joined**, never fetched twice: the
-//!    in-flight map holds one shared future per fetch, keyed by block
-//!    content, so concurrent readers (and, later, the prefetcher) wait for
+//!    in-flight map points each block, keyed by content, at its run's
+//!    per-block cells, so concurrent readers (and the prefetcher) wait for
 //!    the same GET;
 //! 3. the remaining blocks are cut into **runs** of blocks stored back to
-//!    back in one object, and each run is one ranged GET;
+//!    back in one object, and each run is one ranged GET ([`run`]);
 //! 4. every fetched block is decompressed (bounded by its length), checked
-//!    against its checksum, and cached (prefetch and hydration runs decode
-//!    one per CPU at a time, in the order [`gate`] chooses; a demand read's
-//!    runs, and runs a demand read joined, decode at once). A mismatch fails that block (EIO to
-//!    the reader, a log line naming block and object), never returns data.
+//!    against its checksum, cached, and handed to its readers on its own,
+//!    not when its whole run is done; blocks a demand reader waits for are
+//!    decoded first. Prefetch and hydration runs decode one per CPU at a
+//!    time, in the order [`gate`] chooses; a demand read's runs, and runs a
+//!    demand read joined, decode at once. Hydrated blocks are cached cold
+//!    (memory only into free room). A mismatch fails that block (EIO to the
+//!    reader, a log line naming block and object), never returns data.
 //!
 //! A bounded number of GETs run at once (the mount's fetch slots:
 //! `prefetch.concurrency` + `prefetch.demand_slots`, [`DEFAULT_FETCH_SLOTS`]
@@ -26,6 +29,9 @@
 
 pub mod gate;
 pub mod link;
+mod run;
+
+pub use run::MAX_RUN_BYTES;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,36 +39,27 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, Tier};
 use crate::metrics::Metrics;
 use crate::ratelimit::LogLimit;
-use crate::snapshot::{decode_block_cvs, BlockError, BlockErrorKind, BlockRef};
+use crate::snapshot::{BlockError, BlockErrorKind, BlockRef};
 use crate::store::Store;
-use blake3::hazmat::ChainingValue;
+use run::{FillOnDrop, RunCells, RunEnv};
 
 /// GETs in flight at once: enough to hide ~20 ms of store latency at
 /// several hundred MB/s with 512 KiB blocks, few enough to be polite to
 /// the store and to bound memory (64 × a few MiB).
 pub const DEFAULT_FETCH_SLOTS: usize = 64;
-/// Longest run fetched with one GET: larger runs are split so one request
-/// never holds more than this in memory.
-pub const MAX_RUN_BYTES: u64 = 8 << 20;
-
 /// Prefetch and hydration decodes running at once, per CPU ([`gate`]):
 /// one, so the run needed soonest is decoded first and finishes early.
 const DECODES_PER_CPU: usize = 1;
-
-/// The outcome of one run's fetch: per block of the run, its bytes or why not.
-type RunResult = Arc<Vec<Result<Bytes, BlockError>>>;
 
 /// Failed GETs and bad blocks are logged where they happen, once each, and
 /// at most a few per period during an outage (every reader of the failed
 /// run shares the one error; the read path does not log it again).
 static FETCH_ERRORS: LogLimit = LogLimit::new();
-type RunFuture = Shared<BoxFuture<'static, RunResult>>;
 
 /// A block a read wants: its uncompressed length, and the bytes of it the
 /// read needs.
@@ -251,7 +248,7 @@ impl Fetcher {
             }
         }
         // 2 + 3. Join fetches in flight, start runs for the rest.
-        let mut waits: Vec<(usize, RunFuture, usize)> = Vec::new();
+        let mut waits: Vec<(usize, Arc<RunCells>, usize)> = Vec::new();
         let mut to_fetch: Vec<usize> = Vec::new();
         let mut seen: HashMap<BlockKey, usize> = HashMap::new();
         let mut dups: Vec<(usize, usize)> = Vec::new();
@@ -267,27 +264,27 @@ impl Fetcher {
             match self.inflight.get(&key) {
                 Some(e) => {
                     if demand {
-                        e.ticket.make_urgent();
+                        e.make_urgent();
                     }
-                    waits.push((i, e.fut.clone(), e.pos))
+                    waits.push((i, e.cells.clone(), e.pos))
                 }
                 None => to_fetch.push(i),
             }
         }
-        for run in runs(wants, &to_fetch) {
-            let fut = self.start_run(
+        for run in run::runs(wants, &to_fetch) {
+            let claims = self.start_run(
                 run.iter().map(|&i| wants[i].clone()).collect(),
                 purpose,
                 order,
             );
-            for (pos, (&i, owner)) in run.iter().zip(fut).enumerate() {
+            for (&i, owner) in run.iter().zip(claims) {
                 // Our run fetches the block, or someone else's claimed it first.
                 match owner {
-                    Claim::Ours(f) => {
+                    Claim::Ours(cells, pos) => {
                         started_own = true;
-                        waits.push((i, f, pos))
+                        waits.push((i, cells, pos))
                     }
-                    Claim::Theirs(f, their_pos) => waits.push((i, f, their_pos)),
+                    Claim::Theirs(cells, pos) => waits.push((i, cells, pos)),
                     Claim::Ready(b) => {
                         ready.insert(i, b.clone());
                         out[i] = Some(wants[i].slice(&b));
@@ -296,8 +293,8 @@ impl Fetcher {
             }
         }
         for (i, first) in dups {
-            if let Some(&(_, ref fut, pos)) = waits.iter().find(|(j, _, _)| *j == first) {
-                waits.push((i, fut.clone(), pos));
+            if let Some(&(_, ref cells, pos)) = waits.iter().find(|(j, _, _)| *j == first) {
+                waits.push((i, cells.clone(), pos));
             } else if let Some(b) = ready.get(&first) {
                 out[i] = Some(wants[i].slice(b));
             }
@@ -309,11 +306,10 @@ impl Fetcher {
         let _waiting = (demand && started_own).then(|| WaitGuard::new(&self.demand_waiting));
         let waited = Instant::now();
         let n_waits = waits.len();
-        for (i, fut, pos) in waits {
-            let r = fut.await;
-            out[i] = Some(match r.get(pos) {
-                Some(Ok(b)) => wants[i].slice(b),
-                Some(Err(e)) => Err(e.clone()),
+        for (i, cells, pos) in waits {
+            out[i] = Some(match cells.wait(pos).await {
+                Some(Ok(b)) => wants[i].slice(&b),
+                Some(Err(e)) => Err(e),
                 None => Err(wants[i].internal("run result too short")),
             });
         }
@@ -332,61 +328,37 @@ impl Fetcher {
 
     /// Claims the run's blocks in the in-flight map (atomically per block)
     /// and starts one GET for the run unless every block was claimed by a
-    /// fetch already under way. Returns, per block, the future to wait on.
+    /// fetch already under way. Returns, per block, where to wait for it.
     fn start_run(&self, run: Vec<Want>, purpose: Purpose, order: u64) -> Vec<Claim> {
         let demand = purpose == Purpose::Demand;
         let id = self
             .next_run
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let store = self.store.clone();
-        let cache = self.cache.clone();
-        let metrics = self.metrics.clone();
-        let slots = self.slots.clone();
-        let inflight = self.inflight.clone();
-        let slot_wait = demand.then(|| self.slot_wait.clone());
-        let link = self.link.clone();
         let ticket = gate::Ticket::new(order);
-        let gate = (!demand).then(|| (self.decode_gate.clone(), ticket.clone()));
+        let env = RunEnv {
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            link: self.link.clone(),
+            slots: self.slots.clone(),
+            slot_wait: demand.then(|| self.slot_wait.clone()),
+            gate: (!demand).then(|| (self.decode_gate.clone(), ticket.clone())),
+            cold: purpose == Purpose::Hydrate,
+        };
+        let inflight = self.inflight.clone();
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();
-        let registered = keys.clone();
         // Shared with the decode thread without copying the wants.
         let run: Arc<[Want]> = run.into();
-        let fut = async move {
-            let results: Vec<Result<Bytes, BlockError>> = fetch_run(
-                &store,
-                run.clone(),
-                &metrics,
-                &link,
-                &slots,
-                slot_wait.as_deref(),
-                gate.as_ref().map(|(g, t)| (&**g, t.clone())),
-            )
-            .await
-            .into_iter()
-            .zip(run.iter())
-            .map(|(r, w)| {
-                r.map(|(b, cvs)| {
-                    cache.put(w.block.checksum, b.clone(), cvs);
-                    b
-                })
-            })
-            .collect();
-            for k in &keys {
-                inflight.remove_if(k, |_, v| v.id == id);
-            }
-            Arc::new(results)
-        }
-        .boxed()
-        .shared();
-        let claims: Vec<Claim> = registered
-            .into_iter()
+        let cells = RunCells::new(run.len());
+        let claims: Vec<Claim> = keys
+            .iter()
             .enumerate()
-            .map(|(pos, k)| match self.inflight.entry(k) {
+            .map(|(pos, &k)| match self.inflight.entry(k) {
                 dashmap::Entry::Occupied(e) => {
                     if demand {
-                        e.get().ticket.make_urgent();
+                        e.get().make_urgent();
                     }
-                    Claim::Theirs(e.get().fut.clone(), e.get().pos)
+                    Claim::Theirs(e.get().cells.clone(), e.get().pos)
                 }
                 dashmap::Entry::Vacant(v) => {
                     // A fetch that just finished cached the block before it
@@ -396,19 +368,29 @@ impl Fetcher {
                     }
                     v.insert(InFlight {
                         id,
-                        fut: fut.clone(),
+                        cells: cells.clone(),
                         pos,
                         ticket: ticket.clone(),
                     });
-                    Claim::Ours(fut.clone())
+                    Claim::Ours(cells.clone(), pos)
                 }
             })
             .collect();
-        if claims.iter().any(|c| matches!(c, Claim::Ours(_))) {
+        if claims.iter().any(|c| matches!(c, Claim::Ours(..))) {
             // Driven to the end even if every waiter goes away (a reader
             // interrupted): the fetch completes, is cached, and leaves the
-            // in-flight map.
-            tokio::spawn(fut);
+            // in-flight map. Blocks claimed by others are fetched too (they
+            // are in the range) but only ours are waited for here.
+            tokio::spawn(async move {
+                let _unfilled = FillOnDrop {
+                    cells: cells.clone(),
+                    run: run.clone(),
+                };
+                run::fetch_run(&env, run, cells).await;
+                for k in &keys {
+                    inflight.remove_if(k, |_, v| v.id == id);
+                }
+            });
         }
         claims
     }
@@ -417,11 +399,20 @@ impl Fetcher {
 /// A run in flight, as the blocks it fetches know it.
 struct InFlight {
     id: u64,
-    fut: RunFuture,
+    cells: Arc<RunCells>,
     /// The block's position in the run.
     pos: usize,
     /// Its place at the decode gate (a demand reader joining makes it urgent).
     ticket: Arc<gate::Ticket>,
+}
+
+impl InFlight {
+    /// A demand reader waits for this block: its run skips the line at the
+    /// decode gate, and the block is decoded first within the run.
+    fn make_urgent(&self) {
+        self.ticket.make_urgent();
+        self.cells.want_first(self.pos);
+    }
 }
 
 /// Who asked for a fetch: counted, prioritized and cached accordingly.
@@ -448,138 +439,12 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// Who fetches a block of a run.
+/// Who fetches a block of a run: the run's cells and the block's position
+/// in them.
 enum Claim {
-    Ours(RunFuture),
+    Ours(Arc<RunCells>, usize),
     /// Cached meanwhile: no fetch needed.
     Ready(Bytes),
-    /// Another fetch had it in flight: its future and the block's position.
-    Theirs(RunFuture, usize),
-}
-
-/// Groups wanted blocks into runs stored back to back in one object.
-fn runs(wants: &[Want], idx: &[usize]) -> Vec<Vec<usize>> {
-    let mut sorted = idx.to_vec();
-    sorted.sort_by(|&a, &b| {
-        let (x, y) = (&wants[a].block, &wants[b].block);
-        (&x.object, x.offset).cmp(&(&y.object, y.offset))
-    });
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for i in sorted {
-        let b = &wants[i].block;
-        if let Some(run) = out.last_mut() {
-            let first = &wants[run[0]].block;
-            let last = &wants[run[run.len() - 1]].block;
-            if last.object == b.object
-                && last.offset + last.length as u64 == b.offset
-                && b.offset + b.length as u64 - first.offset <= MAX_RUN_BYTES
-            {
-                run.push(i);
-                continue;
-            }
-        }
-        out.push(vec![i]);
-    }
-    out
-}
-
-/// One GET for the run, then per-block decode and verify on a blocking
-/// thread (zstd and BLAKE3 of up to [`MAX_RUN_BYTES`] would stall the
-/// async workers that serve other reads).
-async fn fetch_run(
-    store: &Store,
-    run: Arc<[Want]>,
-    metrics: &Arc<Metrics>,
-    link: &Arc<link::LinkModel>,
-    slots: &Semaphore,
-    slot_wait: Option<&SlotWait>,
-    decode_gate: Option<(&gate::DecodeGate, Arc<gate::Ticket>)>,
-) -> Vec<Result<(Bytes, Vec<ChainingValue>), BlockError>> {
-    let (Some(first), Some(last)) = (run.first(), run.last()) else {
-        return Vec::new();
-    };
-    let key = first.block.object.clone();
-    let range = first.block.offset..last.block.offset + last.block.length as u64;
-    let asked = Instant::now();
-    let slot = slots.acquire().await;
-    if let Some(w) = slot_wait {
-        w.record(asked.elapsed());
-    }
-    let started = Instant::now();
-    let got = store.get_range(&key, range.clone()).await;
-    let latency = started.elapsed();
-    metrics.fetch_latency.observe(latency);
-    Metrics::inc(&metrics.fetches);
-    let data = match got {
-        Ok(d) => d,
-        Err(e) => {
-            Metrics::inc(&metrics.fetch_errors);
-            FETCH_ERRORS.error(|| {
-                format!(
-                    "fetching blocks {}..={}: {e}",
-                    first.block.block_id, last.block.block_id
-                )
-            });
-            let e = Arc::new(e);
-            return run
-                .iter()
-                .map(|w| Err(BlockError::new(&w.block, BlockErrorKind::Store(e.clone()))))
-                .collect();
-        }
-    };
-    Metrics::add(&metrics.bytes_fetched, data.len() as u64);
-    link.record_get(data.len() as u64, latency);
-    let decode = {
-        let run = run.clone();
-        let metrics = metrics.clone();
-        let link = link.clone();
-        move || {
-            let t0 = Instant::now();
-            let decoded: u64 = run.iter().map(|w| w.len as u64).sum();
-            let out = run
-                .iter()
-                .map(|w| {
-                    let s = (w.block.offset - range.start) as usize;
-                    Metrics::inc(&metrics.blocks_fetched);
-                    let stored = match data.get(s..s + w.block.length as usize) {
-                        Some(_) => data.slice(s..s + w.block.length as usize),
-                        None => Bytes::new(),
-                    };
-                    decode_block_cvs(stored, &w.block, w.len).inspect_err(|e| {
-                        Metrics::inc(match e.kind {
-                            BlockErrorKind::Checksum => &metrics.checksum_errors,
-                            _ => &metrics.decode_errors,
-                        });
-                        FETCH_ERRORS.error(|| e.to_string());
-                    })
-                })
-                .collect::<Vec<_>>();
-            link.record_decode(decoded, t0.elapsed());
-            log::trace!(
-                "run {}..={} ({} blocks, {} B stored): slot {:?}, GET {:?}, decode {:?}",
-                run[0].block.block_id,
-                run[run.len() - 1].block.block_id,
-                run.len(),
-                data.len(),
-                started - asked,
-                latency,
-                t0.elapsed()
-            );
-            out
-        }
-    };
-    // The GET is done: its slot goes to the next one while this run waits
-    // to decode.
-    drop(slot);
-    let _decoding = match decode_gate {
-        Some((g, t)) => Some(g.enter(t).await),
-        None => None,
-    };
-    match tokio::task::spawn_blocking(decode).await {
-        Ok(r) => r,
-        Err(_) => run
-            .iter()
-            .map(|w| Err(w.internal("decode task failed")))
-            .collect(),
-    }
+    /// Another fetch had it in flight.
+    Theirs(Arc<RunCells>, usize),
 }
