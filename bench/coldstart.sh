@@ -3,7 +3,9 @@
 #   program    python importing a fixed set of packages from a library tree
 #   container  a container start from a Debian root image (debootstrap
 #              minbase): chroot into it and run what an entrypoint would
-#              (the shell, dpkg's database, apt's configuration, perl)
+#              (the shell, dpkg's database, apt's configuration, perl with
+#              modules perl-base holds: minbase has no perl-modules, and
+#              File::Find, asked for until 2026-12-04, failed at once)
 # Each on its own ext4 image; hints learned from two sessions recorded with
 # `mount --record-traces`; then, side by side per run: the image on local
 # disk (loop-mounted directly, page cache dropped), snapahead with a fresh
@@ -34,7 +36,7 @@ truncate -s 1G "$D/container.img"; mkfs.ext4 -q -F -d "$ROOTFS" "$D/container.im
 wl_container() {
   chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
     'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
-     apt-cache policy > /dev/null 2>&1; perl -MFile::Find -MGetopt::Long -MPOSIX -e 1;
+     apt-cache policy > /dev/null 2>&1; perl -MFile::Temp -MGetopt::Long -MPOSIX -e 1 || exit 1;
      ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
 }
 
@@ -103,7 +105,7 @@ Command: \`bench/coldstart.sh\` (part of \`make bench\`; \`SNAPAHEAD_OLD_BIN=pat
 before${OLD:+: here $OLD, ${OLD_DESC:-a build of an earlier commit}}). Machine: $(machine_line).
 Each start on its own ext4 image: **program** python importing a dozen stdlib packages from a library
 tree; **container** a chroot into a Debian bookworm minbase root (debootstrap) running the shell,
-\`dpkg -L\` of every package, \`apt-config dump\`, \`apt-cache policy\`, perl with three modules,
+\`dpkg -L\` of every package, \`apt-config dump\`, \`apt-cache policy\`, perl loading File::Temp, Getopt::Long and POSIX,
 \`ls -R\` of the zoneinfo tree and the \`/etc/*.conf\` files. Hints learned from two sessions recorded with
 \`mount --record-traces\`; each run (median of $RUNS, side by side), page cache dropped: local disk =
 the image file loop-mounted directly, timed from the loop mount to its unmount; snapahead = fresh
