@@ -9,7 +9,10 @@
 //!   data reached the disk, a person editing it) is dropped and refetched,
 //!   never served. A file is `header | block`: the header holds the
 //!   block's segment chaining values (see [`super::verified`]), so a read of
-//!   a few KiB reads and checks only the 16 KiB segments it touches.
+//!   a few KiB reads and checks only the 16 KiB segments it touches. An
+//!   open file also keeps, per segment, its 4 KiB pages' CVs once a partial
+//!   read has proven them: a hot random 4 KiB read then reads and hashes
+//!   4 KiB (in memory only: at most [`MAX_OPEN_FILES`] × 4 KiB of CVs).
 //! - At start the directory is scanned and every block file becomes a cache
 //!   entry again (oldest modification first in LRU order); the content is
 //!   checked lazily, on first read.
@@ -35,13 +38,13 @@ use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::Context;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::verified::{cvs_match_root, segment_cv, SEGMENT};
+use super::verified::{cvs_match_root, merge_leaves, page_cvs, segment_cv, PAGE, SEGMENT};
 use super::BlockKey;
 use blake3::hazmat::ChainingValue;
 
@@ -102,6 +105,9 @@ struct OpenBlock {
     len: usize,
     /// Segment CVs, proven against the key; empty for one-segment blocks.
     cvs: Vec<[u8; 32]>,
+    /// Per segment, its pages' CVs once a partial read proved them against
+    /// the segment's CV (see [`super::verified::PAGE`]).
+    pages: Vec<OnceLock<Box<[ChainingValue]>>>,
     data_at: u64,
 }
 
@@ -479,6 +485,7 @@ impl OpenBlock {
         Ok(Some(OpenBlock {
             file,
             len,
+            pages: cvs.iter().map(|_| OnceLock::new()).collect(),
             cvs,
             data_at: header.len() as u64,
         }))
@@ -486,8 +493,11 @@ impl OpenBlock {
 
     /// Reads `range` of the block and checks it: the whole block against
     /// `key` when it is one segment or the range covers it, otherwise each
-    /// touched segment against its CV. `Ok(None)`: a check failed.
-    /// With the bytes, the whole verified block when it was read whole.
+    /// touched segment against its CV, or only the touched pages of a
+    /// segment whose page CVs are known (the first partial read of a
+    /// segment reads it whole and proves its page CVs). `Ok(None)`: a check
+    /// failed. With the bytes, the whole verified block when it was read
+    /// whole.
     fn read(
         &self,
         key: &BlockKey,
@@ -511,22 +521,66 @@ impl OpenBlock {
         }
         let first = range.start / SEGMENT;
         let last = (range.end - 1) / SEGMENT;
-        let seg_start = first * SEGMENT;
-        let seg_end = ((last + 1) * SEGMENT).min(len);
-        let mut data = vec![0u8; seg_end - seg_start];
+        // The bytes read: whole segments, except at an end whose segment's
+        // page CVs are known, where only the touched pages.
+        let start = match self.pages[first].get() {
+            Some(_) => range.start / PAGE * PAGE,
+            None => first * SEGMENT,
+        };
+        let end = match self.pages[last].get() {
+            Some(_) => range.end.div_ceil(PAGE) * PAGE,
+            None => (last + 1) * SEGMENT,
+        }
+        .min(len);
+        let mut data = vec![0u8; end - start];
         self.file
-            .read_exact_at(&mut data, self.data_at + seg_start as u64)?;
-        for (i, seg) in data.chunks(SEGMENT).enumerate() {
-            let k = first + i;
-            if segment_cv((k * SEGMENT) as u64, seg) != self.cvs[k] {
+            .read_exact_at(&mut data, self.data_at + start as u64)?;
+        for k in first..=last {
+            let (s0, s1) = (k * SEGMENT, ((k + 1) * SEGMENT).min(len));
+            let (a, b) = (start.max(s0), end.min(s1));
+            if !self.check_part(
+                k,
+                a,
+                &data[a - start..b - start],
+                range.start <= s0 && range.end >= s1,
+            ) {
                 return Ok(None);
             }
         }
         let data = Bytes::from(data);
         Ok(Some((
-            data.slice(range.start - seg_start..range.end - seg_start),
+            data.slice(range.start - start..range.end - start),
             None,
         )))
+    }
+
+    /// Checks `part`, the bytes at `at` of segment `k`: all of it, or (when
+    /// its page CVs are known) whole pages of it. `covered`: the request
+    /// covers the whole segment, so its page CVs are not worth computing.
+    fn check_part(&self, k: usize, at: usize, part: &[u8], covered: bool) -> bool {
+        let s0 = k * SEGMENT;
+        let whole = at == s0 && part.len() == (self.len - s0).min(SEGMENT);
+        if let Some(pages) = self.pages[k].get().filter(|_| !(whole && covered)) {
+            let first = (at - s0) / PAGE;
+            return part.chunks(PAGE).enumerate().all(|(i, p)| {
+                pages.get(first + i) == Some(&segment_cv((at + i * PAGE) as u64, p))
+            });
+        }
+        if !whole {
+            // Only reached with page CVs known (the read was sized by them).
+            return false;
+        }
+        if covered {
+            return segment_cv(s0 as u64, part) == self.cvs[k];
+        }
+        // The segment's first partial read: its page CVs, proven by the
+        // segment's CV, serve the reads after it.
+        let pages = page_cvs(s0 as u64, part);
+        if merge_leaves(&pages, part.len() as u64, PAGE as u64) != Some(self.cvs[k]) {
+            return false;
+        }
+        let _ = self.pages[k].set(pages.into_boxed_slice());
+        true
     }
 }
 
@@ -653,6 +707,56 @@ mod tests {
         // A wrong length is refused too.
         put(&c, &key, &data);
         assert!(matches!(c.get(&key, len - 1, 0..10), Lookup::Corrupt));
+    }
+
+    #[test]
+    fn known_page_cvs_verify_exactly_the_pages_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 10 << 20).unwrap();
+        let len = 512 * 1024 - 100;
+        let data: Vec<u8> = (0..len).map(|i| (i * 11 % 251) as u8).collect();
+        let key = *blake3::hash(&data).as_bytes();
+        put(&c, &key, &data);
+        let hit = |r: Range<usize>| match c.get(&key, len, r.clone()) {
+            Lookup::Hit { data: d, .. } => assert!(d == data[r.clone()], "{r:?}"),
+            _ => panic!("{r:?} not a hit"),
+        };
+        // First partial reads prove segments 1 and the last (short) one;
+        // then every kind of range: inside a page, across pages, across a
+        // proven and an unproven segment, whole segments, the block's end.
+        hit(SEGMENT + 100..SEGMENT + 110);
+        hit(len - 5000..len - 4000);
+        for r in [
+            SEGMENT..SEGMENT + 4096,
+            SEGMENT + 4000..SEGMENT + 4200,
+            2 * SEGMENT - 10..2 * SEGMENT + 10,
+            SEGMENT - 10..SEGMENT + 10,
+            SEGMENT..2 * SEGMENT,
+            SEGMENT + 1..3 * SEGMENT + 1,
+            len - 10..len,
+            len - PAGE - 1..len,
+        ] {
+            hit(r);
+        }
+        let open = c.open_block(&key, len).unwrap().unwrap();
+        assert!(open.pages[1].get().is_some() && open.pages[5].get().is_none());
+        // Damage page 3 of segment 1: its other pages, proven, still read
+        // (only they are hashed); a read of page 3 is refused.
+        let path = c.path(&key);
+        let mut file = fs::read(&path).unwrap();
+        let data_at = HEADER_FIXED + 32 * len.div_ceil(SEGMENT);
+        file[data_at + SEGMENT + 3 * PAGE + 7] ^= 1;
+        fs::write(&path, &file).unwrap();
+        hit(SEGMENT..SEGMENT + 3 * PAGE);
+        assert!(matches!(
+            c.get(&key, len, SEGMENT + 3 * PAGE..SEGMENT + 3 * PAGE + 1),
+            Lookup::Corrupt
+        ));
+        // A read covering the damaged segment whole is refused as well.
+        put(&c, &key, &data);
+        hit(SEGMENT + 100..SEGMENT + 110);
+        fs::write(&path, &file).unwrap();
+        assert!(matches!(c.get(&key, len, 0..3 * SEGMENT), Lookup::Corrupt));
     }
 
     #[test]
