@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Read-path A/B: the build before the read-path rework (OLD_BIN) against
-# this one, side by side in one run, alternating, on the same file:// store:
+# this one, side by side in one run, alternating, each on a file:// store it
+# created itself from the same volume (an older build cannot read a newer
+# index format):
 #  (a) cold sequential read: fresh cache, page cache dropped, `dd bs=1M` of
 #      the whole image; the mount's CPU seconds (user + system of every
 #      thread, from start until its cache writer has drained) per GiB read,
@@ -41,9 +43,11 @@ with open(sys.argv[1], "wb") as f:
         f.write(r.randbytes(32768)); f.write(text)
 PY
 "$S" --store "file://$D/store" create vol --source "$D/src/vol.img" >/dev/null
-# usage: start BIN CACHE_DIR — a mount of the store on $MNT, $PID set
+"$OLD_BIN" --store "file://$D/store-old" create vol --source "$D/src/vol.img" >/dev/null
+# usage: start BIN CACHE_DIR — a mount of BIN's store on $MNT, $PID set
 start() {
-  "$1" --store "file://$D/store" mount "$MNT" --cache-dir "$2" --no-prefetch >"$D/mount.log" 2>&1 &
+  local store="$D/store"; [ "$1" = "$OLD_BIN" ] && store="$D/store-old"
+  "$1" --store "file://$store" mount "$MNT" --cache-dir "$2" --no-prefetch >"$D/mount.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 100); do [ -e "$MNT/vol.img" ] && return; sleep 0.1; done
   echo "readpath: the mount did not come up"; cat "$D/mount.log"; exit 1
@@ -86,7 +90,7 @@ ho=$(m "${hot[old]}"); hn=$(m "${hot[new]}"); hb=$(median "${bind[@]}")
 {
   echo "## Read path: previous build vs this one"
   echo
-  echo "\`OLD_BIN=... bench/readpath.sh${QUICK:+ --quick}\` — $(machine_line). ${SIZE_MB} MiB volume (compresses ~2×) in a file:// store, prefetch off, medians of $RUNS alternating runs per build; old = \`$($OLD_BIN --version)\` built from the commit before the read-path rework."
+  echo "\`OLD_BIN=... bench/readpath.sh${QUICK:+ --quick}\` — $(machine_line). ${SIZE_MB} MiB volume (compresses ~2×) in a file:// store per build (each created by its build), prefetch off, medians of $RUNS alternating runs per build; old = \`$($OLD_BIN --version)\` built from ${OLD_DESC:-the commit before the read-path rework}."
   echo
   echo "| | old | new | new / old | target |"
   echo "| --- | --- | --- | --- | --- |"
