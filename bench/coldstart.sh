@@ -44,7 +44,7 @@ start_mount() { # bin store cache [flags...]
   local bin=$1 store=$2 cache=$3; shift 3
   "$bin" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &
   PID=$!
-  for _ in $(seq 1 500); do [ -n "$(ls "$MNT" 2>/dev/null)" ] && return; sleep 0.02; done
+  for _ in $(seq 1 2000); do [ -n "$(ls "$MNT" 2>/dev/null)" ] && return; sleep 0.005; done
   cat "$D/mount.log"; exit 1
 }
 stop_mount() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }

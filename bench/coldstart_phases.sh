@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Where a trained container start's time goes, phase by phase, against the
+# same start from local disk (the "container, 512KiB" row of coldstart.sh):
+#   mount   launching `snapahead mount` until the image appears (process
+#           start, the index's GET, the cache opened, the FUSE mount)
+#   loop    `mount -o loop` of the image (ext4's first, dependent reads)
+#   work    the container workload of coldstart.sh in a chroot
+#   umount  the loop unmount
+# Side by side, alternating, page cache dropped before each start; medians.
+# Needs the images and stores of a kept coldstart run:
+#   KEEP=1 bench/coldstart.sh --quick && bench/coldstart_phases.sh
+# usage: bench/coldstart_phases.sh   (env: RUNS, default 5)
+source "$(dirname "$0")/lib.sh"
+RUNS=${RUNS:-5}
+D="$WORK/coldstart"; MNT="$D/mnt"; LO="$D/lo"; STORE="$D/new-container-512KiB"
+if [ ! -d "$STORE" ] || [ ! -f "$D/container.img" ]; then
+  echo "coldstart_phases: SKIPPED (run KEEP=1 bench/coldstart.sh --quick first)"; exit 0
+fi
+PID=""
+trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; mountpoint -q "$LO" && umount "$LO"; mountpoint -q "$MNT" && fusermount3 -u -z "$MNT"' EXIT
+now() { date +%s.%N; }
+sub() { echo "$1 - $2" | bc -l; }
+work() {
+  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
+    'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
+     apt-cache policy > /dev/null 2>&1; perl -MFile::Temp -MGetopt::Long -MPOSIX -e 1 || exit 1;
+     ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true' || exit 1
+}
+# usage: phases IMAGE — loop mount, work, unmount; appends to the arrays of $1's kind
+phases() { # kind image
+  local t1 t2 t3 t4
+  t1=$(now); mount -o loop,ro,noload "$2" "$LO"; t2=$(now)
+  work "$LO"; t3=$(now); umount "$LO"; t4=$(now)
+  eval "${1}_loop+=($(sub "$t2" "$t1")) ${1}_work+=($(sub "$t3" "$t2")) ${1}_um+=($(sub "$t4" "$t3"))"
+}
+local_loop=(); local_work=(); local_um=(); snap_mount=(); snap_loop=(); snap_work=(); snap_um=()
+for _ in $(seq 1 "$RUNS"); do
+  drop; phases local "$D/container.img"
+  rm -rf "$D/c"; drop
+  t0=$(now)
+  "$S" --store "file://$STORE" mount "$MNT" --cache-dir "$D/c" --inject-latency 20ms >"$D/phases.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 5000); do [ -n "$(ls "$MNT" 2>/dev/null)" ] && break; sleep 0.002; done
+  snap_mount+=("$(sub "$(now)" "$t0")")
+  phases snap "$MNT/container.img"
+  kill -TERM "$PID"; wait "$PID" || true; PID=""
+done
+f() { printf %.3f "$(median "$@")"; }
+lt=$(echo "$(median "${local_loop[@]}") + $(median "${local_work[@]}") + $(median "${local_um[@]}")" | bc -l)
+st=$(echo "$(median "${snap_mount[@]}") + $(median "${snap_loop[@]}") + $(median "${snap_work[@]}") + $(median "${snap_um[@]}")" | bc -l)
+cat <<MD
+\`bench/coldstart_phases.sh\` (RUNS=$RUNS, medians, seconds) — $(machine_line).
+
+| phase | local disk | snapahead, trained, 20 ms per GET |
+| --- | --- | --- |
+| mount (launch → image visible) | – | $(f "${snap_mount[@]}") |
+| loop mount | $(f "${local_loop[@]}") | $(f "${snap_loop[@]}") |
+| work | $(f "${local_work[@]}") | $(f "${snap_work[@]}") |
+| loop unmount | $(f "${local_um[@]}") | $(f "${snap_um[@]}") |
+| sum of medians | $(printf %.3f "$lt") | $(printf %.3f "$st") |
+MD
