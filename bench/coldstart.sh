@@ -33,13 +33,6 @@ if [ ! -x "$ROOTFS/bin/bash" ]; then
 fi
 truncate -s 1G "$D/container.img"; mkfs.ext4 -q -F -d "$ROOTFS" "$D/container.img"
 
-wl_container() {
-  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
-    'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
-     apt-cache policy > /dev/null 2>&1; perl -MFile::Temp -MGetopt::Long -MPOSIX -e 1 || exit 1;
-     ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
-}
-
 start_mount() { # bin store cache [flags...]
   local bin=$1 store=$2 cache=$3; shift 3
   "$bin" --store "file://$store" mount "$MNT" --cache-dir "$cache" --inject-latency $LAT "$@" >"$D/mount.log" 2>&1 &

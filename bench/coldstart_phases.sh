@@ -20,17 +20,11 @@ PID=""
 trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; mountpoint -q "$LO" && umount "$LO"; mountpoint -q "$MNT" && fusermount3 -u -z "$MNT"' EXIT
 now() { date +%s.%N; }
 sub() { echo "$1 - $2" | bc -l; }
-work() {
-  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
-    'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
-     apt-cache policy > /dev/null 2>&1; perl -MFile::Temp -MGetopt::Long -MPOSIX -e 1 || exit 1;
-     ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true' || exit 1
-}
 # usage: phases IMAGE — loop mount, work, unmount; appends to the arrays of $1's kind
 phases() { # kind image
   local t1 t2 t3 t4
   t1=$(now); mount -o loop,ro,noload "$2" "$LO"; t2=$(now)
-  work "$LO"; t3=$(now); umount "$LO"; t4=$(now)
+  wl_container "$LO" > /dev/null; t3=$(now); umount "$LO"; t4=$(now)
   eval "${1}_loop+=($(sub "$t2" "$t1")) ${1}_work+=($(sub "$t3" "$t2")) ${1}_um+=($(sub "$t4" "$t3"))"
 }
 local_loop=(); local_work=(); local_um=(); snap_mount=(); snap_loop=(); snap_work=(); snap_um=()

@@ -67,6 +67,15 @@ tree_pylib() {
   # imports then load .pyc files, so a start-up is mostly reading, not compiling.
   python3 -m compileall -q "$1/lib" > /dev/null
 }
+# Container start (coldstart.sh): a chroot into a Debian minbase root doing
+# what an entrypoint would; perl loads modules perl-base holds (minbase has
+# no perl-modules) and its failure fails the workload. usage: wl_container ROOT
+wl_container() {
+  chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/bash -c \
+    'dpkg-query -W -f="\${Package}\n" | xargs dpkg -L > /dev/null; apt-config dump > /dev/null;
+     apt-cache policy > /dev/null 2>&1; perl -MFile::Temp -MGetopt::Long -MPOSIX -e 1 || exit 1;
+     ls -R /usr/share/zoneinfo > /dev/null; cat /etc/*.conf > /dev/null 2>&1; true'
+}
 # File-tree scan: find + cat of a fixed third of the files. usage: wl_scan ROOT
 wl_scan() { find "$1/files" -type f | sort | awk 'NR % 3 == 0' | xargs cat > /dev/null; }
 # Program start: python importing a fixed set of packages from ROOT/lib. usage: wl_program ROOT

@@ -744,8 +744,7 @@ mod tests {
         // (only they are hashed); a read of page 3 is refused.
         let path = c.path(&key);
         let mut file = fs::read(&path).unwrap();
-        let data_at = HEADER_FIXED + 32 * len.div_ceil(SEGMENT);
-        file[data_at + SEGMENT + 3 * PAGE + 7] ^= 1;
+        file[open.data_at as usize + SEGMENT + 3 * PAGE + 7] ^= 1;
         fs::write(&path, &file).unwrap();
         hit(SEGMENT..SEGMENT + 3 * PAGE);
         assert!(matches!(
