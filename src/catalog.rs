@@ -106,6 +106,9 @@ pub struct InspectReport {
     pub probes: Vec<u64>,
     /// The filesystem prior `create` recorded (ext4), if any.
     pub prior: Option<PriorReport>,
+    /// Blocks the index locates itself (format version 5: what a mount
+    /// fetches first, with no manifest page GET before them).
+    pub located_blocks: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -248,6 +251,7 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
                     .count() as u64,
             }
         }),
+        located_blocks: ix.located.entries.len() as u64,
     }
 }
 

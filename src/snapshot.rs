@@ -2,8 +2,10 @@
 //! on first use and kept, and the block read path
 //! `block → group (index) → page → entry → ranged GET → verify → decompress`.
 //!
-//! Opening reads only the index, whatever the volume's size; each page is
-//! fetched at most once however many readers ask at the same time (a
+//! Opening reads only the index, whatever the volume's size. The blocks a
+//! mount fetches first are located by the index itself (version 5: its
+//! located blocks), so their GETs need no page; every other block is found
+//! through its page, and each page is fetched at most once however many readers ask at the same time (a
 //! `OnceCell` per page). Every block is checked against its BLAKE3 checksum
 //! after decompression: a mismatch is an error naming the block and the
 //! object, never data. Decompression is bounded by the block size, so a
@@ -21,8 +23,8 @@ use tokio::sync::OnceCell;
 
 use crate::cache::verified::check_block;
 use crate::format::{
-    block_len, keys, Compression, GroupEntry, ManifestEntry, ManifestIndex, ManifestPage,
-    SnapshotHeader, Span, Spans,
+    block_len, keys, Compression, EntryTable, GroupEntry, ManifestEntry, ManifestIndex,
+    ManifestPage, SnapshotHeader, Span, Spans,
 };
 use crate::name::SnapshotName;
 use crate::store::Store;
@@ -168,6 +170,15 @@ struct LoadedPage {
 }
 
 impl LoadedPage {
+    /// The entry of `block`, when this page holds it.
+    fn find(&self, block: u64) -> Option<BlockRef> {
+        let i = self
+            .entries
+            .binary_search_by_key(&block, |e| e.block_id)
+            .ok()?;
+        Some(self.block_ref(&self.entries[i]))
+    }
+
     fn block_ref(&self, e: &ManifestEntry) -> BlockRef {
         BlockRef {
             block_id: e.block_id,
@@ -184,6 +195,8 @@ impl LoadedPage {
 pub struct Snapshot {
     store: Store,
     index: Arc<ManifestIndex>,
+    /// The index's located blocks (version 5): found without their page.
+    located: LoadedPage,
     pages: Vec<OnceCell<Arc<LoadedPage>>>,
     pages_fetched: std::sync::atomic::AtomicU64,
 }
@@ -213,9 +226,19 @@ impl Snapshot {
         let pages = (0..index.header.page_count)
             .map(|_| OnceCell::new())
             .collect();
+        let located = LoadedPage {
+            objects: index
+                .located
+                .objects
+                .iter()
+                .map(|k| Arc::from(k.as_str()))
+                .collect(),
+            entries: index.located.entries.clone(),
+        };
         Snapshot {
             store,
             index: Arc::new(index),
+            located,
             pages,
             pages_fetched: 0.into(),
         }
@@ -293,13 +316,27 @@ impl Snapshot {
     }
 
     /// Where block `block` is stored, or `None` for a hole. On the read
-    /// path: a binary search in the index, one in the (cached) page.
+    /// path: a binary search in the index, then one in its located blocks
+    /// or in the (cached) page.
     pub async fn locate(&self, block: u64) -> anyhow::Result<Option<BlockRef>> {
+        self.locate_with(block, true).await
+    }
+
+    /// [`Snapshot::locate`] through the pages only (what the located blocks
+    /// are checked against, and copied from).
+    pub async fn locate_in_pages(&self, block: u64) -> anyhow::Result<Option<BlockRef>> {
+        self.locate_with(block, false).await
+    }
+
+    async fn locate_with(&self, block: u64, located: bool) -> anyhow::Result<Option<BlockRef>> {
         let Some(g) = self.index.group_of_block(block) else {
             return Ok(None);
         };
         if block < g.first_block || block > g.last_block {
             return Ok(None);
+        }
+        if let Some(r) = self.located.find(block).filter(|_| located) {
+            return Ok(Some(r));
         }
         let (page, range) = self.group_entries(g).await?;
         let entries = &page.entries[range];
@@ -307,6 +344,28 @@ impl Snapshot {
             .binary_search_by_key(&block, |e| e.block_id)
             .ok()
             .map(|i| page.block_ref(&entries[i])))
+    }
+
+    /// The entries of `blocks` as the pages hold them, holes left out: the
+    /// located blocks an index is written with.
+    pub async fn entry_table(&self, blocks: &[u64]) -> anyhow::Result<EntryTable> {
+        let mut found = Vec::with_capacity(blocks.len());
+        for &b in blocks {
+            if let Some(r) = self.locate_in_pages(b).await? {
+                found.push(r);
+            }
+        }
+        Ok(EntryTable::new(found.iter().map(|r| {
+            let e = ManifestEntry {
+                block_id: r.block_id,
+                object: 0,
+                offset: r.offset,
+                length: r.length,
+                compression: r.compression,
+                checksum: r.checksum,
+            };
+            (&*r.object, e)
+        })))
     }
 
     /// [`Snapshot::locate`] without waiting: `None` when the group's page is
@@ -317,6 +376,9 @@ impl Snapshot {
         };
         if block < g.first_block || block > g.last_block {
             return Some(None);
+        }
+        if let Some(r) = self.located.find(block) {
+            return Some(Some(r));
         }
         let page = self.pages.get(g.page as usize)?.get()?;
         let range = g.entry_start as usize..g.entry_start as usize + g.entry_count as usize;
@@ -440,6 +502,7 @@ impl Snapshot {
         progress: &crate::progress::Progress,
     ) -> anyhow::Result<VerifyReport> {
         let blocks = self.all_blocks().await?;
+        let mismatched = self.located_mismatches(&blocks);
         let mut by_object: BTreeMap<Arc<str>, Vec<BlockRef>> = BTreeMap::new();
         for b in blocks {
             by_object.entry(b.object.clone()).or_default().push(b);
@@ -485,12 +548,45 @@ impl Snapshot {
             .collect()
             .await;
         let mut report = VerifyReport::default();
+        report.bad.extend(mismatched);
         for (n, bad) in results {
             report.blocks_checked += n as u64;
             report.bad.extend(bad);
         }
         report.bad.sort_by_key(|b| b.block_id);
         Ok(report)
+    }
+}
+
+impl Snapshot {
+    /// The index's located blocks that its pages do not hold as they say
+    /// (`blocks`: every stored block from the pages, in block order). They
+    /// are copies written with the index, so any difference is damage.
+    fn located_mismatches(&self, blocks: &[BlockRef]) -> Vec<BadBlock> {
+        let mut bad = Vec::new();
+        for e in &self.located.entries {
+            let Some(l) = self.located.find(e.block_id) else {
+                continue;
+            };
+            let found = blocks.binary_search_by_key(&e.block_id, |b| b.block_id);
+            let reason = match found.ok().map(|i| &blocks[i]) {
+                None => "the index locates it, its page has no such block".to_string(),
+                Some(p) if *p != l => format!(
+                    "the index locates it at {} bytes {:?}, its page at {} bytes {:?}",
+                    l.object,
+                    l.range(),
+                    p.object,
+                    p.range()
+                ),
+                Some(_) => continue,
+            };
+            bad.push(BadBlock {
+                block_id: e.block_id,
+                object: l.object.to_string(),
+                reason,
+            });
+        }
+        bad
     }
 }
 

@@ -334,6 +334,47 @@ async fn verify_names_exactly_the_corrupted_blocks() {
     assert_eq!(r.bad.len(), in_obj);
 }
 
+/// An index whose located copy of an entry disagrees with its page (the
+/// copy is written with the index, so that is damage): `verify` names the
+/// block and both places.
+#[tokio::test]
+async fn verify_names_a_located_block_its_page_disagrees_with() {
+    let store = Store::memory();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v.img");
+    common::write(&src, &common::random_bytes(11, 32 * BS));
+    create(&store, &opts("v", &src)).await.unwrap();
+    let snap = Snapshot::open(&store, &name("v")).await.unwrap();
+    let mut ix = (**snap.index()).clone();
+    ix.warmup = vec![snapahead::format::WarmUp::new(
+        0,
+        ix.header.group_size,
+        [2, 3],
+    )];
+    let ix = snapahead::predict::commit(&store, &ix).await.unwrap();
+    let snap = Snapshot::open(&store, &name("v")).await.unwrap();
+    assert_eq!(snap.index().located.entries.len(), 2);
+    assert!(snap.verify(4, &quiet()).await.unwrap().bad.is_empty());
+    let mut bad = ix.clone();
+    bad.located.entries[1].offset += 1;
+    store
+        .put(
+            &snapahead::format::keys::index(&name("v")),
+            bad.encode().into(),
+        )
+        .await
+        .unwrap();
+    let snap = Snapshot::open(&store, &name("v")).await.unwrap();
+    let r = snap.verify(4, &quiet()).await.unwrap();
+    assert_eq!(r.bad.len(), 1, "{:?}", r.bad);
+    assert_eq!(r.bad[0].block_id, 3);
+    assert!(
+        r.bad[0].reason.contains("the index locates it at"),
+        "{}",
+        r.bad[0].reason
+    );
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

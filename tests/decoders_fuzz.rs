@@ -65,6 +65,20 @@ fn index() -> Vec<u8> {
                 affinity: 200,
             }],
         }),
+        located: snapahead::format::EntryTable {
+            objects: vec!["data/0123456789abcdef0123456789abcdef".into()],
+            entries: [0u64, 4, 5]
+                .iter()
+                .map(|&b| ManifestEntry {
+                    block_id: b,
+                    object: 0,
+                    offset: b * 100,
+                    length: 100,
+                    compression: Compression::Zstd,
+                    checksum: [b as u8; 32],
+                })
+                .collect(),
+        },
     }
     .encode()
 }

@@ -263,6 +263,26 @@ fn a_created_snapshot_of_ext4_carries_the_prior() {
         assert_eq!(prior.filesystem, "ext4");
         let meta: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
         assert_eq!(meta[0], 0, "the superblock's block first");
+        // The metadata an untrained mount fetches first is located in the
+        // index: its stored blocks, as the pages hold them.
+        let located: Vec<u64> = snap
+            .index()
+            .located
+            .entries
+            .iter()
+            .map(|e| e.block_id)
+            .collect();
+        let mut stored = Vec::new();
+        for &b in &meta {
+            if let Some(r) = snap.locate_in_pages(b).await.unwrap() {
+                assert_eq!(snap.locate(b).await.unwrap().as_ref(), Some(&r));
+                stored.push(b);
+            }
+        }
+        stored.sort_unstable();
+        stored.dedup();
+        assert!(!stored.is_empty());
+        assert_eq!(located, stored);
         // bin/random.bin is 3 MiB: more than one 512 KiB block.
         assert!(prior
             .files

@@ -243,10 +243,20 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
     let after = store.get(&keys::index(&name)).await.unwrap();
     assert_eq!(ManifestIndex::decode(&after, "after").unwrap(), old);
     // Completed, it replaces the index whole.
-    snapahead::predict::commit(&store, &new).await.unwrap();
+    let written = snapahead::predict::commit(&store, &new).await.unwrap();
     let done =
         ManifestIndex::decode(&store.get(&keys::index(&name)).await.unwrap(), "new").unwrap();
-    assert_eq!(done, new);
+    assert_eq!(done, written);
+    // As given, but for the located blocks: those of its new warm-up.
+    let located: Vec<u64> = done.located.entries.iter().map(|e| e.block_id).collect();
+    assert_eq!(located, [0, 1]);
+    assert_eq!(
+        ManifestIndex {
+            located: new.located.clone(),
+            ..done
+        },
+        new
+    );
 }
 
 /// A fio iolog over part of a volume, imported without its size, still
@@ -301,7 +311,7 @@ fn imported_fio_traces_fit_the_snapshot_they_were_recorded_on() {
 
 /// A version 1 index (written as an old `create` did) still mounts and
 /// serves the same bytes; the next `hints` writes it back as the current
-/// version (4), with block masks.
+/// version (5), with block masks and its warm-up's blocks located.
 #[test]
 fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
     let dir = tempfile::tempdir().unwrap();
@@ -336,9 +346,14 @@ fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
         u16::from_le_bytes([up[4], up[5]]),
         snapahead::format::index::INDEX_VERSION
     );
-    assert_eq!(snapahead::format::index::INDEX_VERSION, 4);
+    assert_eq!(snapahead::format::index::INDEX_VERSION, 5);
+    let upgraded = ManifestIndex::decode(&up, "v").unwrap();
+    let gs = upgraded.header.group_size;
+    let warm: Vec<u64> = upgraded.warmup.iter().flat_map(|w| w.blocks(gs)).collect();
+    assert!(!warm.is_empty());
     let j: serde_json::Value =
         serde_json::from_slice(&cli(d, &store, &["inspect", "v", "--json"]).stdout).unwrap();
+    assert_eq!(j["located_blocks"], warm.len(), "{j}");
     // Groups 0, 5 and 9 were read: each has a mask.
     assert_eq!(j["windows"][0]["groups_with_masks"], 3, "{j}");
 }

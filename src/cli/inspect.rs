@@ -135,5 +135,9 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
         ),
         None => out!("prior          none (no filesystem recognized)"),
     }
+    out!(
+        "located        {} blocks: what a mount fetches first, found in the index without a manifest page",
+        r.located_blocks
+    );
     Ok(())
 }

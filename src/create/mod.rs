@@ -46,10 +46,11 @@ use pages::build_pages;
 use reader::volume_size;
 
 use crate::format::{
-    keys, Id, ManifestIndex, SnapshotHeader, DEFAULT_BLOCK_SIZE, DEFAULT_GROUP_SIZE,
-    DEFAULT_WINDOWS_MS,
+    keys, EntryTable, Id, ManifestIndex, SnapshotHeader, DEFAULT_BLOCK_SIZE, DEFAULT_GROUP_SIZE,
+    DEFAULT_WINDOWS_MS, MAX_LOCATED,
 };
 use crate::name::SnapshotName;
+use crate::predict::warmup::MountStart;
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -308,8 +309,13 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
         warmup_groups: Vec::new(),
         history: 0,
         prior,
+        located: EntryTable::default(),
     };
     let mut index = index;
+    // What a first mount fetches at once (the prior's metadata), located
+    // here so its first GETs wait for no page.
+    let start = MountStart::of(&index, true).first_blocks(MAX_LOCATED);
+    index.located = EntryTable::from_pages(&pages, &start);
     let index_len = index.encode().len() as u64;
     uploaded += index_len;
     index.header.uploaded_bytes = uploaded;

@@ -9,6 +9,8 @@
 
 use super::codec::{Reader, Writer};
 use super::index::*;
+use super::page::{decode_table, encode_table};
+use super::EntryTable;
 use super::{name_field, validate_block_size, FormatError, Id, MAX_GROUP_SIZE};
 
 impl ManifestIndex {
@@ -135,6 +137,12 @@ impl ManifestIndex {
             encode_runs(&mut w, &d.owned);
             w.u8(d.affinity);
         }
+        if version < 5 {
+            return w.finish();
+        }
+        let located = &self.located;
+        let n = located.entries.len().min(MAX_LOCATED);
+        encode_table(&mut w, &located.objects, &located.entries[..n]);
         w.finish()
     }
 
@@ -401,6 +409,22 @@ impl ManifestIndex {
                 None => return Err(r.error("prior directory count", "directories without a prior")),
             }
         }
+        let mut located = EntryTable::default();
+        if version >= 5 {
+            let (objects, entries) = decode_table(&mut r)?;
+            if entries.len() > MAX_LOCATED {
+                let n = entries.len();
+                return Err(r.error("located entry count", format!("{n} > {MAX_LOCATED}")));
+            }
+            if let Some(e) = entries.last().filter(|e| e.block_id >= n_blocks) {
+                let b = e.block_id;
+                return Err(r.error(
+                    "located block_id",
+                    format!("{b} beyond the volume's {n_blocks} blocks"),
+                ));
+            }
+            located = EntryTable { objects, entries };
+        }
         r.finish()?;
         Ok(ManifestIndex {
             header,
@@ -410,6 +434,7 @@ impl ManifestIndex {
             warmup_groups,
             history,
             prior,
+            located,
         })
     }
 }

@@ -27,9 +27,9 @@ pub mod span;
 pub use codec::FormatError;
 pub use index::{
     mask_byte, mask_probability, BlockRun, ContextSuccessors, EntryMask, FsPrior, GroupEntry,
-    ManifestIndex, SnapshotHeader, Successor, WarmUp, WarmupGroup,
+    ManifestIndex, SnapshotHeader, Successor, WarmUp, WarmupGroup, MAX_LOCATED,
 };
-pub use page::{Compression, ManifestEntry, ManifestPage};
+pub use page::{Compression, EntryTable, ManifestEntry, ManifestPage};
 pub use span::{Span, Spans};
 
 use std::fmt;

@@ -65,19 +65,7 @@ impl ManifestPage {
         let mut w = Writer::new(PAGE_MAGIC, FORMAT_VERSION);
         w.bytes(&self.snapshot_id.0);
         w.u32(self.page_no);
-        w.count(self.objects.len());
-        for o in &self.objects {
-            w.str(o);
-        }
-        w.count(self.entries.len());
-        for e in &self.entries {
-            w.u64(e.block_id);
-            w.u32(e.object);
-            w.u64(e.offset);
-            w.u32(e.length);
-            w.u8(e.compression as u8);
-            w.bytes(&e.checksum);
-        }
+        encode_table(&mut w, &self.objects, &self.entries);
         w.finish()
     }
 
@@ -91,55 +79,7 @@ impl ManifestPage {
         )?;
         let snapshot_id = Id(r.bytes("snapshot_id")?);
         let page_no = r.u32("page_no")?;
-        let n_objects = r.count("object count", 2)?;
-        let mut objects = Vec::with_capacity(n_objects);
-        for _ in 0..n_objects {
-            let k = r.str("object key")?;
-            if !keys::is_data(k) {
-                return Err(r.error("object key", format!("{k:?} is not a data object key")));
-            }
-            objects.push(k.to_string());
-        }
-        let n_entries = r.count("entry count", ENTRY_LEN)?;
-        let mut entries: Vec<ManifestEntry> = Vec::with_capacity(n_entries);
-        for _ in 0..n_entries {
-            let block_id = r.u64("block_id")?;
-            let object = r.u32("object")?;
-            let offset = r.u64("offset")?;
-            let length = r.u32("length")?;
-            let comp = r.u8("compression")?;
-            let checksum = r.bytes("checksum")?;
-            if let Some(prev) = entries.last() {
-                if block_id <= prev.block_id {
-                    return Err(r.error(
-                        "block_id",
-                        format!("{block_id} not after {}", prev.block_id),
-                    ));
-                }
-            }
-            if object as usize >= objects.len() {
-                return Err(r.error(
-                    "object",
-                    format!("{object} out of range (page has {} objects)", objects.len()),
-                ));
-            }
-            if length == 0 || length > MAX_STORED_LEN {
-                return Err(r.error("length", format!("{length} out of range")));
-            }
-            if offset.checked_add(length as u64).is_none() {
-                return Err(r.error("offset", "offset + length overflows"));
-            }
-            let compression = Compression::from_u8(comp)
-                .ok_or_else(|| r.error("compression", format!("unknown code {comp}")))?;
-            entries.push(ManifestEntry {
-                block_id,
-                object,
-                offset,
-                length,
-                compression,
-                checksum,
-            });
-        }
+        let (objects, entries) = decode_table(&mut r)?;
         r.finish()?;
         Ok(ManifestPage {
             snapshot_id,
@@ -148,6 +88,145 @@ impl ManifestPage {
             entries,
         })
     }
+}
+
+/// Manifest entries outside any page, with their own object table: in the
+/// index (version 5), the blocks a mount fetches first, so that their first
+/// GET waits for no page GET (docs/format.md, "Located blocks"). Sorted by
+/// block id, no repeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryTable {
+    /// Data-object keys, each validated as `data/<32 hex>`.
+    pub objects: Vec<String>,
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl EntryTable {
+    /// A table of `located`: each an entry and the key of its object (the
+    /// entry's `object` field is set here). Sorted by block id; a block
+    /// given twice is kept once.
+    pub fn new<'a>(located: impl IntoIterator<Item = (&'a str, ManifestEntry)>) -> Self {
+        let mut objects: Vec<String> = Vec::new();
+        let mut entries: Vec<ManifestEntry> = Vec::new();
+        for (key, mut e) in located {
+            e.object = match objects.iter().position(|o| o == key) {
+                Some(i) => i as u32,
+                None => {
+                    objects.push(key.to_string());
+                    objects.len() as u32 - 1
+                }
+            };
+            entries.push(e);
+        }
+        entries.sort_by_key(|e| e.block_id);
+        entries.dedup_by_key(|e| e.block_id);
+        EntryTable { objects, entries }
+    }
+
+    /// The entries of `blocks` that `pages` hold (blocks not in any page, i.e.
+    /// holes, are left out).
+    pub fn from_pages(pages: &[ManifestPage], blocks: &[u64]) -> Self {
+        Self::new(blocks.iter().filter_map(|&b| {
+            pages.iter().find_map(|p| {
+                let i = p.entries.binary_search_by_key(&b, |e| e.block_id).ok()?;
+                let e = &p.entries[i];
+                Some((p.objects.get(e.object as usize)?.as_str(), e.clone()))
+            })
+        }))
+    }
+
+    /// The entry of `block`, with its object's key.
+    pub fn get(&self, block: u64) -> Option<(&str, &ManifestEntry)> {
+        let i = self
+            .entries
+            .binary_search_by_key(&block, |e| e.block_id)
+            .ok()?;
+        let e = &self.entries[i];
+        Some((self.objects.get(e.object as usize)?.as_str(), e))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Writes an object table and the entries that refer into it: a page's
+/// body after its header, and the located blocks of an index (version 5).
+pub(crate) fn encode_table(w: &mut Writer, objects: &[String], entries: &[ManifestEntry]) {
+    w.count(objects.len());
+    for o in objects {
+        w.str(o);
+    }
+    w.count(entries.len());
+    for e in entries {
+        w.u64(e.block_id);
+        w.u32(e.object);
+        w.u64(e.offset);
+        w.u32(e.length);
+        w.u8(e.compression as u8);
+        w.bytes(&e.checksum);
+    }
+}
+
+/// Reads what [`encode_table`] writes, validated: every key has the form
+/// `data/<32 hex>`, entries are sorted by block id without repeats, each
+/// names an object of the table and a length a stored block can have.
+pub(crate) fn decode_table(
+    r: &mut Reader,
+) -> Result<(Vec<String>, Vec<ManifestEntry>), FormatError> {
+    let n_objects = r.count("object count", 2)?;
+    let mut objects = Vec::with_capacity(n_objects);
+    for _ in 0..n_objects {
+        let k = r.str("object key")?;
+        if !keys::is_data(k) {
+            return Err(r.error("object key", format!("{k:?} is not a data object key")));
+        }
+        objects.push(k.to_string());
+    }
+    let n_entries = r.count("entry count", ENTRY_LEN)?;
+    let mut entries: Vec<ManifestEntry> = Vec::with_capacity(n_entries);
+    for _ in 0..n_entries {
+        let block_id = r.u64("block_id")?;
+        let object = r.u32("object")?;
+        let offset = r.u64("offset")?;
+        let length = r.u32("length")?;
+        let comp = r.u8("compression")?;
+        let checksum = r.bytes("checksum")?;
+        if let Some(prev) = entries.last() {
+            if block_id <= prev.block_id {
+                return Err(r.error(
+                    "block_id",
+                    format!("{block_id} not after {}", prev.block_id),
+                ));
+            }
+        }
+        if object as usize >= objects.len() {
+            return Err(r.error(
+                "object",
+                format!(
+                    "{object} out of range (table has {} objects)",
+                    objects.len()
+                ),
+            ));
+        }
+        if length == 0 || length > MAX_STORED_LEN {
+            return Err(r.error("length", format!("{length} out of range")));
+        }
+        if offset.checked_add(length as u64).is_none() {
+            return Err(r.error("offset", "offset + length overflows"));
+        }
+        let compression = Compression::from_u8(comp)
+            .ok_or_else(|| r.error("compression", format!("unknown code {comp}")))?;
+        entries.push(ManifestEntry {
+            block_id,
+            object,
+            offset,
+            length,
+            compression,
+            checksum,
+        });
+    }
+    Ok((objects, entries))
 }
 
 #[cfg(test)]

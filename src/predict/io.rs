@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::evaluate::{self, Evaluation};
+use super::warmup::MountStart;
 use super::{learn_with, load_session, parse_windows, LearnOptions, Session, StoredBlocks};
-use crate::format::ManifestIndex;
+use crate::format::{ManifestIndex, MAX_LOCATED};
 use crate::name::SnapshotName;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -88,10 +89,21 @@ pub async fn store_sessions(
 /// object: readers see the old index or the new one, never a mix, and a
 /// rewrite cut short leaves the old one in place. Pages and data objects are
 /// not touched, so a mount holding the old index keeps working.
-pub async fn commit(store: &Store, index: &ManifestIndex) -> anyhow::Result<()> {
+///
+/// The index is written with its located blocks (what a mount fetches
+/// first, found in the pages here) replaced by those of its own warm-up;
+/// returns the index as written.
+pub async fn commit(store: &Store, index: &ManifestIndex) -> anyhow::Result<ManifestIndex> {
+    let snap = Snapshot::from_index(store.clone(), index.clone());
+    let start = MountStart::of(index, true).first_blocks(MAX_LOCATED);
+    let mut index = index.clone();
+    index.located = snap
+        .entry_table(&start)
+        .await
+        .context("locating the warm-up's blocks in the manifest pages")?;
     let key = crate::format::keys::index(&index.header.name);
     store.put(&key, bytes::Bytes::from(index.encode())).await?;
-    Ok(())
+    Ok(index)
 }
 
 /// What [`learn_from`] did: the learned index (committed) and what it
@@ -176,7 +188,7 @@ pub async fn learn_from(
     };
     let block_reads = sessions.iter().map(|s| s.events.len()).sum();
     let index = learn_with(snap.index(), &stored, &sessions, &windows, &req.options);
-    commit(store, &index).await?;
+    let index = commit(store, &index).await?;
     Ok(LearnReport {
         index,
         sessions: sessions.len(),

@@ -584,6 +584,7 @@ pub(crate) mod tests {
             warmup_groups: vec![],
             history: 0,
             prior: None,
+            located: Default::default(),
         };
         let stored = StoredBlocks {
             group_size: gs,

@@ -300,6 +300,54 @@ pub fn probes(index: &ManifestIndex) -> Vec<u64> {
     out
 }
 
+/// What a mount fetches before it is asked, in order: the prefetcher's
+/// first jobs, and the blocks `create` and `hints` locate in the index so
+/// that those fetches need no manifest page first.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MountStart {
+    /// The core's entries, one job each, in the index's order.
+    pub warmup: Vec<Vec<u64>>,
+    /// Every workload group's probes ([`probes`]).
+    pub probes: Vec<u64>,
+    /// Without a warm-up (no traces learned), the prior's metadata: from a
+    /// remote store only (a local one has no round trip to hide).
+    pub metadata: Vec<u64>,
+}
+
+impl MountStart {
+    pub fn of(index: &ManifestIndex, remote: bool) -> Self {
+        let gs = index.header.group_size;
+        let metadata = match &index.prior {
+            Some(p) if remote && index.warmup.is_empty() => {
+                p.metadata.iter().flat_map(|r| r.blocks()).collect()
+            }
+            _ => Vec::new(),
+        };
+        MountStart {
+            warmup: index
+                .warmup
+                .iter()
+                .map(|w| w.blocks(gs).collect())
+                .collect(),
+            probes: probes(index),
+            metadata,
+        }
+    }
+
+    /// The first `max` distinct blocks, in fetch order: what the index
+    /// locates (`format::MAX_LOCATED` of them).
+    pub fn first_blocks(&self, max: usize) -> Vec<u64> {
+        let mut seen = HashSet::new();
+        let all = self
+            .warmup
+            .iter()
+            .flatten()
+            .chain(&self.probes)
+            .chain(&self.metadata);
+        all.copied().filter(|&b| seen.insert(b)).take(max).collect()
+    }
+}
+
 /// Follows a session's first reads and says when they identify a workload
 /// group (the same rule in the prefetcher and in `hints --evaluate`).
 pub struct Matcher {

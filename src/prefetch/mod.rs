@@ -62,6 +62,7 @@ use serde::Deserialize;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::stats::{PrefetchSnapshotStats, PrefetchStats};
 use crate::metrics::Metrics;
+use crate::predict::warmup::MountStart;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::ClassWindows;
 use accounting::{Accounting, Sampler};
@@ -275,27 +276,12 @@ impl Prefetcher {
             .collect();
         let mut sched = Scheduler::new(cfg.concurrency);
         for (i, f) in files.iter_mut().enumerate() {
-            let snap = f.snapshot.clone();
-            let gs = snap.header().group_size;
-            for w in &snap.index().warmup {
-                let blocks: Vec<u64> = w.blocks(gs).collect();
+            let start = MountStart::of(f.snapshot.index(), !local);
+            let jobs = start.warmup.into_iter().chain([start.probes]);
+            let metadata = start.metadata.chunks(PRIOR_JOB_BLOCKS).map(<[u64]>::to_vec);
+            for blocks in jobs.chain(metadata).filter(|b| !b.is_empty()) {
                 f.hints.plan(&blocks);
                 sched.push(Priority::Warmup, i, blocks);
-            }
-            // Each workload group's probes: the reads that identify it hit.
-            let probes = crate::predict::warmup::probes(snap.index());
-            if !probes.is_empty() {
-                f.hints.plan(&probes);
-                sched.push(Priority::Warmup, i, probes);
-            }
-            if let Some(prior) = snap.index().prior.as_ref().filter(|_| !local) {
-                if snap.index().warmup.is_empty() {
-                    let blocks: Vec<u64> = prior.metadata.iter().flat_map(|r| r.blocks()).collect();
-                    for chunk in blocks.chunks(PRIOR_JOB_BLOCKS) {
-                        f.hints.plan(chunk);
-                        sched.push(Priority::Warmup, i, chunk.to_vec());
-                    }
-                }
             }
         }
         (files, sched)
