@@ -162,6 +162,11 @@ pub fn decode_block_cvs(
     }
 }
 
+/// Pages [`Snapshot::load_pages`] fetches at once: their GETs are small
+/// (~57 KiB), so a few in flight fill a link without crowding out the
+/// warm-up's data GETs beside them.
+const PAGE_LOADS: usize = 4;
+
 /// A decoded page with its object keys shared, so a `BlockRef` costs no
 /// string allocation.
 struct LoadedPage {
@@ -399,6 +404,15 @@ impl Snapshot {
             .try_collect()
             .await?;
         Ok(per_group.into_iter().flatten().collect())
+    }
+
+    /// Fetches every manifest page not loaded yet (a few at a time).
+    pub async fn load_pages(&self) -> anyhow::Result<()> {
+        futures::stream::iter(0..self.index.header.page_count)
+            .map(|n| self.page(n))
+            .buffer_unordered(PAGE_LOADS)
+            .try_for_each(|_| async { Ok(()) })
+            .await
     }
 
     /// Manifest pages fetched so far (each at most once).

@@ -1202,7 +1202,8 @@ async fn a_miss_in_an_unseen_directory_brings_it_where_sessions_walk_whole_direc
 /// A trained index locates its warm-up's blocks (format version 5), so a
 /// mount fetches its warm-up without a manifest page GET before the data:
 /// one round trip less before the first byte. The same index written as
-/// version 4 still mounts and warms up, through its pages.
+/// version 4 still mounts and warms up, through its pages. By default a
+/// mount from a remote store also fetches a small snapshot's pages at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
     let _serial = SERIAL.lock().await;
@@ -1217,7 +1218,27 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
             .map(|(i, b)| (i as u64 * 5_000_000, *b))
             .collect(),
     };
-    let (snap, fetcher, p) = learn_and_mount(&s, &[session], &[2000, 10_000]).await;
+    let (snap0, _, p0) = learn_and_mount(&s, &[session], &[2000, 10_000]).await;
+    drop(p0);
+    // Manifest pages on first use only, so every page GET counted is one
+    // a lookup needed.
+    let cfg = PrefetchConfig {
+        manifest_pages: 0,
+        ..no_hydration()
+    };
+    let name = SnapshotName::parse("v").unwrap();
+    let start = |cfg: PrefetchConfig| {
+        let (store, dir) = (s.store.clone(), s._dir.path().to_path_buf());
+        let name = name.clone();
+        async move {
+            let snap = Arc::new(Snapshot::open(&store, &name).await.unwrap());
+            let fetcher = fresh_fetcher(&store, &dir);
+            let p = Prefetcher::start(vec![snap.clone()], fetcher.clone(), cfg);
+            (snap, fetcher, p)
+        }
+    };
+    let (snap, fetcher, p) = start(cfg.clone()).await;
+    assert_eq!(snap.index(), snap0.index());
     let warm = MountStart::of(snap.index(), true).first_blocks(usize::MAX);
     assert!(warm.len() >= 30, "warm-up of {} blocks", warm.len());
     let mut sorted = warm.clone();
@@ -1247,18 +1268,25 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
     assert!(snap.pages_fetched() > 0);
     drop(p);
 
+    // By default, the pages come at mount, without any read.
+    let (snap, _fetcher, p) = start(no_hydration()).await;
+    quiesce(&p).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snap.pages_fetched() < snap.header().page_count as u64 {
+        assert!(Instant::now() < deadline, "pages not loaded at mount");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(p);
+
     // Version 4: nothing located; the warm-up goes through its pages.
-    let name = SnapshotName::parse("v").unwrap();
     let v4 = snap.index().encode_version(4);
     s.store
         .put(&snapahead::format::keys::index(&name), v4.into())
         .await
         .unwrap();
-    let snap4 = Arc::new(Snapshot::open(&s.store, &name).await.unwrap());
+    let (snap4, fetcher4, p4) = start(cfg).await;
     assert!(snap4.index().located.is_empty());
     assert_eq!(snap4.index().warmup, snap.index().warmup);
-    let fetcher4 = fresh_fetcher(&s.store, s._dir.path());
-    let p4 = Prefetcher::start(vec![snap4.clone()], fetcher4.clone(), no_hydration());
     quiesce(&p4).await;
     assert!(snap4.pages_fetched() > 0);
     cached(snap4, fetcher4, warm).await;
