@@ -109,6 +109,9 @@ pub struct InspectReport {
     /// Blocks the index locates itself (format version 5: what a mount
     /// fetches first, with no manifest page GET before them).
     pub located_blocks: u64,
+    /// Of those, blocks whose stored bytes the index carries (no GET).
+    pub inline_blocks: u64,
+    pub inline_bytes: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -252,6 +255,8 @@ pub fn inspect(ix: &ManifestIndex, index_bytes: u64) -> InspectReport {
             }
         }),
         located_blocks: ix.located.entries.len() as u64,
+        inline_blocks: ix.inline.len() as u64,
+        inline_bytes: ix.inline.iter().map(|b| b.stored.len() as u64).sum(),
     }
 }
 

@@ -574,8 +574,9 @@ impl Snapshot {
 
 impl Snapshot {
     /// The index's located blocks that its pages do not hold as they say
-    /// (`blocks`: every stored block from the pages, in block order). They
-    /// are copies written with the index, so any difference is damage.
+    /// (`blocks`: every stored block from the pages, in block order), and
+    /// its inline blocks that do not decode to their checksum. Both are
+    /// copies written with the index, so any difference is damage.
     fn located_mismatches(&self, blocks: &[BlockRef]) -> Vec<BadBlock> {
         let mut bad = Vec::new();
         for e in &self.located.entries {
@@ -599,6 +600,19 @@ impl Snapshot {
                 object: l.object.to_string(),
                 reason,
             });
+        }
+        for b in &self.index.inline {
+            let Some(l) = self.located.find(b.block_id) else {
+                continue;
+            };
+            let stored = Bytes::copy_from_slice(&b.stored);
+            if let Err(e) = decode_block_cvs(stored, &l, self.block_len(b.block_id)) {
+                bad.push(BadBlock {
+                    block_id: b.block_id,
+                    object: "(the index's inline copy)".to_string(),
+                    reason: e.kind.to_string(),
+                });
+            }
         }
         bad
     }

@@ -334,9 +334,9 @@ async fn verify_names_exactly_the_corrupted_blocks() {
     assert_eq!(r.bad.len(), in_obj);
 }
 
-/// An index whose located copy of an entry disagrees with its page (the
-/// copy is written with the index, so that is damage): `verify` names the
-/// block and both places.
+/// An index whose located copy of an entry disagrees with its page, or
+/// whose inline copy of a block is damaged (copies written with the index,
+/// so that is damage): `verify` names the block and the place.
 #[tokio::test]
 async fn verify_names_a_located_block_its_page_disagrees_with() {
     let store = Store::memory();

@@ -79,6 +79,10 @@ fn index() -> Vec<u8> {
                 })
                 .collect(),
         },
+        inline: vec![snapahead::format::InlineBlock {
+            block_id: 4,
+            stored: vec![9; 100],
+        }],
     }
     .encode()
 }

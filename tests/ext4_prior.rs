@@ -283,6 +283,8 @@ fn a_created_snapshot_of_ext4_carries_the_prior() {
         stored.dedup();
         assert!(!stored.is_empty());
         assert_eq!(located, stored);
+        // The superblock's block, read first by every mount, comes inline.
+        assert_eq!(snap.index().inline.first().map(|b| b.block_id), Some(0));
         // bin/random.bin is 3 MiB: more than one 512 KiB block.
         assert!(prior
             .files

@@ -247,12 +247,16 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
     let done =
         ManifestIndex::decode(&store.get(&keys::index(&name)).await.unwrap(), "new").unwrap();
     assert_eq!(done, written);
-    // As given, but for the located blocks: those of its new warm-up.
+    // As given, but for the located and inline blocks: those of its new
+    // warm-up (two incompressible 64 KiB blocks fit inline).
     let located: Vec<u64> = done.located.entries.iter().map(|e| e.block_id).collect();
     assert_eq!(located, [0, 1]);
+    let inline: Vec<u64> = done.inline.iter().map(|b| b.block_id).collect();
+    assert_eq!(inline, [0, 1]);
     assert_eq!(
         ManifestIndex {
             located: new.located.clone(),
+            inline: new.inline.clone(),
             ..done
         },
         new
@@ -354,6 +358,8 @@ fn a_version_1_index_mounts_and_is_upgraded_by_hints() {
     let j: serde_json::Value =
         serde_json::from_slice(&cli(d, &store, &["inspect", "v", "--json"]).stdout).unwrap();
     assert_eq!(j["located_blocks"], warm.len(), "{j}");
+    assert_eq!(j["inline_blocks"], upgraded.inline.len(), "{j}");
+    assert!(!upgraded.inline.is_empty());
     // Groups 0, 5 and 9 were read: each has a mask.
     assert_eq!(j["windows"][0]["groups_with_masks"], 3, "{j}");
 }

@@ -1252,14 +1252,34 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
         .collect();
     assert_eq!(located, sorted);
     quiesce(&p).await;
+    // (The inline blocks are admitted beside the jobs quiesce waits for.)
     let cached = |snap: Arc<Snapshot>, fetcher: Arc<Fetcher>, warm: Vec<u64>| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
         for b in warm {
             let r = snap.locate(b).await.unwrap().unwrap();
-            assert!(fetcher.cache().contains(&r.checksum), "warm-up block {b}");
+            while !fetcher.cache().contains(&r.checksum) {
+                assert!(Instant::now() < deadline, "warm-up block {b} not cached");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     };
     cached(snap.clone(), fetcher.clone(), warm.clone()).await;
     assert_eq!(snap.pages_fetched(), 0, "the warm-up needed a page");
+    // The first blocks came with the index (incompressible 64 KiB blocks:
+    // four fit in its 256 KiB), and only the rest were fetched.
+    let ix = snap.index();
+    let inline: Vec<u64> = ix.inline.iter().map(|b| b.block_id).collect();
+    assert_eq!(inline.len(), 4, "{inline:?}");
+    let m = fetcher.metrics();
+    assert_eq!(m.inline_blocks.load(Relaxed), 4);
+    let rest: u64 = ix
+        .located
+        .entries
+        .iter()
+        .filter(|e| !inline.contains(&e.block_id))
+        .map(|e| e.length as u64)
+        .sum();
+    assert_eq!(m.bytes_fetched.load(Relaxed), rest);
     // The index's copies are what the pages say.
     for &b in &warm {
         let from_pages = snap.locate_in_pages(b).await.unwrap();

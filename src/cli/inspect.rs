@@ -136,8 +136,10 @@ fn print(r: &InspectReport) -> anyhow::Result<()> {
         None => out!("prior          none (no filesystem recognized)"),
     }
     out!(
-        "located        {} blocks: what a mount fetches first, found in the index without a manifest page",
-        r.located_blocks
+        "located        {} blocks: what a mount fetches first, found in the index without a manifest page; {} of them ({} stored) carried inline, read with the index",
+        r.located_blocks,
+        r.inline_blocks,
+        ByteSize(r.inline_bytes)
     );
     Ok(())
 }

@@ -47,10 +47,9 @@ use reader::volume_size;
 
 use crate::format::{
     keys, EntryTable, Id, ManifestIndex, SnapshotHeader, DEFAULT_BLOCK_SIZE, DEFAULT_GROUP_SIZE,
-    DEFAULT_WINDOWS_MS, MAX_LOCATED,
+    DEFAULT_WINDOWS_MS,
 };
 use crate::name::SnapshotName;
-use crate::predict::warmup::MountStart;
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -310,12 +309,12 @@ pub async fn create(store: &Store, opts: &CreateOptions) -> anyhow::Result<Creat
         history: 0,
         prior,
         located: EntryTable::default(),
+        inline: Vec::new(),
     };
     let mut index = index;
     // What a first mount fetches at once (the prior's metadata), located
-    // here so its first GETs wait for no page.
-    let start = MountStart::of(&index, true).first_blocks(MAX_LOCATED);
-    index.located = EntryTable::from_pages(&pages, &start);
+    // and partly inline so its first reads wait for no page and no GET.
+    crate::predict::locate_start(store, &mut index).await?;
     let index_len = index.encode().len() as u64;
     uploaded += index_len;
     index.header.uploaded_bytes = uploaded;

@@ -202,6 +202,35 @@ impl Fetcher {
         self.get(wants, Purpose::Hydrate, order).await
     }
 
+    /// Blocks whose stored bytes are already here (the index's inline
+    /// blocks), each with its bytes: decoded, checked and cached like
+    /// fetched blocks, without a GET, and through the in-flight map, so a
+    /// reader asking meanwhile joins the decode instead of fetching. Blocks
+    /// cached or in flight already are left alone. Returns, per block,
+    /// whether this call decoded and cached it.
+    pub async fn admit_stored(&self, blocks: Vec<(Want, Bytes)>, order: u64) -> Vec<bool> {
+        let mut waits = Vec::with_capacity(blocks.len());
+        for (w, stored) in blocks {
+            let key = w.block.checksum;
+            let mut ours = None;
+            if !self.cache.contains(&key) && !self.inflight.contains_key(&key) {
+                let claims = self.start_run_from(vec![w], Purpose::Prefetch, order, Some(stored));
+                if let Some(Claim::Ours(cells, pos)) = claims.into_iter().next() {
+                    ours = Some((cells, pos));
+                }
+            }
+            waits.push(ours);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for w in waits {
+            out.push(match w {
+                Some((cells, pos)) => matches!(cells.wait(pos).await, Some(Ok(_))),
+                None => false,
+            });
+        }
+        out
+    }
+
     /// Demand reads waiting on a fetch right now.
     pub fn demand_waiting(&self) -> usize {
         self.demand_waiting
@@ -330,6 +359,18 @@ impl Fetcher {
     /// and starts one GET for the run unless every block was claimed by a
     /// fetch already under way. Returns, per block, where to wait for it.
     fn start_run(&self, run: Vec<Want>, purpose: Purpose, order: u64) -> Vec<Claim> {
+        self.start_run_from(run, purpose, order, None)
+    }
+
+    /// [`Fetcher::start_run`] of one run whose stored bytes are `stored`
+    /// when given (no GET).
+    fn start_run_from(
+        &self,
+        run: Vec<Want>,
+        purpose: Purpose,
+        order: u64,
+        stored: Option<Bytes>,
+    ) -> Vec<Claim> {
         let demand = purpose == Purpose::Demand;
         let id = self
             .next_run
@@ -344,6 +385,7 @@ impl Fetcher {
             slot_wait: demand.then(|| self.slot_wait.clone()),
             gate: (!demand).then(|| (self.decode_gate.clone(), ticket.clone())),
             cold: purpose == Purpose::Hydrate,
+            stored,
         };
         let inflight = self.inflight.clone();
         let keys: Vec<BlockKey> = run.iter().map(|w| w.block.checksum).collect();

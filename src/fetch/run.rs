@@ -153,6 +153,9 @@ pub(super) struct RunEnv {
     /// Hydration: cached without evicting what was read
     /// ([`BlockCache::put_cold`]).
     pub cold: bool,
+    /// The run's stored bytes when they are already here (a block the
+    /// index carries inline): decoded without a GET.
+    pub stored: Option<Bytes>,
 }
 
 /// Groups wanted blocks into runs stored back to back in one object.
@@ -192,34 +195,43 @@ pub(super) async fn fetch_run(env: &RunEnv, run: Arc<[Want]>, cells: Arc<RunCell
     let key = first.block.object.clone();
     let range = first.block.offset..last.block.offset + last.block.length as u64;
     let asked = Instant::now();
-    let slot = env.slots.acquire().await;
-    if let Some(w) = &env.slot_wait {
-        w.record(asked.elapsed());
-    }
-    let started = Instant::now();
-    let got = env.store.get_range(&key, range.clone()).await;
-    let latency = started.elapsed();
-    env.metrics.fetch_latency.observe(latency);
-    Metrics::inc(&env.metrics.fetches);
-    let data = match got {
-        Ok(d) => d,
-        Err(e) => {
-            Metrics::inc(&env.metrics.fetch_errors);
-            FETCH_ERRORS.error(|| {
-                format!(
-                    "fetching blocks {}..={}: {e}",
-                    first.block.block_id, last.block.block_id
-                )
-            });
-            let e = Arc::new(e);
-            cells.fill_rest(|pos| {
-                BlockError::new(&run[pos].block, BlockErrorKind::Store(e.clone()))
-            });
-            return;
+    let (data, started, latency, slot) = match &env.stored {
+        Some(b) => {
+            Metrics::inc(&env.metrics.inline_blocks);
+            (b.clone(), asked, std::time::Duration::ZERO, None)
+        }
+        None => {
+            let slot = env.slots.acquire().await;
+            if let Some(w) = &env.slot_wait {
+                w.record(asked.elapsed());
+            }
+            let started = Instant::now();
+            let got = env.store.get_range(&key, range.clone()).await;
+            let latency = started.elapsed();
+            env.metrics.fetch_latency.observe(latency);
+            Metrics::inc(&env.metrics.fetches);
+            let data = match got {
+                Ok(d) => d,
+                Err(e) => {
+                    Metrics::inc(&env.metrics.fetch_errors);
+                    FETCH_ERRORS.error(|| {
+                        format!(
+                            "fetching blocks {}..={}: {e}",
+                            first.block.block_id, last.block.block_id
+                        )
+                    });
+                    let e = Arc::new(e);
+                    cells.fill_rest(|pos| {
+                        BlockError::new(&run[pos].block, BlockErrorKind::Store(e.clone()))
+                    });
+                    return;
+                }
+            };
+            Metrics::add(&env.metrics.bytes_fetched, data.len() as u64);
+            env.link.record_get(data.len() as u64, latency);
+            (data, started, latency, Some(slot))
         }
     };
-    Metrics::add(&env.metrics.bytes_fetched, data.len() as u64);
-    env.link.record_get(data.len() as u64, latency);
     let decode = {
         let (run, cells) = (run.clone(), cells.clone());
         let (metrics, link, cache, cold) = (

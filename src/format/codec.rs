@@ -63,6 +63,11 @@ impl Writer {
     }
     /// A string of at most `u16::MAX` bytes; callers only pass validated
     /// names and keys, far below that.
+    /// A `u32` byte length, then the bytes.
+    pub fn blob(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.bytes(v);
+    }
     pub fn str(&mut self, s: &str) {
         let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
         self.u16(len);
@@ -191,6 +196,11 @@ impl<'a> Reader<'a> {
     }
     pub fn bytes<const N: usize>(&mut self, field: &str) -> Result<[u8; N], FormatError> {
         self.array(field)
+    }
+    /// What [`Writer::blob`] writes.
+    pub fn blob(&mut self, field: &str) -> Result<&'a [u8], FormatError> {
+        let len = self.u32(field)? as usize;
+        self.take(len, field)
     }
     pub fn str(&mut self, field: &str) -> Result<&'a str, FormatError> {
         let len = self.u16(field)? as usize;

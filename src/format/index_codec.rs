@@ -143,6 +143,20 @@ impl ManifestIndex {
         let located = &self.located;
         let n = located.entries.len().min(MAX_LOCATED);
         encode_table(&mut w, &located.objects, &located.entries[..n]);
+        let mut total = 0;
+        let inline: Vec<&InlineBlock> = self
+            .inline
+            .iter()
+            .take_while(|b| {
+                total += b.stored.len();
+                total <= MAX_INLINE_BYTES
+            })
+            .collect();
+        w.count(inline.len());
+        for b in inline {
+            w.u64(b.block_id);
+            w.blob(&b.stored);
+        }
         w.finish()
     }
 
@@ -410,6 +424,7 @@ impl ManifestIndex {
             }
         }
         let mut located = EntryTable::default();
+        let mut inline = Vec::new();
         if version >= 5 {
             let (objects, entries) = decode_table(&mut r)?;
             if entries.len() > MAX_LOCATED {
@@ -424,6 +439,38 @@ impl ManifestIndex {
                 ));
             }
             located = EntryTable { objects, entries };
+            let n = r.count("inline block count", 12)?;
+            let mut total = 0;
+            for _ in 0..n {
+                let block_id = r.u64("inline block_id")?;
+                if inline
+                    .last()
+                    .is_some_and(|b: &InlineBlock| b.block_id >= block_id)
+                {
+                    return Err(r.error("inline block_id", format!("{block_id} out of order")));
+                }
+                let stored = r.blob("inline block")?;
+                let Some((_, e)) = located.get(block_id) else {
+                    return Err(r.error("inline block_id", format!("{block_id} is not located")));
+                };
+                if stored.len() != e.length as usize {
+                    let (l, want) = (stored.len(), e.length);
+                    return Err(
+                        r.error("inline block", format!("{l} bytes, its entry says {want}"))
+                    );
+                }
+                total += stored.len();
+                if total > MAX_INLINE_BYTES {
+                    return Err(r.error(
+                        "inline block",
+                        format!("over {MAX_INLINE_BYTES} bytes in all"),
+                    ));
+                }
+                inline.push(InlineBlock {
+                    block_id,
+                    stored: stored.to_vec(),
+                });
+            }
         }
         r.finish()?;
         Ok(ManifestIndex {
@@ -435,6 +482,7 @@ impl ManifestIndex {
             history,
             prior,
             located,
+            inline,
         })
     }
 }

@@ -27,7 +27,8 @@ pub mod span;
 pub use codec::FormatError;
 pub use index::{
     mask_byte, mask_probability, BlockRun, ContextSuccessors, EntryMask, FsPrior, GroupEntry,
-    ManifestIndex, SnapshotHeader, Successor, WarmUp, WarmupGroup, MAX_LOCATED,
+    InlineBlock, ManifestIndex, SnapshotHeader, Successor, WarmUp, WarmupGroup, MAX_INLINE_BYTES,
+    MAX_LOCATED,
 };
 pub use page::{Compression, EntryTable, ManifestEntry, ManifestPage};
 pub use span::{Span, Spans};

@@ -123,18 +123,6 @@ impl EntryTable {
         EntryTable { objects, entries }
     }
 
-    /// The entries of `blocks` that `pages` hold (blocks not in any page, i.e.
-    /// holes, are left out).
-    pub fn from_pages(pages: &[ManifestPage], blocks: &[u64]) -> Self {
-        Self::new(blocks.iter().filter_map(|&b| {
-            pages.iter().find_map(|p| {
-                let i = p.entries.binary_search_by_key(&b, |e| e.block_id).ok()?;
-                let e = &p.entries[i];
-                Some((p.objects.get(e.object as usize)?.as_str(), e.clone()))
-            })
-        }))
-    }
-
     /// The entry of `block`, with its object's key.
     pub fn get(&self, block: u64) -> Option<(&str, &ManifestEntry)> {
         let i = self

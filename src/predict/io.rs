@@ -10,7 +10,9 @@ use anyhow::Context;
 use super::evaluate::{self, Evaluation};
 use super::warmup::MountStart;
 use super::{learn_with, load_session, parse_windows, LearnOptions, Session, StoredBlocks};
-use crate::format::{ManifestIndex, MAX_LOCATED};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::format::{InlineBlock, ManifestIndex, MAX_INLINE_BYTES, MAX_LOCATED};
 use crate::name::SnapshotName;
 use crate::snapshot::Snapshot;
 use crate::store::Store;
@@ -94,17 +96,58 @@ pub async fn store_sessions(
 /// first, found in the pages here) replaced by those of its own warm-up;
 /// returns the index as written.
 pub async fn commit(store: &Store, index: &ManifestIndex) -> anyhow::Result<ManifestIndex> {
-    let snap = Snapshot::from_index(store.clone(), index.clone());
-    let start = MountStart::of(index, true).first_blocks(MAX_LOCATED);
     let mut index = index.clone();
-    index.located = snap
-        .entry_table(&start)
-        .await
-        .context("locating the warm-up's blocks in the manifest pages")?;
+    locate_start(store, &mut index).await?;
     let key = crate::format::keys::index(&index.header.name);
     store.put(&key, bytes::Bytes::from(index.encode())).await?;
     Ok(index)
 }
+
+/// Sets what the index carries of the blocks a mount fetches first
+/// ([`MountStart`], remote): their entries (`located`, from the pages) and
+/// the stored bytes of the first of them that fit in
+/// [`MAX_INLINE_BYTES`] (`inline`, from the data objects), so a mount's
+/// first reads wait for no page and the very first for no GET. Done by
+/// `create` and by every index rewrite ([`commit`]).
+pub async fn locate_start(store: &Store, index: &mut ManifestIndex) -> anyhow::Result<()> {
+    let snap = Snapshot::from_index(store.clone(), index.clone());
+    let start = MountStart::of(index, true).first_blocks(MAX_LOCATED);
+    let located = snap
+        .entry_table(&start)
+        .await
+        .context("locating the mount's first blocks in the manifest pages")?;
+    let mut total = 0;
+    let mut chosen = Vec::new();
+    for b in start {
+        if let Some((key, e)) = located.get(b) {
+            if total + e.length as usize <= MAX_INLINE_BYTES {
+                total += e.length as usize;
+                chosen.push((b, key.to_string(), e.offset..e.offset + e.length as u64));
+            }
+        }
+    }
+    let mut inline: Vec<InlineBlock> = futures::stream::iter(chosen)
+        .map(|(block_id, key, range)| async move {
+            let stored = store
+                .get_range(&key, range)
+                .await
+                .with_context(|| format!("reading block {block_id} to carry in the index"))?;
+            anyhow::Ok(InlineBlock {
+                block_id,
+                stored: stored.to_vec(),
+            })
+        })
+        .buffer_unordered(INLINE_READS)
+        .try_collect()
+        .await?;
+    inline.sort_by_key(|b| b.block_id);
+    index.located = located;
+    index.inline = inline;
+    Ok(())
+}
+
+/// Inline blocks read from the store at once while an index is written.
+const INLINE_READS: usize = 8;
 
 /// What [`learn_from`] did: the learned index (committed) and what it
 /// learned from.

@@ -66,8 +66,8 @@ pub mod warmup;
 use std::time::Duration;
 
 pub use io::{
-    commit, evaluate_trace, learn_from, plot_trace, store_sessions, stored_blocks, LearnReport,
-    LearnRequest, DEFAULT_MAX_SESSIONS,
+    commit, evaluate_trace, learn_from, locate_start, plot_trace, store_sessions, stored_blocks,
+    LearnReport, LearnRequest, DEFAULT_MAX_SESSIONS,
 };
 pub use model::{learn, learn_with, parse_windows, remaining_precision, LearnOptions, Recent};
 pub use session::{load_session, Session, StoredBlocks};

@@ -585,6 +585,7 @@ pub(crate) mod tests {
             history: 0,
             prior: None,
             located: Default::default(),
+            inline: vec![],
         };
         let stored = StoredBlocks {
             group_size: gs,

@@ -55,6 +55,7 @@ pub mod readahead;
 mod scheduler;
 mod unit;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +63,9 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use bytes::Bytes;
+
+use crate::cache::BlockKey;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::stats::{PrefetchSnapshotStats, PrefetchStats};
 use crate::metrics::Metrics;
@@ -216,8 +220,55 @@ impl Prefetcher {
             ended: false.into(),
             readahead_backoff: AtomicU64::new(0),
         });
+        tokio::spawn(p.clone().admit_inline(snapshots.clone()));
         tokio::spawn(p.clone().run(snapshots, files, sched, hydrator));
         p
+    }
+
+    /// Decodes the blocks the snapshots' indexes carry inline into the
+    /// cache (no GET: the index brought their stored bytes), counted as
+    /// warm-up prefetches. A reader asking for one meanwhile joins its
+    /// decode.
+    async fn admit_inline(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>) {
+        let mut blocks = Vec::new();
+        for s in &snapshots {
+            for b in &s.index().inline {
+                // Located by the index (its decoder checks each inline
+                // block has an entry), so no page is needed here.
+                let Some(Some(block)) = s.locate_loaded(b.block_id) else {
+                    continue;
+                };
+                let len = s.block_len(b.block_id);
+                let want = Want {
+                    block,
+                    len,
+                    range: 0..len,
+                };
+                blocks.push((want, Bytes::copy_from_slice(&b.stored)));
+            }
+        }
+        if blocks.is_empty() {
+            return;
+        }
+        let m = self.fetcher.metrics().clone();
+        let admitted: Vec<(BlockKey, u64)> = blocks
+            .iter()
+            .map(|(w, _)| (w.block.checksum, w.len as u64))
+            .collect();
+        let done = self.fetcher.admit_stored(blocks, 0).await;
+        log::debug!(
+            "{} of {} inline blocks admitted at mount",
+            done.iter().filter(|&&d| d).count(),
+            done.len()
+        );
+        for ((key, len), done) in admitted.into_iter().zip(done) {
+            if done {
+                Metrics::inc(&m.prefetch_warmup_blocks);
+                Metrics::inc(&m.prefetch_completed);
+                Metrics::add(&m.prefetch_bytes, len);
+                self.accounting.prefetched(key, len);
+            }
+        }
     }
 
     /// Stops the daemon: no job starts after this (those running finish).
@@ -321,9 +372,20 @@ impl Prefetcher {
             let start = MountStart::of(f.snapshot.index(), !local);
             let jobs = start.warmup.into_iter().chain([start.probes]);
             let metadata = start.metadata.chunks(PRIOR_JOB_BLOCKS).map(<[u64]>::to_vec);
-            for blocks in jobs.chain(metadata).filter(|b| !b.is_empty()) {
+            // The index's inline blocks need no job: they are admitted at once.
+            let inline: HashSet<u64> = f
+                .snapshot
+                .index()
+                .inline
+                .iter()
+                .map(|b| b.block_id)
+                .collect();
+            for mut blocks in jobs.chain(metadata) {
                 f.hints.plan(&blocks);
-                sched.push(Priority::Warmup, i, blocks);
+                blocks.retain(|b| !inline.contains(b));
+                if !blocks.is_empty() {
+                    sched.push(Priority::Warmup, i, blocks);
+                }
             }
         }
         (files, sched)
