@@ -220,7 +220,7 @@ impl Prefetcher {
             ended: false.into(),
             readahead_backoff: AtomicU64::new(0),
         });
-        tokio::spawn(p.clone().admit_inline(snapshots.clone()));
+        tokio::spawn(p.clone().admit_inline(snapshots.clone(), local));
         tokio::spawn(p.clone().run(snapshots, files, sched, hydrator));
         p
     }
@@ -228,11 +228,21 @@ impl Prefetcher {
     /// Decodes the blocks the snapshots' indexes carry inline into the
     /// cache (no GET: the index brought their stored bytes), counted as
     /// warm-up prefetches. A reader asking for one meanwhile joins its
-    /// decode.
-    async fn admit_inline(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>) {
+    /// decode. Only those this mount would fetch at start (from a local
+    /// store, not the prior's metadata).
+    async fn admit_inline(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>, local: bool) {
         let mut blocks = Vec::new();
         for s in &snapshots {
-            for b in &s.index().inline {
+            let start: HashSet<u64> = MountStart::of(s.index(), !local)
+                .first_blocks(usize::MAX)
+                .into_iter()
+                .collect();
+            for b in s
+                .index()
+                .inline
+                .iter()
+                .filter(|b| start.contains(&b.block_id))
+            {
                 // Located by the index (its decoder checks each inline
                 // block has an entry), so no page is needed here.
                 let Some(Some(block)) = s.locate_loaded(b.block_id) else {
