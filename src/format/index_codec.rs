@@ -1,6 +1,6 @@
 //! Encoding and decoding of the manifest index ([`ManifestIndex`]): the
 //! layout of docs/format.md, "Manifest index", field by field. Apart from
-//! the types in `index.rs` because the validating decoder of three
+//! the types in `index.rs` because the validating decoder of five
 //! versions is most of the index's code: every count is checked against
 //! the bytes left before anything is allocated, every group id, block and
 //! probability against the volume, so a corrupt or hostile index is an

@@ -37,6 +37,12 @@
 //!
 //! Within a group a block is warmed up when more than [`WARMUP_SHARE`] of
 //! its sessions read it early, as the one list was.
+//!
+//! [`MountStart`] is what a mount then fetches at once (core, probes, or
+//! the prior's metadata): one definition for the prefetcher's first jobs
+//! and for the blocks `create` and `hints` locate in the index. Just over
+//! 500 lines with its tests, on purpose: learning the warm-up and using
+//! it at mount share these types and rules.
 
 use std::collections::{HashMap, HashSet};
 

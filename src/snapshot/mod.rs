@@ -11,86 +11,25 @@
 //! object, never data. Decompression is bounded by the block size, so a
 //! corrupted object cannot make us allocate more than one block.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use blake3::hazmat::ChainingValue;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use crate::cache::verified::check_block;
 use crate::format::{
-    block_len, keys, Compression, EntryTable, GroupEntry, ManifestEntry, ManifestIndex,
-    ManifestPage, SnapshotHeader, Span, Spans,
+    block_len, keys, EntryTable, GroupEntry, ManifestEntry, ManifestIndex, ManifestPage,
+    SnapshotHeader, Span, Spans,
 };
 use crate::name::SnapshotName;
 use crate::store::Store;
 
-/// Where one stored block is, and how to check it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockRef {
-    pub block_id: u64,
-    pub object: Arc<str>,
-    pub offset: u64,
-    pub length: u32,
-    pub compression: Compression,
-    pub checksum: [u8; 32],
-}
-
-impl BlockRef {
-    pub fn range(&self) -> Range<u64> {
-        self.offset..self.offset + self.length as u64
-    }
-}
-
-/// Why one block could not be served: where (block, object) and what
-/// went wrong, as a kind that metrics and callers can match on.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("block {block} in object {object}: {kind}")]
-pub struct BlockError {
-    pub block: u64,
-    pub object: Arc<str>,
-    pub kind: BlockErrorKind,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BlockErrorKind {
-    /// The GET failed (after the store's retries).
-    #[error("{0}")]
-    Store(Arc<crate::store::StoreError>),
-    #[error("stored length {got} instead of {want}")]
-    StoredLength { got: usize, want: usize },
-    #[error("zstd: {0}")]
-    Decompress(String),
-    #[error("decoded {got} bytes instead of {want}")]
-    DecodedLength { got: usize, want: usize },
-    #[error("checksum mismatch")]
-    Checksum,
-    /// A broken invariant of our own (never expected).
-    #[error("internal: {0}")]
-    Internal(&'static str),
-}
-
-impl BlockError {
-    pub fn new(r: &BlockRef, kind: BlockErrorKind) -> Self {
-        BlockError {
-            block: r.block_id,
-            object: r.object.clone(),
-            kind,
-        }
-    }
-
-    /// Whether the stored bytes were wrong (as opposed to not fetched).
-    pub fn is_corrupt(&self) -> bool {
-        !matches!(
-            self.kind,
-            BlockErrorKind::Store(_) | BlockErrorKind::Internal(_)
-        )
-    }
-}
+mod block;
+mod verify;
+pub use block::{decode_block_cvs, BlockError, BlockErrorKind, BlockRef};
+pub use verify::{BadBlock, VerifyReport};
 
 /// The manifest index stored at `key` for snapshot `name`: decoded, and
 /// refused when it names another snapshot (a copied or misplaced object).
@@ -103,63 +42,6 @@ pub fn decode_index(data: &[u8], key: &str, name: &SnapshotName) -> anyhow::Resu
         );
     }
     Ok(index)
-}
-
-thread_local! {
-    /// One zstd decompression context per thread, reused: a fresh context
-    /// per block (`zstd::bulk::decompress`) allocates, faults in and frees
-    /// its tables on every block (`ZSTD_createDCtx` was 0.5% of a cold
-    /// read's CPU, and the faults of its fresh pages more).
-    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// `zstd::bulk::decompress` with this thread's context.
-fn zstd_decompress(src: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let d = match &mut *slot {
-            Some(d) => d,
-            None => slot.insert(zstd::bulk::Decompressor::new()?),
-        };
-        d.decompress(src, capacity)
-    })
-}
-
-/// Decodes a stored block held in `stored` (a slice of a GET's body: a raw
-/// block is returned as that slice, not copied) and checks it against its
-/// checksum; `expected_len` is its uncompressed length. Also returns the
-/// block's segment chaining values for the disk cache (computed in the
-/// same BLAKE3 pass as the check).
-pub fn decode_block_cvs(
-    stored: Bytes,
-    r: &BlockRef,
-    expected_len: usize,
-) -> Result<(Bytes, Vec<ChainingValue>), BlockError> {
-    let fail = |kind| Err(BlockError::new(r, kind));
-    if stored.len() != r.length as usize {
-        return fail(BlockErrorKind::StoredLength {
-            got: stored.len(),
-            want: r.length as usize,
-        });
-    }
-    let data = match r.compression {
-        Compression::None => stored,
-        Compression::Zstd => match zstd_decompress(&stored, expected_len) {
-            Ok(d) => Bytes::from(d),
-            Err(e) => return fail(BlockErrorKind::Decompress(e.to_string())),
-        },
-    };
-    if data.len() != expected_len {
-        return fail(BlockErrorKind::DecodedLength {
-            got: data.len(),
-            want: expected_len,
-        });
-    }
-    match check_block(&data, &r.checksum) {
-        Some(cvs) => Ok((data, cvs)),
-        None => fail(BlockErrorKind::Checksum),
-    }
 }
 
 /// Pages [`Snapshot::load_pages`] fetches at once: their GETs are small
@@ -506,150 +388,5 @@ impl Snapshot {
             }
         }
         Ok(out)
-    }
-
-    /// Fetches every stored block and checks it. Each data object is read
-    /// with one GET; a missing or short object makes all its blocks bad.
-    pub async fn verify(
-        &self,
-        concurrency: usize,
-        progress: &crate::progress::Progress,
-    ) -> anyhow::Result<VerifyReport> {
-        let blocks = self.all_blocks().await?;
-        let mismatched = self.located_mismatches(&blocks);
-        let mut by_object: BTreeMap<Arc<str>, Vec<BlockRef>> = BTreeMap::new();
-        for b in blocks {
-            by_object.entry(b.object.clone()).or_default().push(b);
-        }
-        let results: Vec<(usize, Vec<BadBlock>)> = futures::stream::iter(by_object)
-            .map(|(key, blocks)| async move {
-                let end = blocks
-                    .iter()
-                    .map(|b| b.offset + b.length as u64)
-                    .max()
-                    .unwrap_or(0);
-                let data = self.store.get(&key).await;
-                let mut bad = Vec::new();
-                for b in &blocks {
-                    let reason = match &data {
-                        Err(e) => Some(e.to_string()),
-                        Ok(d) => {
-                            let r = b.offset as usize..(b.offset + b.length as u64) as usize;
-                            if r.end > d.len() {
-                                Some(format!(
-                                    "object is {} bytes, block needs bytes up to {end}",
-                                    d.len()
-                                ))
-                            } else {
-                                decode_block_cvs(d.slice(r), b, self.block_len(b.block_id))
-                                    .err()
-                                    .map(|e| e.kind.to_string())
-                            }
-                        }
-                    };
-                    progress.inc(self.block_len(b.block_id) as u64);
-                    if let Some(reason) = reason {
-                        bad.push(BadBlock {
-                            block_id: b.block_id,
-                            object: key.to_string(),
-                            reason,
-                        });
-                    }
-                }
-                (blocks.len(), bad)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        let mut report = VerifyReport::default();
-        report.bad.extend(mismatched);
-        for (n, bad) in results {
-            report.blocks_checked += n as u64;
-            report.bad.extend(bad);
-        }
-        report.bad.sort_by_key(|b| b.block_id);
-        Ok(report)
-    }
-}
-
-impl Snapshot {
-    /// The index's located blocks that its pages do not hold as they say
-    /// (`blocks`: every stored block from the pages, in block order), and
-    /// its inline blocks that do not decode to their checksum. Both are
-    /// copies written with the index, so any difference is damage.
-    fn located_mismatches(&self, blocks: &[BlockRef]) -> Vec<BadBlock> {
-        let mut bad = Vec::new();
-        for e in &self.located.entries {
-            let Some(l) = self.located.find(e.block_id) else {
-                continue;
-            };
-            let found = blocks.binary_search_by_key(&e.block_id, |b| b.block_id);
-            let reason = match found.ok().map(|i| &blocks[i]) {
-                None => "the index locates it, its page has no such block".to_string(),
-                Some(p) if *p != l => format!(
-                    "the index locates it at {} bytes {:?}, its page at {} bytes {:?}",
-                    l.object,
-                    l.range(),
-                    p.object,
-                    p.range()
-                ),
-                Some(_) => continue,
-            };
-            bad.push(BadBlock {
-                block_id: e.block_id,
-                object: l.object.to_string(),
-                reason,
-            });
-        }
-        for b in &self.index.inline {
-            let Some(l) = self.located.find(b.block_id) else {
-                continue;
-            };
-            let stored = Bytes::copy_from_slice(&b.stored);
-            if let Err(e) = decode_block_cvs(stored, &l, self.block_len(b.block_id)) {
-                bad.push(BadBlock {
-                    block_id: b.block_id,
-                    object: "(the index's inline copy)".to_string(),
-                    reason: e.kind.to_string(),
-                });
-            }
-        }
-        bad
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct VerifyReport {
-    pub blocks_checked: u64,
-    pub bad: Vec<BadBlock>,
-}
-
-#[derive(Debug, Clone)]
-pub struct BadBlock {
-    pub block_id: u64,
-    pub object: String,
-    pub reason: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The thread's reused zstd context decodes correctly after a stream
-    /// that failed half way (no state carries over from one block to the
-    /// next), and a wrong length is still caught.
-    #[test]
-    fn the_reused_zstd_context_recovers_after_a_bad_block() {
-        let good: Vec<u8> = (0..200_000u32).map(|i| (i % 97) as u8).collect();
-        let packed = zstd::bulk::compress(&good, 3).unwrap();
-        let mut bad = packed.clone();
-        let mid = bad.len() / 2;
-        bad[mid..].iter_mut().for_each(|b| *b ^= 0x5a);
-        for _ in 0..3 {
-            assert!(zstd_decompress(&bad, good.len()).is_err());
-            assert_eq!(zstd_decompress(&packed, good.len()).unwrap(), good);
-            assert!(zstd_decompress(&packed[..mid], good.len()).is_err());
-        }
-        assert!(zstd_decompress(&packed, good.len() - 1).is_err());
     }
 }
