@@ -67,17 +67,7 @@ fn index() -> Vec<u8> {
         }),
         located: snapahead::format::EntryTable {
             objects: vec!["data/0123456789abcdef0123456789abcdef".into()],
-            entries: [0u64, 4, 5]
-                .iter()
-                .map(|&b| ManifestEntry {
-                    block_id: b,
-                    object: 0,
-                    offset: b * 100,
-                    length: 100,
-                    compression: Compression::Zstd,
-                    checksum: [b as u8; 32],
-                })
-                .collect(),
+            entries: [0u64, 4, 5].into_iter().map(entry).collect(),
         },
         inline: vec![snapahead::format::InlineBlock {
             block_id: 4,
@@ -87,21 +77,24 @@ fn index() -> Vec<u8> {
     .encode()
 }
 
+/// Block `b`'s entry, 100 bytes at `b * 100` of the one object.
+fn entry(b: u64) -> ManifestEntry {
+    ManifestEntry {
+        block_id: b,
+        object: 0,
+        offset: b * 100,
+        length: 100,
+        compression: Compression::Zstd,
+        checksum: [b as u8; 32],
+    }
+}
+
 fn page() -> Vec<u8> {
     ManifestPage {
         snapshot_id: Id([5; 16]),
         page_no: 0,
         objects: vec!["data/0123456789abcdef0123456789abcdef".into()],
-        entries: (0..32)
-            .map(|b| ManifestEntry {
-                block_id: b,
-                object: 0,
-                offset: b * 100,
-                length: 100,
-                compression: Compression::Zstd,
-                checksum: [b as u8; 32],
-            })
-            .collect(),
+        entries: (0..32).map(entry).collect(),
     }
     .encode()
 }

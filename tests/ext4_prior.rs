@@ -265,13 +265,7 @@ fn a_created_snapshot_of_ext4_carries_the_prior() {
         assert_eq!(meta[0], 0, "the superblock's block first");
         // The metadata an untrained mount fetches first is located in the
         // index: its stored blocks, as the pages hold them.
-        let located: Vec<u64> = snap
-            .index()
-            .located
-            .entries
-            .iter()
-            .map(|e| e.block_id)
-            .collect();
+        let located: Vec<u64> = snap.index().located.blocks().collect();
         let mut stored = Vec::new();
         for &b in &meta {
             if let Some(r) = snap.locate_in_pages(b).await.unwrap() {

@@ -249,7 +249,7 @@ async fn an_interrupted_rewrite_leaves_the_old_index() {
     assert_eq!(done, written);
     // As given, but for the located and inline blocks: those of its new
     // warm-up (two incompressible 64 KiB blocks fit inline).
-    let located: Vec<u64> = done.located.entries.iter().map(|e| e.block_id).collect();
+    let located: Vec<u64> = done.located.blocks().collect();
     assert_eq!(located, [0, 1]);
     let inline: Vec<u64> = done.inline.iter().map(|b| b.block_id).collect();
     assert_eq!(inline, [0, 1]);

@@ -294,6 +294,17 @@ async fn random_reads_trigger_no_readahead_and_few_prefetches() {
     drop(p);
 }
 
+/// A start-up of `n` scattered blocks of a 512-block volume, one every 5 ms.
+fn scattered_session(n: u64) -> (Vec<u64>, Session) {
+    let blocks: Vec<u64> = (0..n).map(|i| (i * 97 + 13) % 512).collect();
+    let events = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i as u64 * 5_000_000, *b))
+        .collect();
+    (blocks, Session { events })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_learning_one_session_mostly_hits() {
     let _serial = SERIAL.lock().await;
@@ -301,14 +312,7 @@ async fn a_replay_after_learning_one_session_mostly_hits() {
     let vol = common::random_bytes(3, 512 * bs as usize);
     let s = setup(&vol, bs as u32, 4).await;
     // The session: 60 scattered blocks, read in a fixed order.
-    let blocks: Vec<u64> = (0..60u64).map(|i| (i * 97 + 13) % 512).collect();
-    let session = Session {
-        events: blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u64 * 5_000_000, *b))
-            .collect(),
-    };
+    let (blocks, session) = scattered_session(60);
     // A fresh host: empty cache; the application starts shortly after mount.
     let (snap, fetcher, p) = learn_and_mount(&s, &[session], &[2000, 10_000]).await;
     assert!(!snap.index().warmup.is_empty());
@@ -1210,14 +1214,7 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
     let bs = 64 * 1024u64;
     let vol = common::random_bytes(7, 512 * bs as usize);
     let s = setup(&vol, bs as u32, 4).await;
-    let blocks: Vec<u64> = (0..40u64).map(|i| (i * 97 + 13) % 512).collect();
-    let session = Session {
-        events: blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u64 * 5_000_000, *b))
-            .collect(),
-    };
+    let (_, session) = scattered_session(40);
     let (snap0, _, p0) = learn_and_mount(&s, &[session], &[2000, 10_000]).await;
     drop(p0);
     // Manifest pages on first use only, so every page GET counted is one
@@ -1243,13 +1240,7 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
     assert!(warm.len() >= 30, "warm-up of {} blocks", warm.len());
     let mut sorted = warm.clone();
     sorted.sort_unstable();
-    let located: Vec<u64> = snap
-        .index()
-        .located
-        .entries
-        .iter()
-        .map(|e| e.block_id)
-        .collect();
+    let located: Vec<u64> = snap.index().located.blocks().collect();
     assert_eq!(located, sorted);
     quiesce(&p).await;
     // (The inline blocks are admitted beside the jobs quiesce waits for.)

@@ -136,6 +136,11 @@ impl EntryTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The block ids, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.block_id)
+    }
 }
 
 /// Writes an object table and the entries that refer into it: a page's
