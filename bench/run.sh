@@ -2,12 +2,16 @@
 # `make bench`: runs every benchmark section and writes docs/benchmarks.md.
 # usage: bench/run.sh [--quick]
 #   SECTIONS="peers" bench/run.sh   reruns only those sections; the document is
-#   assembled from every section's latest result (bench/results/*.md).
+#   assembled from every section's latest result (bench/results/*.md) and
+#   the notes written by hand (bench/analysis.md, bench/notes/*.md).
+#   ASSEMBLE_ONLY=1 bench/run.sh    runs nothing, only writes the document.
 source "$(dirname "$0")/lib.sh"
 ALL="create sparse mount readpath monitor hints hints_varied coldstart prefetch peers"
-for sec in ${SECTIONS:-$ALL}; do
-  "$ROOT/bench/$sec.sh" "$@"
-done
+if [ -z "${ASSEMBLE_ONLY:-}" ]; then
+  for sec in ${SECTIONS:-$ALL}; do
+    "$ROOT/bench/$sec.sh" "$@"
+  done
+fi
 {
   echo "# Benchmarks"
   echo
@@ -18,8 +22,11 @@ done
   [ -f "$RESULTS/peers.md" ] && { cat "$RESULTS/peers.md"; echo; }
   # What the peers comparison does not show by itself (written by hand).
   cat "$ROOT/bench/analysis.md"; echo
+  # Each section's latest result, then what was written by hand about it
+  # (bench/notes/SECTION.md: kept across runs, unlike the result).
   for sec in create sparse mount readpath monitor hints hints_varied coldstart prefetch; do
     [ -f "$RESULTS/$sec.md" ] && { cat "$RESULTS/$sec.md"; echo; }
+    [ -f "$ROOT/bench/notes/$sec.md" ] && { cat "$ROOT/bench/notes/$sec.md"; echo; }
   done
 } > "$ROOT/docs/benchmarks.md"
 echo "wrote docs/benchmarks.md"
