@@ -36,7 +36,10 @@
 //! `hints --from-store` passes them).
 //!
 //! Within a group a block is warmed up when more than [`WARMUP_SHARE`] of
-//! its sessions read it early, as the one list was.
+//! its sessions read it early, as the one list was. When no group forms
+//! (every session reads its own part of the volume: walks of different
+//! subtrees, random readers), the core is what most sessions *start* with
+//! ([`start_core`]), so the first reads every session makes still hit.
 //!
 //! [`MountStart`] is what a mount then fetches at once (core, probes, or
 //! the prior's metadata): one definition for the prefetcher's first jobs
@@ -68,6 +71,12 @@ pub const MATCH_BLOCKS: usize = 2;
 /// of 512 KiB are 4 MiB, a fraction of any start-up's warm-up; more groups
 /// than that (4 at [`MATCH_BLOCKS`] 2) get none, and cost only their misses.
 pub const MAX_PROBE_BLOCKS: usize = 8;
+/// Distinct blocks of a session's start that [`start_core`] looks at: an
+/// ext4 mount and the first lookups read a handful of 512 KiB blocks
+/// (superblock, group descriptors, the root's inode table and directory);
+/// past that, sessions of different workloads part, and a random reader's
+/// few blocks among these rarely meet another session's by chance.
+pub const START_READS: usize = 8;
 /// Only the first this many distinct blocks a session reads are matched:
 /// a start-up shows what it is within its first few dozen blocks, while a
 /// random reader given ten seconds would meet any signature by chance
@@ -184,6 +193,32 @@ fn shared_blocks(sets: &[&HashMap<u64, u64>]) -> HashMap<u64, u64> {
         .collect()
 }
 
+/// Blocks among the first [`START_READS`] distinct blocks of more than
+/// [`WARMUP_SHARE`] of `sets` (at least [`MIN_GROUP_SESSIONS`]), with
+/// their median first-read time: what sessions that form no workload group
+/// still all begin with (an ext4 mount's superblock and first inode
+/// table, before each walks its own directories). Only the first reads:
+/// over a whole early window, readers of one file share blocks by chance.
+fn start_core(sets: &[&HashMap<u64, u64>]) -> HashMap<u64, u64> {
+    if sets.len() < MIN_GROUP_SESSIONS {
+        return HashMap::new();
+    }
+    let firsts: Vec<HashMap<u64, u64>> = sets
+        .iter()
+        .map(|s| {
+            let mut by_time: Vec<(u64, u64)> = s.iter().map(|(&b, &t)| (t, b)).collect();
+            by_time.sort_unstable();
+            by_time
+                .into_iter()
+                .take(START_READS)
+                .map(|(t, b)| (b, t))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&HashMap<u64, u64>> = firsts.iter().collect();
+    shared_blocks(&refs)
+}
+
 /// Warm-up entries for `blocks` (block → typical first-read time), by
 /// group, groups ordered by the earliest typical read of their blocks.
 fn entries(blocks: &HashMap<u64, u64>, group_size: u64) -> Vec<WarmUp> {
@@ -244,7 +279,8 @@ pub fn learn_warmup(
         .filter(|(_, s)| !s.is_empty())
         .collect();
     if sets.is_empty() {
-        return (Vec::new(), Vec::new());
+        // No workload repeats as a whole; what the sessions start with may.
+        return (entries(&start_core(&all), gs), Vec::new());
     }
     // The core: read early in every group, at its earliest typical time.
     let mut core: HashMap<u64, u64> = sets[0].1.clone();
@@ -430,6 +466,27 @@ mod tests {
                 .map(|(i, b)| (i as u64 * MS, b))
                 .collect(),
         }
+    }
+
+    /// Sessions that each read their own part of the volume form no group,
+    /// but all start with the same blocks (a filesystem's metadata): those,
+    /// and only those, are the core. Readers that share no start get none.
+    #[test]
+    fn sessions_without_a_group_still_warm_up_their_common_start() {
+        let (_, stored) = index(256);
+        let walk = |i: u64| session([0, 1, 5].into_iter().chain(20 + i * 30..35 + i * 30));
+        let sessions: Vec<Session> = (0..4).map(walk).collect();
+        let (core, groups) = learn_warmup(&sessions, &stored, true);
+        assert!(groups.is_empty(), "{groups:?}");
+        let mut core_blocks: Vec<u64> = core.iter().flat_map(|w| w.blocks(4)).collect();
+        core_blocks.sort_unstable();
+        assert_eq!(core_blocks, vec![0, 1, 5]);
+        // Random readers: nothing in common at their start, no core, even
+        // though their whole early reads overlap by chance.
+        let random = |seed: u64| session((0..40).map(move |i| (i * 37 + seed * 101) % 200 + 50));
+        let sessions: Vec<Session> = (0..4).map(random).collect();
+        let (core, groups) = learn_warmup(&sessions, &stored, true);
+        assert!(core.is_empty() && groups.is_empty(), "{core:?} {groups:?}");
     }
 
     /// Two workloads share a start (blocks 0-3, the "filesystem metadata")
