@@ -1,8 +1,11 @@
 //! `hints --evaluate`: replays a held-out session against an index the way
 //! the prefetcher uses it, and measures what that would have bought.
 //!
-//! Replay, for a window W and a threshold T: at the session's start the
-//! warm-up core is prefetched, and a workload group's warm-up blocks once
+//! Replay, for a window W and a threshold T: at the session's start what a
+//! mount from a remote store fetches at once is prefetched
+//! ([`super::warmup::MountStart`]: the warm-up core and probes, or, for an
+//! index without a warm-up, the prior's metadata), and a workload group's
+//! warm-up blocks once
 //! the first reads match its signature ([`super::warmup::Matcher`]); on
 //! the first read of a group in an episode (W, as in learning), what
 //! [`super::rule`] selects of the group and its successors (by block
@@ -117,16 +120,13 @@ pub fn evaluate_marks(
             scores.entry(m).or_default().prefetched_bytes += len(b);
         }
     };
-    // Warm-up: the core at the session's start; a workload group's blocks
-    // once the first reads match its signature.
+    // Warm-up: the mount's start at the session's start; a workload group's
+    // blocks once the first reads match its signature.
     let mut matcher = warmup.then(|| super::warmup::Matcher::new(index));
+    // What a mount from a remote store fetches at once: the core and the
+    // probes, or, without a warm-up, the prior's metadata.
     if warmup {
-        for e in &index.warmup {
-            for b in e.blocks(h.group_size) {
-                prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
-            }
-        }
-        for b in super::warmup::probes(index) {
+        for b in super::warmup::MountStart::of(index, true).first_blocks(usize::MAX) {
             prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
         }
     }
@@ -363,5 +363,25 @@ mod tests {
         let e = evaluate(&plain, &stored, &s(), 0, 0.5, false);
         assert_eq!(e.directory.prefetched_bytes, 0);
         assert_eq!(e.successor.prefetched_bytes, 4 * 65536, "{e:?}");
+    }
+
+    /// An index without a warm-up is replayed as a mount uses it: the
+    /// prior's metadata at the session's start (with the warm-up on), as a
+    /// mount from a remote store fetches it.
+    #[test]
+    fn without_a_warm_up_the_replay_fetches_the_priors_metadata_as_a_mount_does() {
+        let (mut ix, stored) = index(8);
+        let mut prior = crate::predict::directory::tests::prior();
+        prior.metadata = vec![crate::format::BlockRun { first: 0, count: 2 }];
+        ix.prior = Some(prior);
+        assert!(ix.warmup.is_empty());
+        let s = Session {
+            events: vec![(0, 0), (1000, 1), (2000, 20)],
+        };
+        let e = evaluate(&ix, &stored, &s, 0, 0.5, true);
+        assert_eq!(e.warmup.prefetched_bytes, 2 * 65536, "{e:?}");
+        assert_eq!(e.warmup.useful_bytes, 2 * 65536, "{e:?}");
+        let e = evaluate(&ix, &stored, &s, 0, 0.5, false);
+        assert_eq!(e.warmup.prefetched_bytes, 0, "{e:?}");
     }
 }
