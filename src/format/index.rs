@@ -269,7 +269,10 @@ pub struct ManifestIndex {
     /// [`MAX_LOCATED`]), copied from the pages.
     pub located: EntryTable,
     /// The stored bytes of the first located blocks (at most
-    /// [`MAX_INLINE_BYTES`] in all), sorted by block id.
+    /// [`MAX_INLINE_BYTES`] in all). Each must be a located block, as long
+    /// as its entry says, sorted by block id, as `predict::locate_start`
+    /// builds them: the encoder writes what it is given (past the budget it
+    /// stops), and the decoder refuses anything else.
     pub inline: Vec<InlineBlock>,
 }
 
