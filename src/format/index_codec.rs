@@ -143,10 +143,18 @@ impl ManifestIndex {
         let located = &self.located;
         let n = located.entries.len().min(MAX_LOCATED);
         encode_table(&mut w, &located.objects, &located.entries[..n]);
+        let written = &located.entries[..n];
         let mut total = 0;
         let inline: Vec<&InlineBlock> = self
             .inline
             .iter()
+            // Past MAX_LOCATED, a block that lost its entry loses its bytes.
+            .filter(|b| {
+                n == located.entries.len()
+                    || written
+                        .binary_search_by_key(&b.block_id, |e| e.block_id)
+                        .is_ok()
+            })
             .take_while(|b| {
                 total += b.stored.len();
                 total <= MAX_INLINE_BYTES
