@@ -686,6 +686,31 @@ pub(crate) mod tests {
         assert!(ManifestIndex::decode(&ix.encode(), "t").is_err());
     }
 
+    /// More located blocks than [`MAX_LOCATED`]: the first are written,
+    /// and an inline block whose entry was left out is left out too, so
+    /// the index still decodes.
+    #[test]
+    fn located_blocks_past_the_cap_take_their_inline_bytes_with_them() {
+        let mut ix = sample();
+        ix.header.volume_size = 4096 * 65536;
+        ix.header.zero_blocks = 4096 - 16;
+        ix.located = located(&(0..MAX_LOCATED as u64 + 10).collect::<Vec<_>>());
+        ix.inline = vec![
+            InlineBlock {
+                block_id: 0,
+                stored: vec![1; 1000],
+            },
+            InlineBlock {
+                block_id: MAX_LOCATED as u64 + 5,
+                stored: vec![2; 1000],
+            },
+        ];
+        let dec = ManifestIndex::decode(&ix.encode(), "t").unwrap();
+        assert_eq!(dec.located.entries.len(), MAX_LOCATED);
+        let kept: Vec<u64> = dec.inline.iter().map(|b| b.block_id).collect();
+        assert_eq!(kept, [0]);
+    }
+
     /// Inline bytes beyond [`MAX_INLINE_BYTES`] are not written (the
     /// encoder keeps the first that fit), so an index never grows past it.
     #[test]
