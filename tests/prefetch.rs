@@ -1303,3 +1303,50 @@ async fn a_trained_mount_fetches_its_warm_up_without_a_manifest_page() {
     cached(snap4, fetcher4, warm).await;
     drop(p4);
 }
+
+/// Manifest pages at mount are bounded for all snapshots together: with a
+/// budget of one page, the first snapshot (one page) gets it and the second
+/// fetches its page on first use only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_pages_at_mount_stay_within_their_budget_across_snapshots() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let s = setup(&common::random_bytes(8, 32 * bs as usize), bs as u32, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("w.img");
+    common::write(&src, &common::random_bytes(9, 32 * bs as usize));
+    let w = SnapshotName::parse("w").unwrap();
+    let mut o = CreateOptions::new(w.clone(), &src);
+    o.block_size = Some(bs as u32);
+    create(&s.store, &o).await.unwrap();
+    let v = Arc::new(
+        Snapshot::open(&s.store, &SnapshotName::parse("v").unwrap())
+            .await
+            .unwrap(),
+    );
+    let w = Arc::new(Snapshot::open(&s.store, &w).await.unwrap());
+    assert_eq!((v.header().page_count, w.header().page_count), (1, 1));
+    let cfg = PrefetchConfig {
+        manifest_pages: 1,
+        ..no_hydration()
+    };
+    let p = Prefetcher::start(vec![v.clone(), w.clone()], s.fetcher.clone(), cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while v.pages_fetched() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first snapshot's page not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    quiesce(&p).await;
+    assert_eq!(
+        w.pages_fetched(),
+        0,
+        "the second snapshot's page was over budget"
+    );
+    // Its first read still finds its block, through the page.
+    assert!(w.locate(3).await.unwrap().is_some());
+    assert_eq!(w.pages_fetched(), 1);
+    drop(p);
+}
