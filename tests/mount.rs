@@ -46,15 +46,36 @@ fn create(dir: &Path, store: &str, name: &str, img: &Path, bs: &str) {
         .arg(img));
 }
 
+/// An ext4 image of a small tree, snapshotted as `vol` (64 KiB blocks) into
+/// `dir/store`: the tree, the image and the store's URL.
+fn ext4_snapshot(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let (tree, img) = ext4_image(dir, 64);
+    let store = format!("file://{}", dir.join("store").display());
+    create(dir, &store, "vol", &img, "64KiB");
+    (tree, img, store)
+}
+
+/// Loop-mounts the mounted image (where loop devices exist) and checks
+/// that the filesystem in it holds exactly `tree`.
+fn loop_mount_matches(m: &mut Mount, mounted: &Path, tree: &Path, dir: &Path, test: &str) {
+    if common::loop_available(&format!("loop part of {test}")) {
+        let lo = dir.join("lo");
+        m.loop_mount(mounted, &lo);
+        run(Command::new("diff")
+            .args(["-r", "--exclude=lost+found"])
+            .arg(tree)
+            .arg(&lo));
+        m.loop_unmount(&lo);
+    }
+}
+
 #[test]
 fn ext4_image_reads_back_exactly_through_mount_and_loop_device() {
     if !common::fuse_available("ext4_image_reads_back") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (tree, img) = ext4_image(dir.path(), 64);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "vol", &img, "64KiB");
+    let (tree, img, store) = ext4_snapshot(dir.path());
     let mut m = Mount::start(
         dir.path(),
         &store,
@@ -83,15 +104,7 @@ fn ext4_image_reads_back_exactly_through_mount_and_loop_device() {
 
     assert_eq!(sha256(&mounted), sha256(&img));
 
-    if common::loop_available("loop part of ext4_image_reads_back") {
-        let lo = dir.path().join("lo");
-        m.loop_mount(&mounted, &lo);
-        run(Command::new("diff")
-            .args(["-r", "--exclude=lost+found"])
-            .arg(&tree)
-            .arg(&lo));
-        m.loop_unmount(&lo);
-    }
+    loop_mount_matches(&mut m, &mounted, &tree, dir.path(), "ext4_image_reads_back");
 
     // cp --sparse=always keeps the holes: the copy takes about the stored
     // (uncompressed, non-hole) bytes, far less than the volume.
@@ -127,9 +140,7 @@ fn a_first_mount_takes_ext4s_first_blocks_from_the_index() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (tree, img) = ext4_image(dir.path(), 64);
-    let store = format!("file://{}", dir.path().join("store").display());
-    create(dir.path(), &store, "vol", &img, "64KiB");
+    let (tree, img, store) = ext4_snapshot(dir.path());
     let out = run(Command::new(common::bin())
         .current_dir(dir.path())
         .args(["--store", &store, "inspect", "vol", "--json"]));
@@ -152,15 +163,13 @@ fn a_first_mount_takes_ext4s_first_blocks_from_the_index() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let mounted = m.mountpoint.join("vol.img");
-    if common::loop_available("loop part of a_first_mount_takes_ext4s_first_blocks") {
-        let lo = dir.path().join("lo");
-        m.loop_mount(&mounted, &lo);
-        run(Command::new("diff")
-            .args(["-r", "--exclude=lost+found"])
-            .arg(&tree)
-            .arg(&lo));
-        m.loop_unmount(&lo);
-    }
+    loop_mount_matches(
+        &mut m,
+        &mounted,
+        &tree,
+        dir.path(),
+        "a_first_mount_takes_ext4s_first_blocks",
+    );
     assert_eq!(sha256(&mounted), sha256(&img));
     let s = m.stats();
     assert_eq!(s["metrics"]["read_errors"], 0);
