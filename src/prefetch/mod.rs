@@ -191,7 +191,7 @@ impl Prefetcher {
             fetcher.cache(),
             local,
         );
-        let (files, sched) = Self::first_jobs(&snapshots, &cfg, local);
+        let (files, sched, inline) = Self::first_jobs(&snapshots, &cfg, local);
         if !local {
             Self::load_small_manifests(&snapshots, cfg.manifest_pages);
         }
@@ -220,28 +220,23 @@ impl Prefetcher {
             ended: false.into(),
             readahead_backoff: AtomicU64::new(0),
         });
-        tokio::spawn(p.clone().admit_inline(snapshots.clone(), local));
+        tokio::spawn(p.clone().admit_inline(snapshots.clone(), inline));
         tokio::spawn(p.clone().run(snapshots, files, sched, hydrator));
         p
     }
 
-    /// Decodes the blocks the snapshots' indexes carry inline into the
-    /// cache (no GET: the index brought their stored bytes), counted as
-    /// warm-up prefetches. A reader asking for one meanwhile joins its
-    /// decode. Only those this mount would fetch at start (from a local
-    /// store, not the prior's metadata).
-    async fn admit_inline(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>, local: bool) {
+    /// Decodes the inline blocks `first_jobs` left out of the warm-up
+    /// (`inline[i]`: snapshot i's) into the cache: no GET, the index brought
+    /// their stored bytes; counted as warm-up prefetches. A reader asking
+    /// for one meanwhile joins its decode.
+    async fn admit_inline(self: Arc<Self>, snapshots: Vec<Arc<Snapshot>>, inline: Vec<Vec<u64>>) {
         let mut blocks = Vec::new();
-        for s in &snapshots {
-            let start: HashSet<u64> = MountStart::of(s.index(), !local)
-                .first_blocks(usize::MAX)
-                .into_iter()
-                .collect();
+        for (s, ids) in snapshots.iter().zip(&inline) {
             for b in s
                 .index()
                 .inline
                 .iter()
-                .filter(|b| start.contains(&b.block_id))
+                .filter(|b| ids.contains(&b.block_id))
             {
                 // Located by the index (its decoder checks each inline
                 // block has an entry), so no page is needed here.
@@ -366,18 +361,20 @@ impl Prefetcher {
     /// learned), the filesystem's metadata from the prior, from a remote
     /// store. Built before the daemon starts, so its queue depth is known
     /// from the first moment (a caller waiting for an idle daemon cannot
-    /// see it idle before it began).
+    /// see it idle before it began). Blocks the index carries inline get no
+    /// job; they are returned per snapshot, for [`Self::admit_inline`].
     fn first_jobs(
         snapshots: &[Arc<Snapshot>],
         cfg: &PrefetchConfig,
         local: bool,
-    ) -> (Vec<FileState>, Scheduler) {
+    ) -> (Vec<FileState>, Scheduler, Vec<Vec<u64>>) {
         let max_ra = cfg.max_readahead.as_u64();
         let mut files: Vec<FileState> = snapshots
             .iter()
             .map(|s| FileState::new(s.clone(), max_ra))
             .collect();
         let mut sched = Scheduler::new(cfg.concurrency);
+        let mut admit = Vec::with_capacity(files.len());
         for (i, f) in files.iter_mut().enumerate() {
             let start = MountStart::of(f.snapshot.index(), !local);
             let jobs = start.warmup.into_iter().chain([start.probes]);
@@ -390,15 +387,23 @@ impl Prefetcher {
                 .iter()
                 .map(|b| b.block_id)
                 .collect();
+            let mut admitted = Vec::new();
             for mut blocks in jobs.chain(metadata) {
                 f.hints.plan(&blocks);
-                blocks.retain(|b| !inline.contains(b));
+                blocks.retain(|b| {
+                    let here = inline.contains(b);
+                    if here {
+                        admitted.push(*b);
+                    }
+                    !here
+                });
                 if !blocks.is_empty() {
                     sched.push(Priority::Warmup, i, blocks);
                 }
             }
+            admit.push(admitted);
         }
-        (files, sched)
+        (files, sched, admit)
     }
 
     async fn run(
