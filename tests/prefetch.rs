@@ -398,7 +398,12 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
     let session = Session {
         events: (0..n).map(|b| (b, b)).collect(),
     };
-    let (snap, fetcher, _p) = learn_and_mount(&s, &[session], &[2000]).await;
+    let (snap, fetcher, p) = learn_and_mount(&s, &[session], &[2000]).await;
+    // A session following the warm-up's timeline in order (it reads the
+    // warm-up's first blocks): the whole warm-up is released at once.
+    for b in 0..16 {
+        p.on_read(0, b * bs, 4096);
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Demand reads far from where the warm-up is, while it runs (their
     // manifest page loaded first: the storm, not a cold page, is measured).
@@ -896,15 +901,7 @@ async fn cached_blocks(
     s: &Setup,
     blocks: impl IntoIterator<Item = u64>,
 ) -> std::collections::HashSet<u64> {
-    let mut cached = std::collections::HashSet::new();
-    for b in blocks {
-        if let Some(r) = s.snap.locate(b).await.unwrap() {
-            if s.fetcher.cache().contains(&r.checksum) {
-                cached.insert(b);
-            }
-        }
-    }
-    cached
+    cached_blocks_of(&s.snap, &s.fetcher, blocks).await
 }
 
 /// A 64 MiB ext4 image of `walk/d0..d7`, eight files of 40 kB each. The
@@ -1349,4 +1346,87 @@ async fn manifest_pages_at_mount_stay_within_their_budget_across_snapshots() {
     assert!(w.locate(3).await.unwrap().is_some());
     assert_eq!(w.pages_fetched(), 1);
     drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_up_follows_the_session_a_stretch_ahead() {
+    let _serial = SERIAL.lock().await;
+    let bs = 64 * 1024u64;
+    let vol = common::random_bytes(11, 33 * 16 * bs as usize);
+    let s = setup(&vol, bs as u32, 16).await;
+    // Both training sessions mount (group 0), scan groups 2-19 whole, then
+    // start a program (group 30): one workload, a warm-up of all of it.
+    let scan = 32..320u64;
+    let program = 480..490u64;
+    let session = || Session {
+        events: (0..4u64)
+            .chain(scan.clone())
+            .chain(program.clone())
+            .enumerate()
+            .map(|(i, b)| (i as u64 * 1_000_000, b))
+            .collect(),
+    };
+    let (snap, fetcher, p) = learn_and_mount(&s, &[session(), session()], &[2000]).await;
+    let warm = MountStart::of(snap.index(), true).first_blocks(usize::MAX);
+    assert_eq!(warm.len(), 4 + 288 + 10, "the warm-up is all of both");
+    let m = fetcher.metrics().clone();
+    let fetched = || m.prefetch_warmup_blocks.load(Relaxed) + m.inline_blocks.load(Relaxed);
+    quiesce(&p).await;
+    // At mount, one stretch only: entries until it is reached (the last
+    // may pass it by up to an entry of 16), and the index's inline blocks.
+    let stretch = snapahead::predict::timeline::LOOKAHEAD_BLOCKS as u64;
+    let first = fetched();
+    assert!(
+        (stretch..=stretch + 16 + 8).contains(&first),
+        "{first} blocks at mount"
+    );
+    // The program alone: the mount's block, then a jump to the program's
+    // entry, which comes next; the scan's entries beyond the first stretch
+    // never come.
+    for b in [0, program.start] {
+        p.on_read(0, b * bs, 4096);
+        read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
+        quiesce(&p).await;
+    }
+    let cached = cached_blocks_of(&snap, &fetcher, scan.clone().chain(program.clone())).await;
+    assert!(program.clone().all(|b| cached.contains(&b)), "{cached:?}");
+    assert!(
+        !cached.contains(&(scan.end - 1)),
+        "the scan's end was fetched"
+    );
+    let total = fetched();
+    assert!(
+        total <= first + 10,
+        "{total} warm-up blocks for a program of 10"
+    );
+    drop(p);
+
+    // The trained workload: it steps through the timeline in order, the
+    // stretch doubles at each step, and the whole warm-up comes.
+    let fetcher = fresh_fetcher(&s.store, s._dir.path());
+    let p = Prefetcher::start(vec![snap.clone()], fetcher.clone(), no_hydration());
+    for b in [0, 32, 48, 64, 80] {
+        p.on_read(0, b * bs, 4096);
+        read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
+    }
+    quiesce(&p).await;
+    let cached = cached_blocks_of(&snap, &fetcher, warm.iter().copied()).await;
+    assert_eq!(cached.len(), warm.len(), "the trained session's warm-up");
+}
+
+/// Which of `blocks` of `snap` are in `fetcher`'s cache.
+async fn cached_blocks_of(
+    snap: &Snapshot,
+    fetcher: &Fetcher,
+    blocks: impl IntoIterator<Item = u64>,
+) -> std::collections::HashSet<u64> {
+    let mut cached = std::collections::HashSet::new();
+    for b in blocks {
+        if let Some(r) = snap.locate(b).await.unwrap() {
+            if fetcher.cache().contains(&r.checksum) {
+                cached.insert(b);
+            }
+        }
+    }
+    cached
 }

@@ -3,8 +3,10 @@
 //!
 //! Replay, for a window W and a threshold T: at the session's start what a
 //! mount from a remote store fetches at once is prefetched
-//! ([`super::warmup::MountStart`]: the warm-up core and probes, or, for an
-//! index without a warm-up, the prior's metadata), and a workload group's
+//! ([`super::warmup::MountStart`]: the warm-up core's first stretch and
+//! the probes, or, for an index without a warm-up, the prior's metadata),
+//! the rest of the core as the session's reads move along it
+//! ([`super::timeline`]), and a workload group's
 //! warm-up blocks once
 //! the first reads match its signature ([`super::warmup::Matcher`]); on
 //! the first read of a group in an episode (W, as in learning), what
@@ -125,10 +127,17 @@ pub fn evaluate_marks(
     let mut matcher = warmup.then(|| super::warmup::Matcher::new(index));
     // What a mount from a remote store fetches at once: the core and the
     // probes, or, without a warm-up, the prior's metadata.
+    // The core comes a stretch ahead of the session, as at mount
+    // ([`super::timeline`]).
+    let mut timeline = None;
     if warmup {
-        for b in super::warmup::MountStart::of(index, true).first_blocks(usize::MAX) {
+        let ms = super::warmup::MountStart::of(index, true);
+        let mut t = super::timeline::Timeline::new(&ms.warmup, h.group_size, |_| true);
+        let core = t.release().into_iter().flat_map(|j| j.1);
+        for b in core.chain(ms.probes).chain(ms.metadata) {
             prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);
         }
+        timeline = Some(t);
     }
     let mut episode_start: HashMap<u64, u64> = HashMap::new();
     let mut recent = super::Recent::default();
@@ -159,6 +168,13 @@ pub fn evaluate_marks(
                     _ => window_ns,
                 };
                 useful.push((m, len(b), t.saturating_sub(tp) <= horizon));
+            }
+        }
+        if let Some(tl) = timeline.as_mut() {
+            if tl.on_read(b..b + 1).is_some() {
+                for x in tl.release().into_iter().flat_map(|j| j.1) {
+                    prefetch(x, t, Mechanism::Warmup, &mut prefetched, &read);
+                }
             }
         }
         if let Some(mt) = matcher.as_mut().filter(|_| t - start <= warm_ns) {

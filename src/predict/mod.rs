@@ -61,6 +61,7 @@ pub mod io;
 pub mod model;
 pub mod rule;
 pub mod session;
+pub mod timeline;
 pub mod warmup;
 
 use std::time::Duration;

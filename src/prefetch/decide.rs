@@ -24,6 +24,7 @@ use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
 use crate::metrics::Metrics;
 use crate::predict::directory::{Directories, Walks};
+use crate::predict::timeline::{Move, Timeline};
 use crate::predict::warmup::Matcher;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::{Class, Classifier};
@@ -46,6 +47,8 @@ pub(super) struct FileState {
     pub window: usize,
     pub hints: HintState,
     unit: FetchUnit,
+    /// The core warm-up's timeline and the session's cursor in it.
+    pub timeline: Timeline,
     /// Matches the first reads against the index's workload groups.
     warmup: Option<Matcher>,
     /// When the first demand read came.
@@ -91,6 +94,7 @@ impl FileState {
             class: None,
             window: 0,
             hints: HintState::default(),
+            timeline: Timeline::default(),
             unit,
             warmup: (!snapshot.index().warmup_groups.is_empty())
                 .then(|| Matcher::new(snapshot.index())),
@@ -99,6 +103,15 @@ impl FileState {
             walks: Walks::default(),
             snapshot,
         }
+    }
+
+    /// How a demand read of `len` bytes at `offset` moves the warm-up's
+    /// timeline, if it does.
+    pub fn timeline_move(&mut self, offset: u64, len: u32) -> Option<Move> {
+        let h = self.snapshot.header();
+        let bs = h.block_size as u64;
+        let end = (offset + len as u64).min(h.volume_size);
+        (offset < end).then(|| self.timeline.on_read(offset / bs..end.div_ceil(bs)))?
     }
 
     /// A walk the fetch unit saw since the last call: the blocks of the

@@ -15,12 +15,15 @@
 //! - a miss where the index knows nothing: the neighbours of the missed
 //!   block in its data object that the measured link carries nearly free
 //!   ([`unit`], the link-sized fetch unit);
-//! - at mount: the warm-up list, in order; for a snapshot without one (no
-//!   traces learned yet) whose `create` found ext4, the filesystem's
-//!   metadata from the index's prior instead (remote stores only); and,
-//!   from a remote store, the manifest pages of small snapshots (at most
-//!   `manifest_pages` in all, [`EAGER_PAGES`] by default), so a first miss outside the warm-up waits
-//!   for one round trip (the data), not two (page, then data).
+//! - at mount: the warm-up list, in order, released a stretch ahead of
+//!   where the session's reads are in it ([`crate::predict::timeline`]: a session doing
+//!   part of the trained work does not wait behind the rest); for a
+//!   snapshot without one (no traces learned yet) whose `create` found
+//!   ext4, the filesystem's metadata from the index's prior instead
+//!   (remote stores only); and, from a remote store, the manifest pages of
+//!   small snapshots (at most `manifest_pages` in all, [`EAGER_PAGES`] by
+//!   default), so a first miss outside the warm-up waits for one round
+//!   trip (the data), not two (page, then data).
 //!
 //! Scheduling: jobs wait in a priority queue (fetch unit > warm-up >
 //! read-ahead > hints and successors), at most `concurrency` run at once, and they fetch
@@ -38,6 +41,7 @@
 //! Layout: [`intake`] carries demand reads from FUSE threads to the daemon;
 //! `decide` turns one read into jobs, with [`readahead`] (per-stream
 //! windows), `hints` (hints and successors per episode) and `unit`;
+//! [`crate::predict::timeline`] paces the warm-up;
 //! `scheduler` holds the priority queue and the prefetch slots;
 //! `accounting` tracks used and wasted prefetches and samples the
 //! [`controller`]'s signals (and read-ahead's own precision, which
@@ -69,6 +73,7 @@ use crate::cache::BlockKey;
 use crate::fetch::{Fetcher, Want};
 use crate::metrics::stats::{PrefetchSnapshotStats, PrefetchStats};
 use crate::metrics::Metrics;
+use crate::predict::timeline::Timeline;
 use crate::predict::warmup::MountStart;
 use crate::snapshot::Snapshot;
 use crate::trace::classify::ClassWindows;
@@ -377,8 +382,6 @@ impl Prefetcher {
         let mut admit = Vec::with_capacity(files.len());
         for (i, f) in files.iter_mut().enumerate() {
             let start = MountStart::of(f.snapshot.index(), !local);
-            let jobs = start.warmup.into_iter().chain([start.probes]);
-            let metadata = start.metadata.chunks(PRIOR_JOB_BLOCKS).map(<[u64]>::to_vec);
             // The index's inline blocks need no job: they are admitted at once.
             let inline: HashSet<u64> = f
                 .snapshot
@@ -387,16 +390,22 @@ impl Prefetcher {
                 .iter()
                 .map(|b| b.block_id)
                 .collect();
-            let mut admitted = Vec::new();
-            for mut blocks in jobs.chain(metadata) {
+            let mut admitted: Vec<u64> = start.first_blocks(usize::MAX);
+            admitted.retain(|b| inline.contains(b));
+            for blocks in &start.warmup {
+                f.hints.plan(blocks);
+            }
+            let gs = f.snapshot.header().group_size;
+            f.timeline = Timeline::new(&start.warmup, gs, |b| !inline.contains(&b));
+            for (rank, blocks) in f.timeline.release() {
+                sched.push_warmup(i, rank, blocks);
+            }
+            let rest = [start.probes]
+                .into_iter()
+                .chain(start.metadata.chunks(PRIOR_JOB_BLOCKS).map(<[u64]>::to_vec));
+            for mut blocks in rest {
                 f.hints.plan(&blocks);
-                blocks.retain(|b| {
-                    let here = inline.contains(b);
-                    if here {
-                        admitted.push(*b);
-                    }
-                    !here
-                });
+                blocks.retain(|b| !inline.contains(b));
                 if !blocks.is_empty() {
                     sched.push(Priority::Warmup, i, blocks);
                 }
@@ -542,6 +551,17 @@ impl Prefetcher {
             let Some(f) = files.get_mut(ev.file) else {
                 continue;
             };
+            if let Some(mv) = f.timeline_move(ev.offset, ev.len) {
+                for (rank, blocks) in f.timeline.release() {
+                    sched.push_warmup(ev.file, rank, blocks);
+                }
+                let skipped = sched.move_warmup(ev.file, &mv);
+                log::debug!(
+                    "warm-up timeline: {mv:?}; {} skipped jobs dropped, {} queued",
+                    skipped.len(),
+                    sched.len()
+                );
+            }
             let jobs = f.decide(ev.offset, ev.len, &cx).await;
             for (priority, blocks) in jobs {
                 sched.push(priority, ev.file, blocks);

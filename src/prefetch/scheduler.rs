@@ -1,6 +1,7 @@
 //! The scheduler: prefetch jobs wait in a priority queue (fetch unit >
 //! warm-up > read-ahead > hints and successors > hydration; older first
-//! within a priority) and
+//! within a priority, except that the warm-up's timeline moves its jobs,
+//! [`crate::predict::timeline`]) and
 //! run on at most `concurrency` prefetch slots. While a demand read waits
 //! on the store, prefetch backs off to 1/[`DEMAND_BACKOFF`] of its slots:
 //! it yields to demand without starving (a warm-up must still finish beside
@@ -30,6 +31,10 @@ pub enum Priority {
     Unit = 4,
 }
 
+/// Sequence numbers of queued jobs start here; jobs the warm-up's timeline
+/// moves to the front get numbers below it, each move below the last.
+const FIRST_SEQ: u64 = 1 << 40;
+
 /// Blocks of one mounted file to prefetch.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Job {
@@ -38,6 +43,8 @@ pub(super) struct Job {
     seq: std::cmp::Reverse<u64>,
     pub file: usize,
     pub blocks: Vec<u64>,
+    /// The core warm-up entry this job is part of ([`crate::predict::timeline`]).
+    pub rank: Option<u32>,
 }
 
 impl Ord for Job {
@@ -49,8 +56,8 @@ impl Job {
     /// The job's rank as one number, smaller first: priority, then age
     /// (the order the fetcher's decode gate serves prefetch runs in).
     pub fn order(&self) -> u64 {
-        let rank = Priority::Unit as u64 - self.priority as u64;
-        (rank << 56) | (self.seq.0 & ((1 << 56) - 1))
+        let p = Priority::Unit as u64 - self.priority as u64;
+        (p << 56) | (self.seq.0 & ((1 << 56) - 1))
     }
 }
 
@@ -63,6 +70,8 @@ impl PartialOrd for Job {
 pub(super) struct Scheduler {
     queue: BinaryHeap<Job>,
     seq: u64,
+    /// The lowest sequence number a timeline move gave out.
+    front: u64,
     concurrency: usize,
     slots: Arc<Semaphore>,
     /// A finished job wakes the dispatcher: its slot is free again.
@@ -74,7 +83,8 @@ impl Scheduler {
         let concurrency = concurrency.max(1);
         Scheduler {
             queue: BinaryHeap::new(),
-            seq: 0,
+            seq: FIRST_SEQ,
+            front: FIRST_SEQ,
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
             done: Arc::new(tokio::sync::Notify::new()),
@@ -82,13 +92,44 @@ impl Scheduler {
     }
 
     pub fn push(&mut self, priority: Priority, file: usize, blocks: Vec<u64>) {
+        self.push_job(priority, file, blocks, None);
+    }
+
+    /// A job of the core warm-up entry `rank`.
+    pub fn push_warmup(&mut self, file: usize, rank: u32, blocks: Vec<u64>) {
+        self.push_job(Priority::Warmup, file, blocks, Some(rank));
+    }
+
+    fn push_job(&mut self, priority: Priority, file: usize, blocks: Vec<u64>, rank: Option<u32>) {
         self.seq += 1;
         self.queue.push(Job {
             priority,
             seq: std::cmp::Reverse(self.seq),
             file,
             blocks,
+            rank,
         });
+    }
+
+    /// Carries out a move of `file`'s warm-up timeline: its queued jobs of
+    /// the skipped ranks leave the queue (returned), those from the front
+    /// rank on go before every other warm-up job, in rank order.
+    pub fn move_warmup(&mut self, file: usize, mv: &crate::predict::timeline::Move) -> Vec<Job> {
+        let ours = |j: &Job| j.file == file && j.rank.is_some_and(|r| mv.skip.contains(&r));
+        let (skipped, mut jobs): (Vec<Job>, Vec<Job>) =
+            std::mem::take(&mut self.queue).into_iter().partition(ours);
+        let mut ahead: Vec<&mut Job> = jobs
+            .iter_mut()
+            .filter(|j| j.file == file && j.rank.is_some_and(|r| r >= mv.front))
+            .collect();
+        // Stable: a rank's jobs keep their order.
+        ahead.sort_by_key(|j| (j.rank, j.seq.0));
+        self.front -= ahead.len() as u64;
+        for (i, j) in ahead.into_iter().enumerate() {
+            j.seq = std::cmp::Reverse(self.front + i as u64);
+        }
+        self.queue = jobs.into();
+        skipped
     }
 
     pub fn len(&self) -> usize {
@@ -162,6 +203,55 @@ mod tests {
         );
         drop(first);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_timeline_move_fronts_the_reached_entries_and_drops_the_skipped() {
+        let mut s = Scheduler::new(64);
+        s.push(Priority::Hint, 0, vec![100]);
+        for rank in 0..6u32 {
+            for k in 0..2 {
+                s.push_warmup(0, rank, vec![rank as u64 * 10 + k]);
+            }
+        }
+        // Another snapshot's warm-up is left where it was.
+        s.push_warmup(1, 5, vec![999]);
+        let skipped = s.move_warmup(
+            0,
+            &crate::predict::timeline::Move {
+                front: 4,
+                skip: 1..4,
+            },
+        );
+        let mut gone: Vec<u64> = skipped.iter().map(|j| j.blocks[0]).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, vec![10, 11, 20, 21, 30, 31]);
+        let got: Vec<u64> = s.dispatch(false).iter().map(|(j, _)| j.blocks[0]).collect();
+        assert_eq!(
+            got,
+            vec![40, 41, 50, 51, 0, 1, 999, 100],
+            "reached entries first, in rank order"
+        );
+        // A later move goes before an earlier one.
+        for rank in 0..3u32 {
+            s.push_warmup(0, rank, vec![rank as u64]);
+        }
+        s.move_warmup(
+            0,
+            &crate::predict::timeline::Move {
+                front: 2,
+                skip: 2..2,
+            },
+        );
+        s.move_warmup(
+            0,
+            &crate::predict::timeline::Move {
+                front: 1,
+                skip: 1..1,
+            },
+        );
+        let got: Vec<u64> = s.dispatch(false).iter().map(|(j, _)| j.blocks[0]).collect();
+        assert_eq!(got, vec![1, 2, 0]);
     }
 
     #[test]
