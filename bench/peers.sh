@@ -6,6 +6,7 @@
 #   snap-new  snapahead mount of the same images never traced (first session:
 #             fetch unit sized by the link, ext4 prior, hydration)
 #   snap-new-old  snap-new with the build OLD_BIN names (same-run A/B of a change)
+#   snap-old  snap (trained) with the build OLD_BIN names
 #   snap-off  snapahead mount --no-prefetch
 #   rclone    rclone mount --read-only --vfs-cache-mode full
 #   rclone-t  ... plus --vfs-read-ahead 256M --buffer-size 64M
@@ -132,6 +133,7 @@ start() {
   case $TOOL in
     snap) cmd=("$S" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-new) cmd=("$S" --config "$D/snap.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
+    snap-old) cmd=("${OLD_BIN:?snap-old needs OLD_BIN}" --config "$D/snap.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-new-old) cmd=("${OLD_BIN:?snap-new-old needs OLD_BIN}" --config "$D/snap.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-new-nohyd) cmd=("$S" --config "$D/snap-nohyd.yaml" --store "$NEW_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;
     snap-nohyd) cmd=("$S" --config "$D/snap-nohyd.yaml" --store "$SNAP_STORE" mount "$MNT" --cache-dir "$c" --snapshot "$img" "$@") ;;

@@ -16,6 +16,7 @@ NAMES = {
     "snap-new": "snapahead, first session (no traces)",
     "snap-new-nohyd": "snapahead, first session, hydration off",
     "snap-new-old": "snapahead, first session, previous build (OLD_BIN)",
+    "snap-old": "snapahead, previous build (OLD_BIN)",
     "snap-off": "snapahead --no-prefetch",
     "rclone": "rclone mount",
     "rclone-t": "rclone mount, tuned",

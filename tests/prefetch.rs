@@ -399,8 +399,8 @@ async fn demand_reads_stay_fast_during_a_prefetch_storm() {
         events: (0..n).map(|b| (b, b)).collect(),
     };
     let (snap, fetcher, p) = learn_and_mount(&s, &[session], &[2000]).await;
-    // A session following the warm-up's timeline in order (it reads the
-    // warm-up's first blocks): the whole warm-up is released at once.
+    // A session reading the warm-up's first blocks: the warm-up runs a
+    // stretch ahead of it, over a hundred one-block jobs.
     for b in 0..16 {
         p.on_read(0, b * bs, 4096);
     }
@@ -1382,7 +1382,8 @@ async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     );
     // The program alone: the mount's block, then a jump to the program's
     // entry, which comes next; the scan's entries beyond the first stretch
-    // never come.
+    // never come, and the stretch does not grow (the session reads little
+    // of it).
     for b in [0, program.start] {
         p.on_read(0, b * bs, 4096);
         read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
@@ -1401,13 +1402,13 @@ async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     );
     drop(p);
 
-    // The trained workload: it steps through the timeline in order, the
-    // stretch doubles at each step, and the whole warm-up comes.
+    // The trained workload: it reads what the stretch releases, the
+    // stretch grows (it doubles once the session has read half of what
+    // was released), and two thirds of the scan bring the whole warm-up.
     let fetcher = fresh_fetcher(&s.store, s._dir.path());
     let p = Prefetcher::start(vec![snap.clone()], fetcher.clone(), no_hydration());
-    for b in [0, 32, 48, 64, 80] {
+    for b in (0..4).chain(scan.start..scan.start + 192) {
         p.on_read(0, b * bs, 4096);
-        read_range(&snap, &fetcher, b * bs, 4096).await.unwrap();
     }
     quiesce(&p).await;
     let cached = cached_blocks_of(&snap, &fetcher, warm.iter().copied()).await;

@@ -12,81 +12,65 @@
 //!
 //! So each core entry has a **rank** (its position in the timeline) and
 //! the mount releases entries to the scheduler only a **stretch** ahead of
-//! the **cursor**, the entry the session last reached; each entry as jobs
-//! of at most [`JOB_BLOCKS`] blocks. The stretch starts at
-//! [`LOOKAHEAD_BLOCKS`] and doubles each time the session steps on to the
-//! next entries in the trained order, from its [`GROW_AFTER_STEPS`]th step
-//! on (a jump starts over): the trained workload soon has the
-//! whole warm-up under way, as if it had all been queued at mount, while a
-//! session that does something else after the mount's common first reads
-//! has cost one stretch. The session's reads move the cursor:
-//! - a read in an entry not reached before moves the cursor there and
-//!   releases the next stretch; that entry's queued jobs and the ones after
-//!   it go to the front of the warm-up, in timeline order (with the entries
-//!   a small step passed over);
-//! - a read more than [`SKIP_RANKS`] entries past the furthest one reached
-//!   is a jump: the session left out what lies between. Those entries are
-//!   not released, and their queued jobs leave the queue; background
-//!   hydration, which starts with the warm-up, brings them when the mount
-//!   is idle. A read there later releases the entry again, like any other.
+//! the **cursor**, the entry the session is in; each entry as jobs of at
+//! most [`JOB_BLOCKS`] blocks. The session's reads move the cursor:
+//! - forward, to any entry further on (the next one, or a jump past
+//!   others): the stretch slides along and the entry's queued jobs and the
+//!   ones after it go to the front of the warm-up, in timeline order;
+//! - back, to an entry not released yet (one a jump passed over): the
+//!   stretch starts again from there. An entry passed over and never read
+//!   is left to background hydration, which starts with the warm-up.
 //!
-//! A session that runs the trained workload reads the timeline in order,
-//! and the warm-up stays a stretch ahead of it: when the session is faster
-//! than the link, the link is busy the whole time, as before. A job
-//! already dispatched is not called back: what the session skips costs
-//! the jobs in flight when it jumps, one stretch at most.
+//! The stretch starts at [`LOOKAHEAD_BLOCKS`] and doubles each time the
+//! session has read at least [`GROW_SHARE`] of the blocks released so far,
+//! so its size follows how much of the warm-up this session turns out to
+//! use, as read-ahead's window follows a stream: the trained workload, or
+//! one that reads all of it in another order (`tar` of the tree the scan
+//! read a third of), soon has the whole warm-up under way, as if it had
+//! all been queued at mount; a session that uses little of it (the
+//! program alone) has cost one stretch beside its own reads. Order alone
+//! could not tell them apart: every session on a filesystem image starts
+//! with the same entries (the mount's), and an in-order session's reads
+//! still come a few entries out of order.
+//!
+//! A job already dispatched is not called back, and a job queued stays
+//! queued when the cursor moves: what a session passes over costs at most
+//! the stretch released before it did.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Blocks per warm-up job at most: a whole entry at the default group size
 /// (16), as before the timeline. Measured (`bench/peers.sh` workloads, same
 /// run, 4 runs): jobs of 4 blocks, so that a job moved to the front would
 /// start sooner, made twice the GETs and were slower on both sides: the
 /// trained scan 1.34 s against 1.19 s, the program start alone 0.77 s
-/// against 0.61 s. What the session skips is not released at all, so
-/// in-flight jobs ahead of the front are one stretch at most.
+/// against 0.61 s.
 pub const JOB_BLOCKS: usize = 16;
 
 /// Blocks released ahead of the cursor at first: 64 MiB of 512 KiB
-/// blocks, about 150 ms of that link, what a session that turns out to be
-/// another workload costs beside its own reads. Measured on `bench/peers.sh`
-/// (h): the trained program start alone fetched 75 MiB instead of 225 MiB.
+/// blocks, about 150 ms of the 450 MB/s measured through the 20 ms proxy
+/// of `bench/peers.sh`: what a session that turns out to use little of the
+/// warm-up costs beside its own reads. Measured on that benchmark's (h):
+/// the trained program start alone fetched 75 MiB instead of 225 MiB.
 pub const LOOKAHEAD_BLOCKS: usize = 128;
 
-/// Steps on in the trained order before the stretch grows: the first
-/// reads of every session on a filesystem image (the mount's, the root
-/// directory's) are the timeline's first entries whatever the workload; in
-/// `bench/peers.sh` (h) the program start alone stepped from entry 0 to 1
-/// and then jumped to 29, and growing on that one step had 32 MiB more
-/// under way before the jump (107 MiB fetched instead of 75).
-pub const GROW_AFTER_STEPS: u32 = 2;
-
-/// A read this many entries or fewer past the furthest one reached is the
-/// session going on in the trained order (reads of one start-up interleave
-/// within a few entries); further is a jump that leaves the entries
-/// between out.
-pub const SKIP_RANKS: u32 = 4;
+/// The stretch doubles once the session has read this share of the
+/// blocks released: half, so the link always has at least half a stretch
+/// it knows will be read ahead of a session that reads it all, while a
+/// session reading a tenth of it never grows it.
+pub const GROW_SHARE: f64 = 0.5;
 
 /// What the cursor asks of the scheduler after a read.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Move {
     /// The queued jobs of this rank and later go to the front of the warm-up.
     pub front: u32,
-    /// The queued jobs of these ranks leave the queue.
-    pub skip: std::ops::Range<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Released,
-    Skipped,
 }
 
 #[derive(Debug)]
 struct Entry {
     blocks: Vec<u64>,
-    state: State,
+    released: bool,
 }
 
 /// One snapshot's core warm-up timeline and the session's cursor in it.
@@ -96,14 +80,19 @@ pub struct Timeline {
     rank: HashMap<u64, u32>,
     entries: Vec<Entry>,
     group_size: u64,
-    /// The furthest rank read so far.
-    reached: Option<u32>,
-    /// Where releasing goes on from.
-    cursor: u32,
-    /// Blocks released ahead of the cursor.
+    /// The entry the session is in (None before its first read).
+    cursor: Option<u32>,
+    /// Where releasing starts.
+    from: u32,
+    /// Blocks released ahead of `from`.
     stretch: usize,
-    /// Steps on in the trained order since the first read or the last jump.
-    steps: u32,
+    /// Blocks in the whole timeline: the stretch never needs to be more.
+    total: usize,
+    /// Released blocks the session has not read yet.
+    unread: HashSet<u64>,
+    /// Released blocks, and those of them read.
+    released: usize,
+    read: usize,
 }
 
 impl Timeline {
@@ -124,34 +113,30 @@ impl Timeline {
             if let Some(&b) = blocks.first() {
                 t.rank.entry(b / group_size).or_insert(rank as u32);
             }
+            let blocks: Vec<u64> = blocks.iter().copied().filter(|&b| fetch(b)).collect();
+            t.total += blocks.len();
             t.entries.push(Entry {
-                blocks: blocks.iter().copied().filter(|&b| fetch(b)).collect(),
-                state: State::Waiting,
+                blocks,
+                released: false,
             });
         }
         t
     }
 
-    /// The jobs (rank, blocks) to queue now: the waiting entries within
-    /// the stretch ahead of the cursor.
+    /// The jobs (rank, blocks) to queue now: the entries not released yet
+    /// within the stretch from where releasing starts.
     pub fn release(&mut self) -> Vec<(u32, Vec<u64>)> {
         let mut jobs = Vec::new();
         let mut ahead = 0;
-        for (rank, e) in self
-            .entries
-            .iter_mut()
-            .enumerate()
-            .skip(self.cursor as usize)
-        {
+        for (rank, e) in self.entries.iter_mut().enumerate().skip(self.from as usize) {
             if ahead >= self.stretch {
                 break;
             }
-            if e.state == State::Skipped {
-                continue;
-            }
             ahead += e.blocks.len();
-            if e.state == State::Waiting {
-                e.state = State::Released;
+            if !e.released {
+                e.released = true;
+                self.released += e.blocks.len();
+                self.unread.extend(&e.blocks);
                 for chunk in e.blocks.chunks(JOB_BLOCKS) {
                     jobs.push((rank as u32, chunk.to_vec()));
                 }
@@ -163,56 +148,36 @@ impl Timeline {
     /// A read of `blocks`: how the warm-up's order moves, if it does (call
     /// [`Self::release`] after it).
     pub fn on_read(&mut self, blocks: std::ops::Range<u64>) -> Option<Move> {
+        // A read is a few blocks; a huge one's head says enough.
+        for b in blocks.clone().take(16) {
+            if self.unread.remove(&b) {
+                self.read += 1;
+            }
+        }
+        let grew = self.stretch < self.total
+            && self.released > 0
+            && self.read as f64 >= GROW_SHARE * self.released as f64;
+        if grew {
+            self.stretch = self.stretch.saturating_mul(2);
+        }
         let first = blocks.start / self.group_size;
         let last = blocks.end.saturating_sub(1) / self.group_size;
         // The lowest rank among the read's groups (a read spans one or two).
         let r = (first..=last.min(first + 1))
             .filter_map(|g| self.rank.get(&g).copied())
-            .min()?;
-        match self.reached {
-            Some(top) if r <= top => {
-                // Behind the furthest: only an entry left out comes back.
-                let e = &mut self.entries[r as usize];
-                if e.state != State::Skipped {
-                    return None;
-                }
-                e.state = State::Waiting;
-                self.cursor = r;
-                Some(Move {
-                    front: r,
-                    skip: r..r,
-                })
-            }
-            Some(top) if r > top.saturating_add(SKIP_RANKS) => {
-                for e in &mut self.entries[top as usize + 1..r as usize] {
-                    e.state = State::Skipped;
-                }
-                self.reached = Some(r);
-                self.cursor = r;
-                self.stretch = LOOKAHEAD_BLOCKS;
-                self.steps = 0;
-                Some(Move {
-                    front: r,
-                    skip: top + 1..r,
-                })
-            }
-            top => {
-                if top.is_some() {
-                    // On in the trained order: the trained workload.
-                    self.steps += 1;
-                    if self.steps >= GROW_AFTER_STEPS {
-                        self.stretch = self.stretch.saturating_mul(2);
-                    }
-                }
-                let front = top.map_or(r, |t| r.min(t + 1));
-                self.reached = Some(r);
-                self.cursor = front;
-                Some(Move {
-                    front,
-                    skip: front..front,
-                })
-            }
+            .min();
+        let moved = match (r, self.cursor) {
+            (Some(r), None) => Some(r),
+            (Some(r), Some(c)) if r > c => Some(r),
+            (Some(r), Some(_)) if !self.entries[r as usize].released => Some(r),
+            _ => None,
+        };
+        if let Some(r) = moved {
+            self.cursor = Some(r);
+            self.from = r;
+            return Some(Move { front: r });
         }
+        grew.then_some(Move { front: self.from })
     }
 }
 
@@ -230,6 +195,11 @@ mod tests {
         jobs.iter().map(|j| j.0).collect()
     }
 
+    /// Reads the first block of entry `r` (groups of 16 blocks).
+    fn read(t: &mut Timeline, r: u64) -> Option<Move> {
+        t.on_read(r * 16..r * 16 + 1)
+    }
+
     #[test]
     fn entries_are_released_a_stretch_ahead_in_jobs_of_at_most_job_blocks() {
         // Groups of 64 blocks; the first entry is longer than a job.
@@ -242,81 +212,66 @@ mod tests {
         assert_eq!(jobs[2].1, vec![128 + 2 * j, 129 + 2 * j]);
         assert_eq!(jobs[3].1, vec![64], "blocks not to fetch get no job");
         assert!(t.release().is_empty(), "released once");
-        // 16 blocks an entry: LOOKAHEAD_BLOCKS / 16 entries at a time.
-        let mut t = timeline(40, 16);
-        let per = (LOOKAHEAD_BLOCKS / 16) as u32;
-        let first = t.release();
-        assert_eq!(*ranks(&first).last().unwrap(), per - 1);
-        // The cursor moving on releases the next entries; from the second
-        // step on in the trained order, each doubles the stretch.
-        assert!(t.on_read(0..1).is_some());
-        assert!(t.release().is_empty(), "still within the stretch");
-        t.on_read(16..17);
-        let one = vec![per; 16 / JOB_BLOCKS];
-        assert_eq!(ranks(&t.release()), one, "one step: the same stretch");
-        t.on_read(32..33);
-        let jobs = t.release();
-        assert_eq!(*ranks(&jobs).first().unwrap(), per + 1);
-        assert_eq!(
-            *ranks(&jobs).last().unwrap(),
-            2 * per + 1,
-            "twice the stretch"
-        );
-        // A jump starts over at the first stretch.
-        t.on_read(30 * 16..30 * 16 + 1);
-        let jobs = t.release();
-        assert_eq!(*ranks(&jobs).last().unwrap(), 30 + per - 1);
     }
 
     #[test]
-    fn a_session_in_the_trained_order_moves_nothing_a_jump_skips_the_gap() {
-        let mut t = timeline(40, 2);
-        t.release();
-        assert_eq!(
-            t.on_read(0..1),
-            Some(Move {
-                front: 0,
-                skip: 0..0
-            })
-        );
-        assert_eq!(t.on_read(1..2), None, "same entry again");
-        assert_eq!(
-            t.on_read(17..18),
-            Some(Move {
-                front: 1,
-                skip: 1..1
-            })
-        );
-        // A small step ahead (interleaved reads): no skip, and the entries
-        // stepped over stay in front with it.
-        assert_eq!(
-            t.on_read(64..65),
-            Some(Move {
-                front: 2,
-                skip: 2..2
-            })
-        );
-        // A jump past more than SKIP_RANKS entries leaves them out...
-        assert_eq!(
-            t.on_read(30 * 16..30 * 16 + 1),
-            Some(Move {
-                front: 30,
-                skip: 5..30
-            })
-        );
+    fn the_stretch_slides_with_the_cursor_and_a_jump_leaves_the_gap_out() {
+        // 16 blocks an entry: LOOKAHEAD_BLOCKS / 16 entries at a time.
+        let per = (LOOKAHEAD_BLOCKS / 16) as u64;
+        let mut t = timeline(40, 16);
+        assert_eq!(*ranks(&t.release()).last().unwrap() as u64, per - 1);
+        assert_eq!(read(&mut t, 0), Some(Move { front: 0 }));
+        assert!(t.release().is_empty(), "still within the stretch");
+        assert_eq!(read(&mut t, 0), None, "same entry again");
+        // On to the next entry: the stretch slides by one.
+        assert_eq!(read(&mut t, 1), Some(Move { front: 1 }));
+        assert_eq!(ranks(&t.release()), vec![per as u32]);
+        // A jump: the stretch from there, nothing of the gap.
+        assert_eq!(read(&mut t, 30), Some(Move { front: 30 }));
         let jobs = t.release();
-        assert!(ranks(&jobs).iter().all(|&r| r > 30), "{jobs:?}");
-        // ...until a read comes back to one: released again.
-        assert_eq!(
-            t.on_read(6 * 16..6 * 16 + 1),
-            Some(Move {
-                front: 6,
-                skip: 6..6
-            })
-        );
-        assert_eq!(ranks(&t.release()), vec![6]);
-        assert_eq!(t.on_read(6 * 16..6 * 16 + 1), None);
+        assert_eq!(ranks(&jobs), (30..30 + per as u32).collect::<Vec<_>>());
+        // Back to an entry behind, released before: nothing moves.
+        assert_eq!(read(&mut t, 3), None);
+        // Back into the gap: the stretch starts there again.
+        assert_eq!(read(&mut t, 12), Some(Move { front: 12 }));
+        let jobs = t.release();
+        assert_eq!(ranks(&jobs), (12..12 + per as u32).collect::<Vec<_>>());
         // Outside the warm-up: nothing.
         assert_eq!(t.on_read(5000..5001), None);
+    }
+
+    #[test]
+    fn the_stretch_grows_as_its_blocks_are_read_and_not_otherwise() {
+        let per = LOOKAHEAD_BLOCKS as u64 / 16;
+        // A session reading every block, in an order of its own (from the
+        // end of each entry): the stretch doubles each time half of what
+        // was released is read, so more is under way than the sliding
+        // stretch alone would release (up to `per` entries past the one
+        // being read), and ever more as it reads on.
+        let mut t = timeline(64, 16);
+        let mut released: usize = t.release().iter().map(|j| j.1.len()).sum();
+        let mut read_all = |t: &mut Timeline, entries: std::ops::Range<u64>| {
+            for r in entries {
+                for b in (r * 16..r * 16 + 16).rev() {
+                    t.on_read(b..b + 1);
+                    released += t.release().iter().map(|j| j.1.len()).sum::<usize>();
+                }
+            }
+            released
+        };
+        let sliding = |entries: u64| (entries + per - 1) as usize * 16;
+        let first = read_all(&mut t, 0..per);
+        assert!(first > sliding(per), "the stretch did not grow: {first}");
+        let more = read_all(&mut t, per..2 * per);
+        assert!(more >= 2 * sliding(2 * per), "{more}");
+        // A session that reads one block of each entry it reaches never
+        // grows it: one stretch and the entries it reaches.
+        let mut t = timeline(64, 16);
+        let mut released: usize = t.release().iter().map(|j| j.1.len()).sum();
+        for r in [0, 1, 40, 41] {
+            read(&mut t, r);
+            released += t.release().iter().map(|j| j.1.len()).sum::<usize>();
+        }
+        assert_eq!(released, LOOKAHEAD_BLOCKS + 16 + LOOKAHEAD_BLOCKS + 16);
     }
 }

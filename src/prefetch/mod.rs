@@ -555,12 +555,8 @@ impl Prefetcher {
                 for (rank, blocks) in f.timeline.release() {
                     sched.push_warmup(ev.file, rank, blocks);
                 }
-                let skipped = sched.move_warmup(ev.file, &mv);
-                log::debug!(
-                    "warm-up timeline: {mv:?}; {} skipped jobs dropped, {} queued",
-                    skipped.len(),
-                    sched.len()
-                );
+                sched.move_warmup(ev.file, &mv);
+                log::debug!("warm-up timeline: {mv:?}, {} jobs queued", sched.len());
             }
             let jobs = f.decide(ev.offset, ev.len, &cx).await;
             for (priority, blocks) in jobs {

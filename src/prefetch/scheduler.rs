@@ -111,13 +111,11 @@ impl Scheduler {
         });
     }
 
-    /// Carries out a move of `file`'s warm-up timeline: its queued jobs of
-    /// the skipped ranks leave the queue (returned), those from the front
-    /// rank on go before every other warm-up job, in rank order.
-    pub fn move_warmup(&mut self, file: usize, mv: &crate::predict::timeline::Move) -> Vec<Job> {
-        let ours = |j: &Job| j.file == file && j.rank.is_some_and(|r| mv.skip.contains(&r));
-        let (skipped, mut jobs): (Vec<Job>, Vec<Job>) =
-            std::mem::take(&mut self.queue).into_iter().partition(ours);
+    /// Carries out a move of `file`'s warm-up timeline: its queued jobs
+    /// from the front rank on go before every other warm-up job, in rank
+    /// order.
+    pub fn move_warmup(&mut self, file: usize, mv: &crate::predict::timeline::Move) {
+        let mut jobs = std::mem::take(&mut self.queue).into_vec();
         let mut ahead: Vec<&mut Job> = jobs
             .iter_mut()
             .filter(|j| j.file == file && j.rank.is_some_and(|r| r >= mv.front))
@@ -129,7 +127,6 @@ impl Scheduler {
             j.seq = std::cmp::Reverse(self.front + i as u64);
         }
         self.queue = jobs.into();
-        skipped
     }
 
     pub fn len(&self) -> usize {
@@ -206,7 +203,8 @@ mod tests {
     }
 
     #[test]
-    fn a_timeline_move_fronts_the_reached_entries_and_drops_the_skipped() {
+    fn a_timeline_move_fronts_the_entries_from_the_cursor_on() {
+        use crate::predict::timeline::Move;
         let mut s = Scheduler::new(64);
         s.push(Priority::Hint, 0, vec![100]);
         for rank in 0..6u32 {
@@ -216,40 +214,19 @@ mod tests {
         }
         // Another snapshot's warm-up is left where it was.
         s.push_warmup(1, 5, vec![999]);
-        let skipped = s.move_warmup(
-            0,
-            &crate::predict::timeline::Move {
-                front: 4,
-                skip: 1..4,
-            },
-        );
-        let mut gone: Vec<u64> = skipped.iter().map(|j| j.blocks[0]).collect();
-        gone.sort_unstable();
-        assert_eq!(gone, vec![10, 11, 20, 21, 30, 31]);
+        s.move_warmup(0, &Move { front: 4 });
         let got: Vec<u64> = s.dispatch(false).iter().map(|(j, _)| j.blocks[0]).collect();
         assert_eq!(
             got,
-            vec![40, 41, 50, 51, 0, 1, 999, 100],
-            "reached entries first, in rank order"
+            vec![40, 41, 50, 51, 0, 1, 10, 11, 20, 21, 30, 31, 999, 100],
+            "the cursor's entries first, in rank order; the rest after them"
         );
         // A later move goes before an earlier one.
         for rank in 0..3u32 {
             s.push_warmup(0, rank, vec![rank as u64]);
         }
-        s.move_warmup(
-            0,
-            &crate::predict::timeline::Move {
-                front: 2,
-                skip: 2..2,
-            },
-        );
-        s.move_warmup(
-            0,
-            &crate::predict::timeline::Move {
-                front: 1,
-                skip: 1..1,
-            },
-        );
+        s.move_warmup(0, &Move { front: 2 });
+        s.move_warmup(0, &Move { front: 1 });
         let got: Vec<u64> = s.dispatch(false).iter().map(|(j, _)| j.blocks[0]).collect();
         assert_eq!(got, vec![1, 2, 0]);
     }
