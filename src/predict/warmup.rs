@@ -6,7 +6,8 @@
 //! they read early, and the index holds
 //! - a **core**: blocks every workload group reads early (an ext4 mount's
 //!   superblock and inode tables, an interpreter both programs start),
-//!   fetched at once;
+//!   fetched from the start, a stretch ahead of the session
+//!   ([`super::timeline`]);
 //! - per **workload group**, the blocks its sessions read early beyond the
 //!   core, fetched once a session's first reads match the group's
 //!   **signature** (its most typical blocks that no other group reads
