@@ -1352,29 +1352,31 @@ async fn manifest_pages_at_mount_stay_within_their_budget_across_snapshots() {
 async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     let _serial = SERIAL.lock().await;
     let bs = 64 * 1024u64;
-    let vol = common::random_bytes(11, 33 * 16 * bs as usize);
+    // 64 MiB at first: 1024 blocks of 64 KiB, 64 groups of 16.
+    let stretch = snapahead::predict::timeline::lookahead_blocks(bs as u32) as u64;
+    assert_eq!(stretch, 1024);
+    let vol = common::random_bytes(11, 92 * 16 * bs as usize);
     let s = setup(&vol, bs as u32, 16).await;
-    // Both training sessions mount (group 0), scan groups 2-19 whole, then
-    // start a program (group 30): one workload, a warm-up of all of it.
-    let scan = 32..320u64;
-    let program = 480..490u64;
+    // Both training sessions mount (group 0), scan groups 2-81 whole, then
+    // start a program (group 90): one workload, a warm-up of all of it.
+    let scan = 32..32 + 80 * 16u64;
+    let program = 1440..1450u64;
     let session = || Session {
         events: (0..4u64)
             .chain(scan.clone())
             .chain(program.clone())
             .enumerate()
-            .map(|(i, b)| (i as u64 * 1_000_000, b))
+            .map(|(i, b)| (i as u64 * 100_000, b))
             .collect(),
     };
     let (snap, fetcher, p) = learn_and_mount(&s, &[session(), session()], &[2000]).await;
     let warm = MountStart::of(snap.index(), true).first_blocks(usize::MAX);
-    assert_eq!(warm.len(), 4 + 288 + 10, "the warm-up is all of both");
+    assert_eq!(warm.len(), 4 + 1280 + 10, "the warm-up is all of both");
     let m = fetcher.metrics().clone();
     let fetched = || m.prefetch_warmup_blocks.load(Relaxed) + m.inline_blocks.load(Relaxed);
     quiesce(&p).await;
     // At mount, one stretch only: entries until it is reached (the last
     // may pass it by up to an entry of 16), and the index's inline blocks.
-    let stretch = snapahead::predict::timeline::LOOKAHEAD_BLOCKS as u64;
     let first = fetched();
     assert!(
         (stretch..=stretch + 16 + 8).contains(&first),
@@ -1391,23 +1393,16 @@ async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     }
     let cached = cached_blocks_of(&snap, &fetcher, scan.clone().chain(program.clone())).await;
     assert!(program.clone().all(|b| cached.contains(&b)), "{cached:?}");
-    assert!(
-        !cached.contains(&(scan.end - 1)),
-        "the scan's end was fetched"
-    );
+    assert!(!cached.contains(&(scan.end - 1)), "the scan's end was fetched");
     let total = fetched();
-    assert!(
-        total <= first + 10,
-        "{total} warm-up blocks for a program of 10"
-    );
+    assert!(total <= first + 10, "{total} warm-up blocks for a program of 10");
     drop(p);
 
-    // The trained workload: it reads what the stretch releases, the
-    // stretch grows (it doubles once the session has read half of what
-    // was released), and two thirds of the scan bring the whole warm-up.
+    // The trained workload: it reads what the stretch releases, and the
+    // stretch slides (and grows) with it: the whole warm-up comes.
     let fetcher = fresh_fetcher(&s.store, s._dir.path());
     let p = Prefetcher::start(vec![snap.clone()], fetcher.clone(), no_hydration());
-    for b in (0..4).chain(scan.start..scan.start + 192) {
+    for b in (0..4).chain(scan.clone()) {
         p.on_read(0, b * bs, 4096);
     }
     quiesce(&p).await;

@@ -132,7 +132,8 @@ pub fn evaluate_marks(
     let mut timeline = None;
     if warmup {
         let ms = super::warmup::MountStart::of(index, true);
-        let mut t = super::timeline::Timeline::new(&ms.warmup, h.group_size, |_| true);
+        let (gs, bs) = (h.group_size, h.block_size);
+        let mut t = super::timeline::Timeline::new(&ms.warmup, gs, bs, |_| true);
         let core = t.release().into_iter().flat_map(|j| j.1);
         for b in core.chain(ms.probes).chain(ms.metadata) {
             prefetch(b, start, Mechanism::Warmup, &mut prefetched, &read);

@@ -8,7 +8,8 @@
 //! of the warm-up was queued, the program's blocks after 200 MiB of the
 //! scan's, and its reads shared the link and the CPU (the store's, the
 //! proxy's and the mount's decoding) with them: in `bench/peers.sh` (h) the
-//! trained program start took twice as long as on a snapshot never traced.
+//! trained program start took twice as long as on a snapshot never traced
+//! (measured in bench/analysis.md, "Warm-up timeline").
 //!
 //! So each core entry has a **rank** (its position in the timeline) and
 //! the mount releases entries to the scheduler only a **stretch** ahead of
@@ -21,7 +22,7 @@
 //!   stretch starts again from there. An entry passed over and never read
 //!   is left to background hydration, which starts with the warm-up.
 //!
-//! The stretch starts at [`LOOKAHEAD_BLOCKS`] and doubles each time the
+//! The stretch starts at [`LOOKAHEAD_BYTES`] and doubles each time the
 //! session has read at least [`GROW_SHARE`] of the blocks released so far,
 //! so its size follows how much of the warm-up this session turns out to
 //! use, as read-ahead's window follows a stream: the trained workload, or
@@ -40,19 +41,26 @@
 use std::collections::{HashMap, HashSet};
 
 /// Blocks per warm-up job at most: a whole entry at the default group size
-/// (16), as before the timeline. Measured (`bench/peers.sh` workloads, same
-/// run, 4 runs): jobs of 4 blocks, so that a job moved to the front would
-/// start sooner, made twice the GETs and were slower on both sides: the
-/// trained scan 1.34 s against 1.19 s, the program start alone 0.77 s
-/// against 0.61 s.
+/// (16), as before the timeline, so a job is one GET where the entry's
+/// blocks are stored together. Jobs of 4 blocks, so that a job moved to the
+/// front would start sooner, made twice the GETs and were slower for the
+/// trained scan and the program start alike (bench/analysis.md, "Warm-up
+/// timeline").
 pub const JOB_BLOCKS: usize = 16;
 
-/// Blocks released ahead of the cursor at first: 64 MiB of 512 KiB
-/// blocks, about 150 ms of the 450 MB/s measured through the 20 ms proxy
-/// of `bench/peers.sh`: what a session that turns out to use little of the
-/// warm-up costs beside its own reads. Measured on that benchmark's (h):
-/// the trained program start alone fetched 75 MiB instead of 225 MiB.
-pub const LOOKAHEAD_BLOCKS: usize = 128;
+/// Bytes of volume released ahead of the cursor at first: 64 MiB, about
+/// 150 ms of the 450 MB/s measured through the 20 ms proxy of
+/// `bench/peers.sh`: what a session that turns out to use little of the
+/// warm-up costs beside its own reads (there, the trained program start
+/// alone: 75 MiB fetched instead of the whole 225 MiB warm-up). In bytes,
+/// not blocks: at 128 KiB blocks a container start's 56 MiB warm-up is
+/// still released whole at mount, as at 512 KiB.
+pub const LOOKAHEAD_BYTES: u64 = 64 << 20;
+
+/// [`LOOKAHEAD_BYTES`] in blocks of `block_size`.
+pub fn lookahead_blocks(block_size: u32) -> usize {
+    (LOOKAHEAD_BYTES / block_size.max(1) as u64).max(1) as usize
+}
 
 /// The stretch doubles once the session has read this share of the
 /// blocks released: half, so the link always has at least half a stretch
@@ -97,16 +105,22 @@ pub struct Timeline {
 
 impl Timeline {
     /// The timeline of `entries` (the core's blocks, one entry per group,
-    /// in the index's order: [`MountStart::warmup`]), fetching only the
-    /// blocks `fetch` accepts (the index's inline blocks need no job; a
-    /// read of them still moves the cursor).
+    /// in the index's order: [`MountStart::warmup`]) of a snapshot with
+    /// blocks of `block_size`, fetching only the blocks `fetch` accepts
+    /// (the index's inline blocks need no job; a read of them still moves
+    /// the cursor).
     ///
     /// [`MountStart::warmup`]: crate::predict::warmup::MountStart::warmup
-    pub fn new(entries: &[Vec<u64>], group_size: u32, fetch: impl Fn(u64) -> bool) -> Self {
+    pub fn new(
+        entries: &[Vec<u64>],
+        group_size: u32,
+        block_size: u32,
+        fetch: impl Fn(u64) -> bool,
+    ) -> Self {
         let group_size = group_size.max(1) as u64;
         let mut t = Timeline {
             group_size,
-            stretch: LOOKAHEAD_BLOCKS,
+            stretch: lookahead_blocks(block_size),
             ..Timeline::default()
         };
         for (rank, blocks) in entries.iter().enumerate() {
@@ -188,8 +202,11 @@ mod tests {
     /// `n` entries, groups 0..n of 16 blocks, `k` blocks each.
     fn timeline(n: u64, k: u64) -> Timeline {
         let e: Vec<Vec<u64>> = (0..n).map(|g| (g * 16..g * 16 + k).collect()).collect();
-        Timeline::new(&e, 16, |_| true)
+        Timeline::new(&e, 16, BS, |_| true)
     }
+
+    /// 512 KiB blocks: a first stretch of 128.
+    const BS: u32 = 512 << 10;
 
     fn ranks(jobs: &[(u32, Vec<u64>)]) -> Vec<u32> {
         jobs.iter().map(|j| j.0).collect()
@@ -205,7 +222,7 @@ mod tests {
         // Groups of 64 blocks; the first entry is longer than a job.
         let j = JOB_BLOCKS as u64;
         let e = vec![(128..128 + 2 * j + 2).collect(), vec![64, 65], vec![0]];
-        let mut t = Timeline::new(&e, 64, |b| b != 65);
+        let mut t = Timeline::new(&e, 64, BS, |b| b != 65);
         let jobs = t.release();
         assert_eq!(ranks(&jobs), vec![0, 0, 0, 1, 2]);
         assert_eq!(jobs[0].1, (128..128 + j).collect::<Vec<_>>());
@@ -216,8 +233,8 @@ mod tests {
 
     #[test]
     fn the_stretch_slides_with_the_cursor_and_a_jump_leaves_the_gap_out() {
-        // 16 blocks an entry: LOOKAHEAD_BLOCKS / 16 entries at a time.
-        let per = (LOOKAHEAD_BLOCKS / 16) as u64;
+        // 16 blocks an entry: a stretch is 8 entries.
+        let per = (lookahead_blocks(BS) / 16) as u64;
         let mut t = timeline(40, 16);
         assert_eq!(*ranks(&t.release()).last().unwrap() as u64, per - 1);
         assert_eq!(read(&mut t, 0), Some(Move { front: 0 }));
@@ -242,7 +259,7 @@ mod tests {
 
     #[test]
     fn the_stretch_grows_as_its_blocks_are_read_and_not_otherwise() {
-        let per = LOOKAHEAD_BLOCKS as u64 / 16;
+        let per = lookahead_blocks(BS) as u64 / 16;
         // A session reading every block, in an order of its own (from the
         // end of each entry): the stretch doubles each time half of what
         // was released is read, so more is under way than the sliding
@@ -272,6 +289,7 @@ mod tests {
             read(&mut t, r);
             released += t.release().iter().map(|j| j.1.len()).sum::<usize>();
         }
-        assert_eq!(released, LOOKAHEAD_BLOCKS + 16 + LOOKAHEAD_BLOCKS + 16);
+        let stretch = lookahead_blocks(BS);
+        assert_eq!(released, stretch + 16 + stretch + 16);
     }
 }

@@ -395,8 +395,9 @@ impl Prefetcher {
             for blocks in &start.warmup {
                 f.hints.plan(blocks);
             }
-            let gs = f.snapshot.header().group_size;
-            f.timeline = Timeline::new(&start.warmup, gs, |b| !inline.contains(&b));
+            let h = f.snapshot.header();
+            let (gs, bs) = (h.group_size, h.block_size);
+            f.timeline = Timeline::new(&start.warmup, gs, bs, |b| !inline.contains(&b));
             for (rank, blocks) in f.timeline.release() {
                 sched.push_warmup(i, rank, blocks);
             }
