@@ -1393,9 +1393,15 @@ async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     }
     let cached = cached_blocks_of(&snap, &fetcher, scan.clone().chain(program.clone())).await;
     assert!(program.clone().all(|b| cached.contains(&b)), "{cached:?}");
-    assert!(!cached.contains(&(scan.end - 1)), "the scan's end was fetched");
+    assert!(
+        !cached.contains(&(scan.end - 1)),
+        "the scan's end was fetched"
+    );
     let total = fetched();
-    assert!(total <= first + 10, "{total} warm-up blocks for a program of 10");
+    assert!(
+        total <= first + 10,
+        "{total} warm-up blocks for a program of 10"
+    );
     drop(p);
 
     // The trained workload: it reads what the stretch releases, and the

@@ -16,8 +16,10 @@
 //! the **cursor**, the entry the session is in; each entry as jobs of at
 //! most [`JOB_BLOCKS`] blocks. The session's reads move the cursor:
 //! - forward, to any entry further on (the next one, or a jump past
-//!   others): the stretch slides along and the entry's queued jobs and the
-//!   ones after it go to the front of the warm-up, in timeline order;
+//!   others): the stretch slides along, and the entry's jobs still queued
+//!   go to the front of the warm-up (only its own: moving every later
+//!   entry ahead of the ones passed over cost the trained container start
+//!   at 128 KiB blocks, whose reads come a few entries out of order);
 //! - back, to an entry not released yet (one a jump passed over): the
 //!   stretch starts again from there. An entry passed over and never read
 //!   is left to background hydration, which starts with the warm-up.
@@ -71,7 +73,8 @@ pub const GROW_SHARE: f64 = 0.5;
 /// What the cursor asks of the scheduler after a read.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Move {
-    /// The queued jobs of this rank and later go to the front of the warm-up.
+    /// The queued jobs of this rank go to the front of the warm-up: the
+    /// session is reading there now.
     pub front: u32,
 }
 

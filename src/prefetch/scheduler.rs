@@ -111,17 +111,16 @@ impl Scheduler {
         });
     }
 
-    /// Carries out a move of `file`'s warm-up timeline: its queued jobs
-    /// from the front rank on go before every other warm-up job, in rank
-    /// order.
+    /// Carries out a move of `file`'s warm-up timeline: its queued jobs of
+    /// the front rank go before every other warm-up job.
     pub fn move_warmup(&mut self, file: usize, mv: &crate::predict::timeline::Move) {
         let mut jobs = std::mem::take(&mut self.queue).into_vec();
         let mut ahead: Vec<&mut Job> = jobs
             .iter_mut()
-            .filter(|j| j.file == file && j.rank.is_some_and(|r| r >= mv.front))
+            .filter(|j| j.file == file && j.rank == Some(mv.front))
             .collect();
-        // Stable: a rank's jobs keep their order.
-        ahead.sort_by_key(|j| (j.rank, j.seq.0));
+        // Stable: the rank's jobs keep their order.
+        ahead.sort_by_key(|j| j.seq.0);
         self.front -= ahead.len() as u64;
         for (i, j) in ahead.into_iter().enumerate() {
             j.seq = std::cmp::Reverse(self.front + i as u64);
@@ -203,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn a_timeline_move_fronts_the_entries_from_the_cursor_on() {
+    fn a_timeline_move_fronts_the_cursors_entry() {
         use crate::predict::timeline::Move;
         let mut s = Scheduler::new(64);
         s.push(Priority::Hint, 0, vec![100]);
@@ -218,8 +217,8 @@ mod tests {
         let got: Vec<u64> = s.dispatch(false).iter().map(|(j, _)| j.blocks[0]).collect();
         assert_eq!(
             got,
-            vec![40, 41, 50, 51, 0, 1, 10, 11, 20, 21, 30, 31, 999, 100],
-            "the cursor's entries first, in rank order; the rest after them"
+            vec![40, 41, 0, 1, 10, 11, 20, 21, 30, 31, 50, 51, 999, 100],
+            "the cursor's entry first; the rest in their order"
         );
         // A later move goes before an earlier one.
         for rank in 0..3u32 {
