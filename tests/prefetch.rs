@@ -1352,15 +1352,15 @@ async fn manifest_pages_at_mount_stay_within_their_budget_across_snapshots() {
 async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     let _serial = SERIAL.lock().await;
     let bs = 64 * 1024u64;
-    // 64 MiB at first: 1024 blocks of 64 KiB, 64 groups of 16.
+    // 128 MiB at first: 2048 blocks of 64 KiB, 128 groups of 16.
     let stretch = snapahead::predict::timeline::lookahead_blocks(bs as u32) as u64;
-    assert_eq!(stretch, 1024);
-    let vol = common::random_bytes(11, 92 * 16 * bs as usize);
+    assert_eq!(stretch, 2048);
+    let vol = common::random_bytes(11, 172 * 16 * bs as usize);
     let s = setup(&vol, bs as u32, 16).await;
-    // Both training sessions mount (group 0), scan groups 2-81 whole, then
-    // start a program (group 90): one workload, a warm-up of all of it.
-    let scan = 32..32 + 80 * 16u64;
-    let program = 1440..1450u64;
+    // Both training sessions mount (group 0), scan groups 2-161 whole,
+    // then start a program (group 170): one workload, a warm-up of all of it.
+    let scan = 32..32 + 160 * 16u64;
+    let program = 2720..2730u64;
     let session = || Session {
         events: (0..4u64)
             .chain(scan.clone())
@@ -1371,7 +1371,7 @@ async fn the_warm_up_follows_the_session_a_stretch_ahead() {
     };
     let (snap, fetcher, p) = learn_and_mount(&s, &[session(), session()], &[2000]).await;
     let warm = MountStart::of(snap.index(), true).first_blocks(usize::MAX);
-    assert_eq!(warm.len(), 4 + 1280 + 10, "the warm-up is all of both");
+    assert_eq!(warm.len(), 4 + 2560 + 10, "the warm-up is all of both");
     let m = fetcher.metrics().clone();
     let fetched = || m.prefetch_warmup_blocks.load(Relaxed) + m.inline_blocks.load(Relaxed);
     quiesce(&p).await;

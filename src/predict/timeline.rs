@@ -50,14 +50,16 @@ use std::collections::{HashMap, HashSet};
 /// timeline").
 pub const JOB_BLOCKS: usize = 16;
 
-/// Bytes of volume released ahead of the cursor at first: 64 MiB, about
-/// 150 ms of the 450 MB/s measured through the 20 ms proxy of
-/// `bench/peers.sh`: what a session that turns out to use little of the
-/// warm-up costs beside its own reads (there, the trained program start
-/// alone: 75 MiB fetched instead of the whole 225 MiB warm-up). In bytes,
-/// not blocks: at 128 KiB blocks a container start's 56 MiB warm-up is
-/// still released whole at mount, as at 512 KiB.
-pub const LOOKAHEAD_BYTES: u64 = 64 << 20;
+/// Bytes of volume released ahead of the cursor at first: 128 MiB, the
+/// prefetch slots' worth (16 slots, a job a 16-block group of 512 KiB
+/// blocks), so the link carries as many GETs at once as when the whole
+/// warm-up was queued at mount, and only what waited behind them is
+/// withheld. Measured (`bench/peers.sh`, bench/analysis.md "Warm-up
+/// timeline"): with 64 MiB the trained scan, which reads all of its warm-up
+/// and is bound by the link, took 0.53–0.64 s against 0.37–0.40 s in three
+/// runs. In bytes, not blocks: at 128 KiB blocks a container start's
+/// 56 MiB warm-up is still released whole at mount, as at 512 KiB.
+pub const LOOKAHEAD_BYTES: u64 = 128 << 20;
 
 /// [`LOOKAHEAD_BYTES`] in blocks of `block_size`.
 pub fn lookahead_blocks(block_size: u32) -> usize {
@@ -208,8 +210,8 @@ mod tests {
         Timeline::new(&e, 16, BS, |_| true)
     }
 
-    /// 512 KiB blocks: a first stretch of 128.
-    const BS: u32 = 512 << 10;
+    /// 1 MiB blocks: a first stretch of 128.
+    const BS: u32 = 1 << 20;
 
     fn ranks(jobs: &[(u32, Vec<u64>)]) -> Vec<u32> {
         jobs.iter().map(|j| j.0).collect()
