@@ -125,10 +125,10 @@ pub fn evaluate_marks(
     // Warm-up: the mount's start at the session's start; a workload group's
     // blocks once the first reads match its signature.
     let mut matcher = warmup.then(|| super::warmup::Matcher::new(index));
-    // What a mount from a remote store fetches at once: the core and the
-    // probes, or, without a warm-up, the prior's metadata.
-    // The core comes a stretch ahead of the session, as at mount
-    // ([`super::timeline`]).
+    // What a mount from a remote store fetches from the start: the core's
+    // first stretch (the rest as the session moves along it, as at mount:
+    // `super::timeline`) and the probes, or, without a warm-up, the
+    // prior's metadata.
     let mut timeline = None;
     if warmup {
         let ms = super::warmup::MountStart::of(index, true);

@@ -17,9 +17,10 @@
 //! most [`JOB_BLOCKS`] blocks. The session's reads move the cursor:
 //! - forward, to any entry further on (the next one, or a jump past
 //!   others): the stretch slides along, and the entry's jobs still queued
-//!   go to the front of the warm-up (only its own: moving every later
-//!   entry ahead of the ones passed over cost the trained container start
-//!   at 128 KiB blocks, whose reads come a few entries out of order);
+//!   go to the front of the warm-up (only its own: the entries after it
+//!   keep their order, so a session whose reads come a few entries out of
+//!   order, as a container start's do, does not push the entries it reads
+//!   next behind later ones);
 //! - back, to an entry not released yet (one a jump passed over): the
 //!   stretch starts again from there. An entry passed over and never read
 //!   is left to background hydration, which starts with the warm-up.

@@ -16,8 +16,9 @@
 //!   block in its data object that the measured link carries nearly free
 //!   ([`unit`], the link-sized fetch unit);
 //! - at mount: the warm-up list, in order, released a stretch ahead of
-//!   where the session's reads are in it ([`crate::predict::timeline`]: a session doing
-//!   part of the trained work does not wait behind the rest); for a
+//!   where the session's reads are in it ([`crate::predict::timeline`]:
+//!   a session doing part of the trained work does not wait behind the
+//!   rest); for a
 //!   snapshot without one (no traces learned yet) whose `create` found
 //!   ext4, the filesystem's metadata from the index's prior instead
 //!   (remote stores only); and, from a remote store, the manifest pages of
