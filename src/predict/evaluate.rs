@@ -382,6 +382,36 @@ mod tests {
         assert_eq!(e.successor.prefetched_bytes, 4 * 65536, "{e:?}");
     }
 
+    /// A core larger than the timeline's first stretch is replayed as a
+    /// mount fetches it: a session that reads all of it in order has it
+    /// all ahead of its reads; one that jumps from the start to the last
+    /// entry costs the first stretch and that entry, not the whole core.
+    #[test]
+    fn the_replay_fetches_the_core_a_stretch_ahead_as_a_mount_does() {
+        let (mut ix, stored) = index(64);
+        // 1 MiB blocks: a first stretch of 128 blocks, half of the 256.
+        let mib = 1u64 << 20;
+        ix.header.block_size = mib as u32;
+        ix.header.volume_size = 256 * mib;
+        let stretch = crate::predict::timeline::lookahead_blocks(mib as u32) as u64;
+        assert_eq!(stretch, 128);
+        let all = || Session {
+            events: (0..256).map(|b| (b * 1_000_000, b)).collect(),
+        };
+        let learned = learn(&ix, &stored, &[all(), all()], &[2000]);
+        let core: usize = learned.warmup.iter().map(|w| w.blocks(4).count()).sum();
+        assert_eq!(core, 256);
+        let e = evaluate(&learned, &stored, &all(), 0, 0.5, true);
+        assert_eq!(e.warmup.prefetched_bytes, 256 * mib, "{e:?}");
+        assert_eq!(e.warmup.useful_bytes, 256 * mib, "{e:?}");
+        let jump = Session {
+            events: vec![(0, 0), (1_000_000, 252), (2_000_000, 253)],
+        };
+        let e = evaluate(&learned, &stored, &jump, 0, 0.5, true);
+        // The last entry's 4 blocks but the one whose read released them.
+        assert_eq!(e.warmup.prefetched_bytes, (stretch + 3) * mib, "{e:?}");
+    }
+
     /// An index without a warm-up is replayed as a mount uses it: the
     /// prior's metadata at the session's start (with the warm-up on), as a
     /// mount from a remote store fetches it.

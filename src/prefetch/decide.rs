@@ -22,6 +22,7 @@ use super::unit::{FetchUnit, Miss};
 use super::PrefetchConfig;
 use crate::cache::BlockCache;
 use crate::fetch::link::LinkEstimate;
+use crate::format::Spans;
 use crate::metrics::Metrics;
 use crate::predict::directory::{Directories, Walks};
 use crate::predict::timeline::{Move, Timeline};
@@ -67,6 +68,12 @@ fn unlearned(ix: &crate::format::ManifestIndex, w: usize, range: std::ops::Range
         .collect()
 }
 
+/// The blocks a read of `len` bytes at `offset` touches (the read path's
+/// own arithmetic, [`Spans`]).
+fn read_blocks(h: &crate::format::SnapshotHeader, offset: u64, len: u32) -> std::ops::Range<u64> {
+    Spans::new(h.volume_size, h.block_size, offset, len as u64).blocks()
+}
+
 /// Whether block `b` of `snap` is in the cache (as far as the loaded
 /// manifest pages say: a block of a page not loaded yet counts as not).
 pub(super) fn cached(snap: &Snapshot, cache: &BlockCache, b: u64) -> bool {
@@ -108,10 +115,11 @@ impl FileState {
     /// How a demand read of `len` bytes at `offset` moves the warm-up's
     /// timeline, if it does.
     pub fn timeline_move(&mut self, offset: u64, len: u32) -> Option<Move> {
-        let h = self.snapshot.header();
-        let bs = h.block_size as u64;
-        let end = (offset + len as u64).min(h.volume_size);
-        (offset < end).then(|| self.timeline.on_read(offset / bs..end.div_ceil(bs)))?
+        let blocks = read_blocks(self.snapshot.header(), offset, len);
+        if blocks.is_empty() {
+            return None;
+        }
+        self.timeline.on_read(blocks)
     }
 
     /// A walk the fetch unit saw since the last call: the blocks of the
@@ -145,11 +153,10 @@ impl FileState {
         let snap = self.snapshot.clone();
         let h = snap.header();
         let bs = h.block_size as u64;
-        let end = (offset + len as u64).min(h.volume_size);
-        if offset >= end {
+        let read_blocks = read_blocks(h, offset, len);
+        if read_blocks.is_empty() {
             return jobs;
         }
-        let read_blocks = offset / bs..end.div_ceil(bs);
         let miss_at = |block, class| Miss {
             snap: &snap,
             cache,

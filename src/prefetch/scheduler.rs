@@ -114,11 +114,14 @@ impl Scheduler {
     /// Carries out a move of `file`'s warm-up timeline: its queued jobs of
     /// the front rank go before every other warm-up job.
     pub fn move_warmup(&mut self, file: usize, mv: &crate::predict::timeline::Move) {
+        let ours = |j: &Job| j.file == file && j.rank == Some(mv.front);
+        // Mostly the warm-up is ahead of the session: nothing to move, and
+        // the heap need not be rebuilt.
+        if !self.queue.iter().any(ours) {
+            return;
+        }
         let mut jobs = std::mem::take(&mut self.queue).into_vec();
-        let mut ahead: Vec<&mut Job> = jobs
-            .iter_mut()
-            .filter(|j| j.file == file && j.rank == Some(mv.front))
-            .collect();
+        let mut ahead: Vec<&mut Job> = jobs.iter_mut().filter(|j| ours(j)).collect();
         // Stable: the rank's jobs keep their order.
         ahead.sort_by_key(|j| j.seq.0);
         self.front -= ahead.len() as u64;
