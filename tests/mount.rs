@@ -330,18 +330,17 @@ fn remount_reuses_the_cache_and_drops_a_corrupted_cache_file() {
     assert!(m.stop().success());
 
     // Corrupt one cached block: it is dropped, refetched, and served right.
-    let victim = walk_files(&cache.join("blocks"))
+    let victim = walk_files(&cache.join("segments"))
         .into_iter()
         .next()
-        .expect("a cache file");
+        .expect("a segment file");
     assert_eq!(
         std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
         0o600
     );
     let mut bytes = std::fs::read(&victim).unwrap();
-    // In the block's data (the file ends with it), not its header.
-    let n = bytes.len();
-    bytes[n - 100] ^= 0xff;
+    // In the first record's block (its header takes the first 4 KiB page).
+    bytes[4096 + 100] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
     let m = Mount::start(dir.path(), &store, &cache, &[], "v.img");
     read_all(&m);

@@ -15,6 +15,7 @@
 
 mod disk;
 mod memory;
+mod segment;
 pub mod verified;
 
 pub use disk::DiskCache;
