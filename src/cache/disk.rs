@@ -21,16 +21,7 @@
 //!   Writes go to a new segment: an old one's tail may be torn.
 //! - The directory is created 0700 and files 0600: cached blocks are the
 //!   volume's data.
-//! - One mount per directory: `open` takes an exclusive `flock` on
-//!   `<dir>/lock` (holding the owner's pid) for as long as the cache is
-//!   open, and refuses a directory another process holds (after waiting
-//!   [`LOCK_WAIT`] for it to let go: a restart's old process may still be
-//!   flushing). Two mounts on
-//!   one directory would each keep their own LRU of the same files, evict
-//!   each other's blocks and overshoot the bound; sharing safely would
-//!   need one index across processes. The kernel drops the lock when its
-//!   holder dies, even by `kill -9`, so a restarted mount never finds a
-//!   stale one.
+//! - One mount per directory: [`super::dir::lock`].
 //! - On a filesystem that cannot punch holes, an evicted record's bytes
 //!   stay counted against the bound until its whole segment is deleted, so
 //!   the bound holds there too (with more evictions).
@@ -41,9 +32,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -51,6 +41,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use lru::LruCache;
 
+use super::dir;
 use super::segment::{self, record_size};
 use super::verified::{cvs_match_root, merge_leaves, page_cvs, segment_cv, PAGE, SEGMENT};
 use super::BlockKey;
@@ -158,86 +149,13 @@ fn hex(key: &BlockKey) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn mkdir_private(p: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(p)
-        .with_context(|| format!("cannot create cache directory {}", p.display()))?;
-    fs::set_permissions(p, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set permissions of {}", p.display()))
-}
-
-/// How long `open` waits for another process to release the directory: a
-/// mount that was just unmounted flushes and exits within a second or so,
-/// and a restart (`umount` then `mount`, systemd's restart) should not fail
-/// on that; a mount that keeps running is refused after this.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Takes `<dir>/lock` for this process, or says who holds it.
-fn lock_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
-    use nix::fcntl::{Flock, FlockArg};
-    let path = dir.join("lock");
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let locked = loop {
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                f = back;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => break other,
-        }
-    };
-    match locked {
-        Ok(mut held) => {
-            // Who holds it, for the message another process will give.
-            held.set_len(0)?;
-            held.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-            Ok(held)
-        }
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = fs::read_to_string(&path).unwrap_or_default();
-            anyhow::bail!(
-                "cache directory {} is in use by another snapahead process (pid {}): \
-                 give each mount its own cache.dir (or --cache-dir)",
-                dir.display(),
-                pid.trim()
-            )
-        }
-        Err((_, e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
-    }
-}
-
-/// Removes what an earlier layout of the disk tier left (one file per
-/// block under `blocks/`, temp files under `tmp/`): a cache, so it is
-/// dropped, not converted.
-fn drop_old_layout(dir: &Path) -> anyhow::Result<()> {
-    for old in ["blocks", "tmp"] {
-        let p = dir.join(old);
-        if p.exists() {
-            log::info!(
-                "disk cache {}: dropping {} (an earlier cache layout)",
-                dir.display(),
-                p.display()
-            );
-            fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
-        }
-    }
-    Ok(())
-}
-
 impl DiskCache {
     pub fn open(dir: &Path, capacity: u64) -> anyhow::Result<Self> {
-        mkdir_private(dir)?;
-        let lock = lock_dir(dir)?;
-        drop_old_layout(dir)?;
+        dir::mkdir_private(dir)?;
+        let lock = dir::lock(dir)?;
+        dir::drop_old_layout(dir)?;
         let segments_dir = dir.join("segments");
-        mkdir_private(&segments_dir)?;
+        dir::mkdir_private(&segments_dir)?;
 
         // Rebuild the index from the segments' records, oldest first.
         let mut seqs = Vec::new();
@@ -761,7 +679,7 @@ impl DiskCache {
 mod tests {
     use super::*;
     use crate::cache::verified::check_block;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// Stores a block the way the fetch path does: checked, then put with
     /// the CVs the check computed.
@@ -886,23 +804,6 @@ mod tests {
             .sum();
         assert!(on_disk <= cap + per, "{on_disk} bytes allocated");
         assert!(c.contains(&keys[99]) && !c.contains(&keys[0]));
-    }
-
-    #[test]
-    fn a_directory_is_used_by_one_cache_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
-        let e = DiskCache::open(dir.path(), 1 << 20)
-            .err()
-            .expect("refused while held");
-        let msg = format!("{e:#}");
-        assert!(msg.contains("in use by another snapahead process"), "{msg}");
-        assert!(
-            msg.contains(&format!("pid {}", std::process::id())),
-            "{msg}"
-        );
-        drop(c);
-        DiskCache::open(dir.path(), 1 << 20).expect("free again once closed");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! as its block is verified; the copy to disk follows on a writer thread
 //! (bounded queue; see [`WRITE_QUEUE`]).
 
+mod dir;
 mod disk;
 mod memory;
 mod segment;

@@ -8,8 +8,9 @@
 //! ext4's inode allocation (`__ext4_new_inode`, scanning for a free inode
 //! past recently deleted ones), and creating 1024 files of 512 KiB took
 //! 0.16–1.66 CPU s from one run to the next on the same machine, against
-//! 0.10–0.12 s for the same bytes written into one file. A segment is
-//! created once per [`segment_target`] bytes; a record is two `pwrite`s.
+//! 0.10–0.12 s for the same bytes written into one file (docs/benchmarks.md,
+//! "Read path: previous build vs this one"). A segment is created once per
+//! [`segment_target`] bytes; a record is two `pwrite`s.
 //!
 //! A record, at an offset that is a multiple of [`ALIGN`]:
 //! `magic "SACR" | version u16 | reserved u16 | block length u32 | CV count

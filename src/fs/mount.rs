@@ -29,34 +29,18 @@ use crate::store::Store;
 /// FUSE session threads: they only parse requests and hand reads to the
 /// async runtime, so a few suffice on any machine.
 pub const FUSE_THREADS: usize = 4;
-/// Kernel readahead for the mount, in KiB, at most. The kernel starts FUSE
-/// mounts at 128 KiB; sequential readers then send 128 KiB requests, and
-/// per-request costs (a FUSE round trip, a cache lookup) cap throughput. 1 MiB
-/// requests cut those 8× (the environment notes measured 12.6 → 93 MB/s over
-/// a 20 ms backend).
+/// Kernel readahead for the mount, in KiB. The kernel starts FUSE mounts at
+/// 128 KiB; sequential readers then send 128 KiB requests, and per-request
+/// costs (a FUSE round trip, a cache lookup) cap throughput. 1 MiB requests
+/// cut those 8× (the environment notes measured 12.6 → 93 MB/s over a 20 ms
+/// backend). One block (512 KiB), so that each request lies in one block
+/// and needs no assembly, was tried and not kept: over the 20 ms link it
+/// made `tar` and the tree scan slower (docs/benchmarks.md, "Read path:
+/// previous build vs this one").
 pub const READ_AHEAD_KB: u32 = 1024;
-/// ... and at least (the kernel's own default).
-const READ_AHEAD_MIN_KB: u32 = 128;
 
-/// The readahead to set: one block of the smallest block size mounted,
-/// within [`READ_AHEAD_MIN_KB`] and [`READ_AHEAD_KB`]. The largest request a
-/// sequential reader sends is the readahead, and its requests start at
-/// multiples of it; at one block each request lies in one block, which the
-/// read path answers with a slice of the cached block (no copy). At 1 MiB,
-/// every request of a 512 KiB-block image spanned two blocks and was
-/// assembled into a fresh buffer: 17% of the mount's CPU in a cold `dd`
-/// (docs/benchmarks.md, "Read path: segments").
-fn read_ahead_kb(block_sizes: impl Iterator<Item = u32>) -> u32 {
-    block_sizes
-        .map(|b| b / 1024)
-        .min()
-        .unwrap_or(READ_AHEAD_KB)
-        .clamp(READ_AHEAD_MIN_KB, READ_AHEAD_KB)
-}
-
-/// Raises the mount's readahead to `kb` through sysfs (root only; best
-/// effort).
-fn raise_read_ahead(mountpoint: &Path, kb: u32) {
+/// Raises the mount's readahead through sysfs (root only; best effort).
+fn raise_read_ahead(mountpoint: &Path) {
     let Ok(md) = std::fs::metadata(mountpoint) else {
         return;
     };
@@ -65,8 +49,11 @@ fn raise_read_ahead(mountpoint: &Path, kb: u32) {
     let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
     let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
     let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
-    match std::fs::write(&path, kb.to_string()) {
-        Ok(()) => log::debug!("readahead of {} set to {kb} KiB", mountpoint.display()),
+    match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
+        Ok(()) => log::debug!(
+            "readahead of {} set to {READ_AHEAD_KB} KiB",
+            mountpoint.display()
+        ),
         Err(e) => log::debug!("cannot raise readahead ({path}: {e}); the kernel's default applies"),
     }
 }
@@ -309,10 +296,7 @@ pub async fn run(store: Store, opts: MountOptions) -> anyhow::Result<()> {
     let session = fuser::spawn_mount(fs, &opts.mountpoint, &cfg).with_context(|| {
         format!("cannot mount on {mountpoint} (is fuse3 installed and /dev/fuse available?)")
     })?;
-    raise_read_ahead(
-        &opts.mountpoint,
-        read_ahead_kb(state.files.iter().map(|f| f.snapshot.header().block_size)),
-    );
+    raise_read_ahead(&opts.mountpoint);
     log::info!(
         "mounted {} snapshot(s) from {} on {mountpoint}: {}",
         state.files.len(),
