@@ -85,6 +85,9 @@ pub struct DiskCache {
     /// [`open_file_budget`]).
     files: Mutex<LruCache<u64, Arc<File>>>,
     open: Mutex<LruCache<BlockKey, Arc<OpenBlock>>>,
+    /// Tests: behave as on a filesystem that cannot punch holes.
+    #[cfg(test)]
+    no_punch: std::sync::atomic::AtomicBool,
 }
 
 /// Where a cached block is: its record's segment and offset.
@@ -190,6 +193,8 @@ impl DiskCache {
             open: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(MAX_OPEN_BLOCKS).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            #[cfg(test)]
+            no_punch: std::sync::atomic::AtomicBool::new(false),
         };
         for seq in seqs {
             let path = segment::path(&cache.segments_dir, seq);
@@ -420,9 +425,13 @@ impl DiskCache {
             let _ = fs::remove_file(segment::path(&self.segments_dir, e.seg));
             return;
         }
-        let punched = self
-            .file(e.seg)
-            .and_then(|f| segment::punch(&f, e.at, e.size()));
+        let punched = self.file(e.seg).and_then(|f| {
+            #[cfg(test)]
+            if self.no_punch.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
+            segment::punch(&f, e.at, e.size())
+        });
         if let Err(err) = punched {
             PUNCH_ERRORS.error(|| {
                 format!(
@@ -804,6 +813,32 @@ mod tests {
             .sum();
         assert!(on_disk <= cap + per, "{on_disk} bytes allocated");
         assert!(c.contains(&keys[99]) && !c.contains(&keys[0]));
+    }
+
+    /// Where holes cannot be punched, evicted records stay counted until
+    /// their segment goes: the bound on what the tier holds on disk still
+    /// holds, and what is indexed still reads back.
+    #[test]
+    fn without_hole_punching_the_bound_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 20 << 20;
+        let c = DiskCache::open(dir.path(), cap).unwrap();
+        c.no_punch.store(true, std::sync::atomic::Ordering::Relaxed);
+        let blocks: Vec<(BlockKey, Vec<u8>)> = (0..120u8).map(|i| block(i, 512 * 1024)).collect();
+        for (k, d) in &blocks {
+            put(&c, k, d);
+            assert!(c.usage().0 <= cap, "{:?}", c.usage());
+            let on_disk: u64 = c
+                .segment_files()
+                .iter()
+                .map(|p| fs::metadata(p).unwrap().blocks() * 512)
+                .sum();
+            assert!(on_disk <= cap + record_size(512 * 1024), "{on_disk}");
+        }
+        let (used, n) = c.usage();
+        assert!(n > 0 && used >= n * record_size(512 * 1024));
+        let (k, d) = &blocks[119];
+        assert!(matches!(c.get(k, d.len(), 0..d.len()), Lookup::Hit { data, .. } if data == d[..]));
     }
 
     #[test]
